@@ -1,0 +1,109 @@
+"""Downloads with resume, hash verification and atomic placement.
+
+A download goes to ``<dest>.part`` first. If that file exists (an interrupted transfer), the download resumes with
+an HTTP ``Range`` request. Only when the whole file is there and its SHA-256 matches (in full, or the prefix given)
+is it renamed to ``dest``; a file whose hash does not match is deleted and reported, never kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ._io import ErftoolsError, sha256_file
+
+CHUNK = 1 << 20
+
+
+class DownloadError(ErftoolsError):
+    pass
+
+
+class HashMismatchError(DownloadError):
+    pass
+
+
+def _check_hash(path: Path, url: str, sha256: str | None) -> str:
+    digest = sha256_file(path)
+    if sha256 and not digest.startswith(sha256.lower()):
+        path.unlink(missing_ok=True)
+        raise HashMismatchError(
+            f"the file downloaded from {url} has SHA-256 {digest[:16]}..., expected {sha256[:16]}...; it was "
+            "deleted. The server sent a different or corrupted file: try again later, or download it yourself "
+            "and pass the local path.")
+    return digest
+
+
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, timeout: float = 60.0,
+             progress: bool = False, offline_hint: str = "") -> Path:
+    """Download ``url`` to ``dest`` unless a verified copy is already there; return ``dest``.
+
+    ``sha256`` may be a full hex digest or a prefix (the OpenMMLab file names carry the first 8 hex digits).
+    """
+    dest = Path(dest)
+    if dest.exists():
+        _check_hash(dest, url, sha256) if sha256 else None
+        if dest.exists():
+            return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "erftools"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # range not satisfiable: the .part file is already complete (or bogus)
+            part.rename(dest)
+            try:
+                _check_hash(dest, url, sha256)
+            except HashMismatchError:
+                return download(url, dest, sha256=sha256, timeout=timeout, progress=progress,
+                                offline_hint=offline_hint)
+            return dest
+        raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}. {offline_hint}".strip()) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(
+            f"cannot reach {url} ({getattr(exc, 'reason', exc)}). You may be offline. {offline_hint}".strip()) from exc
+    with resp:
+        status = getattr(resp, "status", 200)
+        if offset and status != 206:  # server ignored the range: start again
+            offset = 0
+        total = resp.headers.get("Content-Length")
+        total = int(total) + offset if total is not None else None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name, leave=False)
+        try:
+            with open(part, "ab" if offset else "wb") as fh:
+                while True:
+                    block = resp.read(CHUNK)
+                    if not block:
+                        break
+                    fh.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+        except OSError as exc:
+            raise DownloadError(
+                f"the transfer of {url} broke off after {part.stat().st_size if part.exists() else 0} bytes ({exc}); "
+                f"run the command again to resume from {part}") from exc
+        finally:
+            if bar is not None:
+                bar.close()
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise DownloadError(
+            f"the transfer of {url} stopped at {size} of {total} bytes; run the command again to resume from {part}")
+    os.replace(part, dest)
+    _check_hash(dest, url, sha256)
+    return dest
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

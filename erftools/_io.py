@@ -1,0 +1,133 @@
+"""Small I/O helpers shared by every part of erftools: atomic writes, hashes, provenance.
+
+Every result file is written to a temporary file in the same folder and then renamed, so a crash or a full
+disk never leaves a half-written file that looks complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class ErftoolsError(RuntimeError):
+    """A user-facing error: the message names the problem and the fix; the CLI prints it without a traceback."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise ErftoolsError(
+                f"no space left on the device while writing {path}; free some space and run the command "
+                "again (files written before this one are intact)") from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically. NaN/inf are written as null (strict JSON)."""
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_npy(path: str | os.PathLike, array) -> Path:
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array))
+    return Path(path)
+
+
+def save_figure(path: str | os.PathLike, fig, **kwargs) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+    return path
+
+
+def _json_safe(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalars
+        obj = obj.item()
+    if hasattr(obj, "tolist"):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_strings(items) -> str:
+    """A stable hash of a list of strings (an image list, say)."""
+    h = hashlib.sha256()
+    for s in items:
+        h.update(str(s).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the interpreter and the libraries that shape a result."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("erftools", "torch", "timm", "numpy", "scipy", "PIL"):
+        mod = sys.modules.get(name)
+        if mod is None:
+            try:
+                mod = __import__(name)
+            except Exception:  # pragma: no cover - optional
+                continue
+        out[name if name != "PIL" else "pillow"] = str(getattr(mod, "__version__", "unknown"))
+    return out
+
+
+def cache_dir(kind: str = "") -> Path:
+    """The user cache folder of erftools (``$ERFTOOLS_CACHE``, else ``$XDG_CACHE_HOME/erftools``, else ~/.cache/erftools)."""
+    root = os.environ.get("ERFTOOLS_CACHE")
+    if root:
+        base = Path(root)
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "erftools"
+    return base / kind if kind else base

@@ -1,0 +1,1 @@
+"""One module per ``erftools`` sub-command; each exposes ``register(subparsers)``."""
