@@ -8,6 +8,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests never touch the network: huggingface_hub reads this once, at import, so set it before anything imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 
 def shared_root() -> Path:
     return Path(os.environ.get("ERFTOOLS_SHARED", REPO.parent / "shared")).resolve()

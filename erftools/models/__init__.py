@@ -107,6 +107,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, reparam
                                    and not os.path.exists(weights)):
         tag = name_tag if weights == "pretrained" else weights
         source = entry.weight_source(tag)
+        if source is None and weights == "pretrained" and not name_tag:
+            source = next((w for w in entry.weights if w.manual), None)
         if source is None:
             raise ErftoolsError(f"{entry.name} has no published pretrained weights in erftools' registry. "
                                 + _offline_hint(entry))

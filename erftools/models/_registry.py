@@ -170,7 +170,11 @@ def resolve(name: str) -> tuple[ModelEntry, str | None]:
     arch, _, tag = name.strip().partition(".")
     if timm.is_model(arch):
         return _timm_entry(arch, tag or None), tag or None
-    close = [n for n in list_models() if key.replace("_", "-") in n.lower() or n.lower() in key]
+    import difflib
+
+    names = {n.lower(): n for n in list_models()}
+    close = [names[n] for n in difflib.get_close_matches(key, list(names), n=3, cutoff=0.6)]
+    close += [n for n in timm.list_models(f"*{arch.lower()}*")[:3] if n not in close]
     hint = f" Did you mean {', '.join(close[:5])}?" if close else ""
     raise ErftoolsError(f"unknown model {name!r}.{hint} Run `erftools models` for the registry; any timm model "
                         "name (see timm.list_models()) works too.")

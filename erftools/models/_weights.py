@@ -42,14 +42,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def unwrap_state_dict(obj, where: str = "checkpoint") -> dict[str, torch.Tensor]:
-    for _ in range(3):
-        if isinstance(obj, dict) and not _is_state_dict(obj):
-            for key in WRAPPER_KEYS:
-                if key in obj and isinstance(obj[key], dict):
-                    obj = obj[key]
-                    break
-            else:
-                break
+    for _ in range(3):  # a known wrapper key wins over loose tensors beside it (e.g. {'state_dict', 'input'})
+        if not isinstance(obj, dict):
+            break
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict) and obj[k]), None)
+        if inner is None:
+            break
+        obj = inner
     if not isinstance(obj, dict) or not _is_state_dict(obj):
         keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ErftoolsError(f"{where} holds no state dict (top-level keys: {keys}); expected tensors, possibly "
