@@ -7,6 +7,7 @@ is it renamed to ``dest``; a file whose hash does not match is deleted and repor
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -44,9 +45,13 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
     """
     dest = Path(dest)
     if dest.exists():
-        _check_hash(dest, url, sha256) if sha256 else None
-        if dest.exists():
+        if not sha256:
             return dest
+        try:
+            _check_hash(dest, url, sha256)
+            return dest
+        except HashMismatchError:  # a stale or damaged copy: it was deleted, fetch it again
+            pass
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
@@ -89,7 +94,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
                     fh.write(block)
                     if bar is not None:
                         bar.update(len(block))
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise DownloadError(
                 f"the transfer of {url} broke off after {part.stat().st_size if part.exists() else 0} bytes ({exc}); "
                 f"run the command again to resume from {part}") from exc

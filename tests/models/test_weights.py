@@ -171,3 +171,30 @@ def test_pretrained_registry_source_goes_through_download(served, tiny, monkeypa
         model = create_model("replknet-31B", weights="pretrained", **tiny["config"])
     assert torch.equal(_logits(model, tiny["input"]), tiny["logits"])
     assert get_model_info(model).weights == "pretrained:in1k"
+
+
+def test_stale_cached_copy_with_wrong_hash_is_fetched_again(served, tmp_path):
+    from erftools._download import download
+
+    root, good, sha = served
+    dest = tmp_path / "dl" / good
+    dest.parent.mkdir()
+    dest.write_bytes(b"stale")
+    with serve(root) as (base, log):
+        download(f"{base}/{good}", dest, sha256=sha[:8])
+    assert dest.read_bytes() == (root / good).read_bytes() and len(log) == 1
+
+
+def test_result_files_are_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    from erftools._io import write_json
+
+    old = os.umask(0o022)
+    try:
+        p = write_json(tmp_path / "r.json", {"a": float("nan")})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
+    assert p.read_text().strip().endswith("}") and '"a": null' in p.read_text()

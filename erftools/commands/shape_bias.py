@@ -1,0 +1,149 @@
+"""``erftools shape-bias``: shape bias on the cue-conflict stimuli, for models or for existing decision files."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .._io import ErftoolsError
+
+DEFAULT_OUT = Path("results") / "shape-bias"
+
+EPILOG = """examples:
+  erftools data fetch cue-conflict                      # once: the 1280 stimuli, verified, into the user cache
+  erftools shape-bias --model replknet-31B --weights pretrained --out results/sb/replknet-31B
+  erftools shape-bias --model resnet-152 --weights random --stimuli DIR --batch-size 16
+  erftools shape-bias --model replknet-31B swin-B resnet-152 --out results/sb   # one folder each + combined plot
+  erftools shape-bias --decisions subject-*.csv resnet50.csv --out results/sb-refs
+  erftools shape-bias --list-references
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "shape-bias", help="shape bias on the cue-conflict stimuli (models or decision files)",
+        description="Measure the shape bias of models on the 1280 cue-conflict images (model-vs-human protocol), "
+                    "or analyse existing per-trial decision files. Writes summary.json, decisions.csv and plots.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("what to measure (one or both)")
+    src.add_argument("--model", nargs="+", action="extend", default=[], metavar="NAME",
+                     help="model name(s): replknet-31B, resnet-152, swin-B or any timm name")
+    src.add_argument("--decisions", nargs="+", action="extend", default=[], metavar="CSV",
+                     help="per-trial decision files (model-vs-human schema: erftools', model-vs-human's, the human "
+                          "data); each subj is one decision maker, human subjects are pooled as 'humans'")
+    p.add_argument("--weights", nargs="+", default=["pretrained"], metavar="W",
+                   help="weights for the model(s): pretrained (default), random, a registry tag, a file or a URL; "
+                        "one value for all models or one per model")
+    p.add_argument("--label", nargs="+", default=None, metavar="LABEL", help="display name(s), one per model")
+    p.add_argument("--stimuli", default=None, metavar="DIR",
+                   help="cue-conflict folder (default: the user cache filled by `erftools data fetch cue-conflict`)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="evaluate a subset or modified copy of the stimuli (recorded; not comparable to papers)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder: the run folder for one decision maker, else one sub-folder each plus the "
+                        f"combined plots (default {DEFAULT_OUT}/<name> or {DEFAULT_OUT})")
+    p.add_argument("--reference", nargs="+", default=["humans"], metavar="NAME",
+                   help="references drawn in the plots (default: humans; 'none' for none; see --list-references)")
+    p.add_argument("--bootstrap", type=int, default=10_000, metavar="B",
+                   help="bootstrap resamples for the 95%% CI (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of random weights (default 0)")
+    p.add_argument("--no-pool-humans", action="store_true",
+                   help="analyse each human subject separately instead of pooling them as 'humans'")
+    p.add_argument("--individual-subjects", action="store_true",
+                   help="with pooling, also write one run per human subject")
+    p.add_argument("--fresh", action="store_true", help="ignore the partial or finished results of an earlier run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-references", action="store_true", help="list the offline references and exit")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..shapebias import run as sbrun
+    from ..shapebias.reference import get_reference, list_references
+    from ..shapebias.stimuli import load_stimuli
+
+    if args.list_references:
+        print(f"{'name':28s} {'shape bias':>10s}  label")
+        for r in list_references():
+            print(f"{r['name']:28s} {r['shape_bias']:10.4f}  {r['label']}")
+        return 0
+    if not args.model and not args.decisions:
+        raise ErftoolsError("nothing to measure: pass --model NAME and/or --decisions FILE.csv "
+                            "(or --list-references)")
+    if args.batch_size < 1:
+        raise ErftoolsError("--batch-size must be at least 1")
+    refs = [r for r in args.reference if r.lower() != "none"]
+    for r in refs:
+        get_reference(r)  # fail early on a typo
+    weights = list(args.weights)
+    if len(weights) not in (1, len(args.model)) and args.model:
+        raise ErftoolsError(f"--weights takes one value for all models or one per model ({len(args.model)})")
+    if len(weights) == 1:
+        weights = weights * max(1, len(args.model))
+    labels = list(args.label) if args.label else [None] * len(args.model)
+    if len(labels) != len(args.model):
+        raise ErftoolsError(f"--label takes one value per model ({len(args.model)})")
+
+    dms = []
+    if args.decisions:
+        dms = sbrun.load_decision_makers(args.decisions, pool_humans=not args.no_pool_humans,
+                                         keep_individuals=args.individual_subjects)
+    n_runs = len(args.model) + len(dms)
+    single = n_runs == 1
+    stimuli = None
+    if args.model:
+        stimuli = load_stimuli(args.stimuli, allow_incomplete=args.allow_incomplete)
+        if not stimuli.ok:
+            print(f"warning: non-standard stimuli ({stimuli.problems(limit=3)}); results are not comparable to "
+                  "published values", file=sys.stderr)
+    records, folders, used = [], [], set()
+
+    def folder_for(label: str) -> Path:
+        if single:
+            return Path(args.out) if args.out else DEFAULT_OUT / sbrun.slug(label)
+        name = sbrun.slug(label)
+        k = 2
+        while name in used:
+            name, k = f"{sbrun.slug(label)}-{k}", k + 1
+        used.add(name)
+        return (Path(args.out) if args.out else DEFAULT_OUT) / name
+
+    for name, w, label in zip(args.model, weights, labels):
+        from ..models import resolve
+
+        entry, _ = resolve(name)
+        out = folder_for(label or entry.name)
+        rec = sbrun.run_model(name, weights=w, out=out, stimuli=stimuli, label=label, batch_size=args.batch_size,
+                              device=args.device, seed=args.seed, n_boot=args.bootstrap, references=refs,
+                              progress=not args.no_progress, fresh=args.fresh)
+        records.append(rec)
+        folders.append(out)
+        _print_summary(rec, out)
+    for dm in dms:
+        out = folder_for(dm.label)
+        rec = sbrun.run_decision_maker(dm, out=out, stimuli_dir=args.stimuli, seed=args.seed,
+                                       n_boot=args.bootstrap, references=refs)
+        records.append(rec)
+        folders.append(out)
+        _print_summary(rec, out)
+    if not single:
+        top = Path(args.out) if args.out else DEFAULT_OUT
+        sbrun.write_combined(top, records, [str(f.relative_to(top)) for f in folders], references=refs)
+        print(f"combined plots: {top / sbrun.PLOT_MATRIX}, {top / sbrun.PLOT_BARS}")
+    return 0
+
+
+def _print_summary(rec: dict, out: Path) -> None:
+    lo, hi = rec["ci95"]
+    extra = ""
+    if rec.get("shape_bias_mean_of_subjects") is not None:
+        a, b = rec["shape_bias_range_of_subjects"]
+        extra = f"; mean of {len(rec['subjects'])} subjects {rec['shape_bias_mean_of_subjects']:.4f} ({a:.3f}-{b:.3f})"
+    pub = rec.get("published")
+    if pub:
+        extra += f"; paper Fig. 5: {pub['shape_bias']:.4f}"
+    print(f"{rec['label']}: shape bias {rec['shape_bias']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
+          f"shape {rec['fraction_correct_shape']:.4f}, texture {rec['fraction_correct_texture']:.4f}, "
+          f"no-conflict accuracy {rec['accuracy_no_conflict']:.3f}, {rec['num_trials']} trials{extra} -> {out}")

@@ -1,0 +1,34 @@
+"""Helpers for the shape-bias tests: a small subset of the cue-conflict stimuli."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+# 2 images per category for two categories, including one no-conflict image per category
+SUBSET = ["cat/cat1-airplane1.png", "cat/cat1-cat3.png", "cat/cat1-bird1.png",
+          "dog/dog1-bird1.png", "dog/dog1-dog2.png", "dog/dog4-bottle2.png"]
+
+
+@pytest.fixture(scope="session")
+def cue_conflict(shared) -> Path:
+    root = shared / "data" / "cue-conflict"
+    if not (root / "SHA256SUMS").is_file():
+        pytest.skip(f"cue-conflict stimuli not found in {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared) -> Path:
+    return shared / "data" / "reference-decisions"
+
+
+@pytest.fixture
+def subset_dir(cue_conflict, tmp_path) -> Path:
+    """A temp copy of a few stimuli (layout <shape>/<file>)."""
+    dest = tmp_path / "stimuli"
+    for rel in SUBSET:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(cue_conflict / rel, dest / rel)
+    return dest
