@@ -83,8 +83,14 @@ def _check_name(name: str) -> str:
     return name
 
 
-def auto_backend(device: torch.device, dtype: torch.dtype, kernel_size: int) -> str:
-    """The backend ``auto`` picks for one call (fastest exact backend measured for that device and kernel size)."""
+def auto_backend(device: torch.device, dtype: torch.dtype, kernel_size: int, *, weight_grad: bool = True) -> str:
+    """The backend ``auto`` picks for one call (fastest exact backend measured for that device and kernel size).
+
+    On CPU the choice depends on whether the weight gradient is needed (``weight_grad``): the FFT's weight gradient
+    is ~100x faster than PyTorch's at K >= 15, but for inference and input gradients only (ERF maps, shape bias)
+    PyTorch's channels-last (oneDNN) depthwise kernel is as fast as the FFT or faster at every RepLKNet layer shape
+    (reports/benchmarks/dwconv_bench.md), so ``native`` wins and :func:`dwconv2d` runs it channels-last.
+    """
     k = int(kernel_size)
     if k <= SMALL_K or k % 2 == 0:
         return "native"
@@ -93,7 +99,7 @@ def auto_backend(device: torch.device, dtype: torch.dtype, kernel_size: int) -> 
             return "triton"
         return "fft" if k >= FFT_MIN_K_CUDA else "native"
     if device.type == "cpu":
-        return "fft" if k >= FFT_MIN_K_CPU else "native"
+        return "fft" if k >= FFT_MIN_K_CPU and weight_grad else "native"
     return "native"
 
 
@@ -115,7 +121,12 @@ def _unsupported(backend: str, x: torch.Tensor, kernel_size: int) -> str | None:
     return None
 
 
-def resolve_backend(backend: str, x: torch.Tensor, kernel_size: int) -> str:
+def _requested(backend: str) -> str:
+    name = _check_name(backend)
+    return _check_name(os.environ.get(ENV_VAR, "auto")) if name == "auto" else name
+
+
+def resolve_backend(backend: str, x: torch.Tensor, kernel_size: int, *, weight_grad: bool = True) -> str:
     """The backend that will actually run ``dwconv2d(x, weight of size kernel_size, backend=backend)``.
 
     Raises ValueError for an unknown name (also in ``ERFTOOLS_CONV_BACKEND``); returns ``native`` with a one-time
@@ -125,7 +136,7 @@ def resolve_backend(backend: str, x: torch.Tensor, kernel_size: int) -> str:
     if name == "auto":
         name = _check_name(os.environ.get(ENV_VAR, "auto"))
     if name == "auto":
-        return auto_backend(x.device, x.dtype, kernel_size)
+        return auto_backend(x.device, x.dtype, kernel_size, weight_grad=weight_grad)
     if name == "native":
         return name
     why = _unsupported(name, x, int(kernel_size))
@@ -154,10 +165,17 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = 
         name = "native"
         _check_name(backend)
     else:
-        name = resolve_backend(backend, x, kh)
+        name = resolve_backend(backend, x, kh, weight_grad=torch.is_grad_enabled() and weight.requires_grad)
     if name == "fft":
         from ._fft import fft_dwconv2d
         return fft_dwconv2d(x, weight, bias)
     if name == "triton":
         return _triton.triton_dwconv2d(x, weight, bias)
+    if (x.device.type == "cpu" and kh >= FFT_MIN_K_CPU and kh == kw and _requested(backend) == "auto"
+            and not x.is_contiguous(memory_format=torch.channels_last)):
+        # PyTorch's NCHW depthwise kernel on CPU is a ~3 GMAC/s loop for large kernels; the channels-last one
+        # (oneDNN) is >10x faster, so convert in and back out (two cheap copies)
+        y = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, bias, stride=1,
+                     padding=(kh // 2, kw // 2), groups=c)
+        return y.contiguous()
     return F.conv2d(x, weight, bias, stride=1, padding=(kh // 2, kw // 2), groups=c)

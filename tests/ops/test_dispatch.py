@@ -120,3 +120,21 @@ def test_module_non_depthwise_configs_use_conv2d():
     m = DepthwiseConv2d(4, 4, 5, stride=2, padding=2, groups=4, backend="fft")
     x = torch.randn(1, 4, 10, 10)
     assert torch.equal(m(x), F.conv2d(x, m.weight, m.bias, stride=2, padding=2, groups=4))
+
+
+def test_auto_on_cpu_depends_on_whether_the_weight_gradient_is_needed():
+    from erftools.ops._dispatch import auto_backend
+
+    cpu = torch.device("cpu")
+    assert auto_backend(cpu, torch.float32, 31, weight_grad=True) == "fft"
+    assert auto_backend(cpu, torch.float32, 31, weight_grad=False) == "native"
+    assert auto_backend(cpu, torch.float32, 13, weight_grad=True) == "native"
+    w = torch.randn(6, 1, 17, 17)
+    x = torch.randn(2, 6, 20, 23, requires_grad=True)
+    ref = torch.nn.functional.conv2d(x.double(), w.double(), padding=8, groups=6)
+    y = dwconv2d(x, w)  # frozen weight: native through channels-last, returned NCHW-contiguous
+    assert y.is_contiguous()
+    torch.testing.assert_close(y.double(), ref, rtol=0, atol=1e-5 * ref.abs().max().item())
+    (g,) = torch.autograd.grad(y.sum(), x)
+    (g_ref,) = torch.autograd.grad(torch.nn.functional.conv2d(x, w, padding=8, groups=6).sum(), x)
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5)
