@@ -1,0 +1,4 @@
+"""The script ``erftools dashboard`` hands to ``streamlit run`` (absolute imports: Streamlit runs it as __main__)."""
+from erftools.dashboard.app import main
+
+main()

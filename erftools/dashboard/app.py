@@ -1,0 +1,431 @@
+"""The erftools dashboard (Streamlit). Run it with ``erftools dashboard`` or ``streamlit run apps/dashboard.py``.
+
+It reads result folders written by the CLI below one results root (``$ERFTOOLS_RESULTS``, else the committed
+examples) and never runs a model or downloads anything. Pages:
+
+* **ERF**: heatmaps of the chosen models side by side on one colour scale, a threshold slider drawing the
+  high-contribution square, the area-ratio table next to the paper's Table 10, the radial profiles, the metadata.
+* **Shape bias**: the category-by-category plot with humans and reference CNNs, a table with confidence intervals
+  and the paper's Fig. 5 values, and a browser over the cue-conflict stimuli with each model's decision.
+* **Runs**: every run found, unfinished runs and unreadable folders.
+
+Any missing, partial or malformed folder becomes a message in the page; the rest keeps working.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from .. import results as R
+from ..results import ResultError, Run
+from . import ENV_STIMULI
+from . import data as D
+from . import figures as F
+
+PAGES = {"ERF": "erf", "Shape bias": "shape-bias", "Runs": "runs"}
+SCALES = {"log (paper)": "log", "linear": "linear"}
+COLOUR_MAPS = (F.PAPER_CMAP, "RdYlGn", "viridis", "magma")
+MAX_DISPLAY_SIDE = 512
+ZOOMS = (1, 2, 4, 8, 16)
+PAGE_SIZE = 12
+CLASS_COLOUR = {"shape": "green", "texture": "orange", "other": "gray", "no conflict": "blue"}
+
+
+# ------------------------------------------------------------------------------------------------------- caching
+def _stamp(path: Path) -> tuple[str, float, int]:
+    """A cache key for a file: its path, mtime and size (a re-run invalidates the cached arrays)."""
+    try:
+        st_ = path.stat()
+        return str(path), st_.st_mtime, st_.st_size
+    except OSError:
+        return str(path), 0.0, -1
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _matrix(folder: str, stamp_npy: tuple, stamp_json: tuple) -> tuple:
+    """(mean matrix, downsample, full size) of an ERF run folder, reduced for display; cached."""
+    run = Run("erf", Path(folder), R.read_record(folder, "erf"))
+    m, f = D.load_erf_matrix(run, max_side=MAX_DISPLAY_SIDE)
+    size = run.record.get("size")
+    full = tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else (m.shape[0] * f, m.shape[1] * f)
+    return m, f, full
+
+
+def erf_matrix(run: Run):
+    return _matrix(str(run.path), _stamp(run.path / R.ERF_MATRIX), _stamp(run.path / R.ERF_RECORD))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _heatmap_png(keys: tuple, titles: tuple, scale: str, threshold: float, cmap: str, zoom: int = 1) -> bytes:
+    panels = []
+    for (folder, s_npy, s_json), title in zip(keys, titles):
+        m, f, full = _matrix(folder, s_npy, s_json)
+        side, _ = D.area_ratio_at(m, threshold, f, full)
+        panels.append(F.ErfPanel(title, m, f, side))
+    return F.png_bytes(F.erf_heatmaps(panels, scale=scale, threshold=threshold, cmap=cmap, zoom=zoom))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _decisions(path: str, stamp_csv: tuple):
+    return D.load_decisions(path)
+
+
+def _lines(lines: tuple) -> list:
+    return [F.ShapeBiasLine(name, dict(pc), sb, kind, ci) for name, pc, sb, kind, ci in lines]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _shape_bias_png(lines: tuple) -> bytes:
+    return F.png_bytes(F.shape_bias_plot(_lines(lines)), dpi=90)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _shape_bias_bars_png(lines: tuple) -> bytes:
+    return F.png_bytes(F.shape_bias_bars(_lines(lines)), dpi=90)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _radial_png(curves: tuple) -> bytes:
+    import numpy as np
+
+    return F.png_bytes(F.radial_profiles([(n, np.asarray(r), np.asarray(c)) for n, r, c in curves]))
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def guard(what: str):
+    """Show a problem with one run as a message in the page and carry on with the rest."""
+    try:
+        yield
+    except ResultError as exc:
+        st.error(f"{what}: {exc}")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as exc:
+        st.error(f"{what}: malformed result ({type(exc).__name__}: {exc})")
+
+
+def unique_titles(runs: list[Run], root: Path) -> dict[str, Run]:
+    out: dict[str, Run] = {}
+    for run in runs:
+        title = D.run_title(run)
+        if title in out:
+            title = f"{title} [{D.display_path(run.path, root)}]"
+        out[title] = run
+    return out
+
+
+def metadata_panel(title: str, run: Run, root: Path) -> None:
+    with st.expander(f"Run metadata: {title}"):
+        st.caption(f"folder: `{D.display_path(run.path, root)}`")
+        prov = D.provenance(run.record)
+        st.table({"field": list(prov), "value": [str(v) for v in prov.values()]})
+        st.json(run.record, expanded=False)
+
+
+def _pct(v) -> str:
+    """An area ratio in percent: one decimal, more for the tiny squares of untrained ResNets."""
+    if v is None:
+        return "none"
+    v = 100 * float(v)
+    return f"{v:.1f}" if v >= 0.1 or v == 0 else f"{v:.3f}"
+
+
+# ----------------------------------------------------------------------------------------------------- ERF page
+def erf_page(listing: D.Listing, root: Path) -> None:
+    st.header("Effective receptive fields")
+    if not listing.erf:
+        st.info(f"No finished ERF run below `{D.display_path(listing.root, root)}`. Write one with "
+                "`erftools erf --model replknet-31B --out results/erf/replknet-31B`.")
+        return
+    titles = unique_titles(listing.erf, root)
+    names = list(titles)
+    chosen = st.multiselect("Models", names, default=names[:4], key="erf_models")
+    c1, c2, c3, c4 = st.columns([1.2, 2, 0.9, 1])
+    scale = SCALES[c1.radio("Colour scale", list(SCALES), horizontal=True, key="erf_scale")]
+    threshold = c2.slider("Threshold t (share of the total contribution)", 0.05, 0.99, 0.20, 0.01,
+                          key="erf_threshold")
+    zoom = c3.select_slider("Zoom on the centre", ZOOMS, value=1, format_func=lambda z: f"{z}x", key="erf_zoom")
+    cmap = c4.selectbox("Colour map", COLOUR_MAPS, key="erf_cmap")
+    if not chosen:
+        st.info("Choose one or more models.")
+        return
+
+    good: list[tuple[str, Run]] = []
+    rows = []
+    for title in chosen:
+        run = titles[title]
+        with guard(title):
+            m, f, full = erf_matrix(run)
+            side, ratio = D.area_ratio_at(m, threshold, f, full)
+            good.append((title, run))
+            rows.append({"model": title, "weights": D.weights_text(run.record),
+                         "square side (px)": "none" if side is None else side,
+                         f"area ratio at t={threshold:.2f} (%)": _pct(ratio),
+                         "computed on": f"{m.shape[0]}x{m.shape[1]}" + (f" (1/{f} of {full[0]}x{full[1]})"
+                                                                      if f > 1 else "")})
+    if not good:
+        st.warning("None of the chosen runs could be read.")
+        return
+
+    keys = tuple((str(r.path), _stamp(r.path / R.ERF_MATRIX), _stamp(r.path / R.ERF_RECORD)) for _, r in good)
+    png = _heatmap_png(keys, tuple(t for t, _ in good), scale, float(threshold), cmap, int(zoom))
+    with st.container(key="erf-heatmap"):
+        st.image(png, caption=f"ERF, {'log10(M+1)/max as in the paper' if scale == 'log' else 'M/max'}; "
+                              f"dashed square: the high-contribution square at t = {threshold:.0%}"
+                              + (f"; central 1/{zoom} of each map" if zoom > 1 else ""))
+    if any(D.is_untrained(r.record) for _, r in good):
+        st.caption("Runs marked *(random init)* are untrained architectures: their maps show what the architecture "
+                   "alone does; the paper's numbers are for trained models.")
+
+    st.subheader("Area ratio of the high-contribution square")
+    st.dataframe(rows, hide_index=True, width="stretch")
+    if any(f > 1 for f in (erf_matrix(r)[1] for _, r in good)):
+        st.caption("On a downsampled matrix the live square is found on the coarse grid; the recorded values "
+                   "below were computed at full resolution by `erftools erf`.")
+    st.markdown("**Ours next to the paper (Table 10, trained models), area ratio r in %**")
+    st.dataframe(table10_rows(good), hide_index=True, width="stretch")
+
+    curves = []
+    for title, run in good:
+        with guard(f"{title} radial profile"):
+            m, f, _ = erf_matrix(run)
+            prof = D.radial_profile(run.record, m, f)
+            if prof is not None:
+                curves.append((title, tuple(map(float, prof[0])), tuple(map(float, prof[1]))))
+    if curves:
+        st.subheader("Radial profiles")
+        with st.container(key="erf-radial"):
+            st.image(_radial_png(tuple(curves)),
+                     caption="share of the total contribution (raw matrix) within a distance of the centre")
+    st.subheader("Provenance")
+    for title, run in good:
+        metadata_panel(title, run, root)
+
+
+def table10_rows(good: list[tuple[str, Run]]) -> list[dict]:
+    try:
+        table = D.paper_table10()
+    except ResultError as exc:
+        st.warning(str(exc))
+        table = {"models": []}
+    rows = []
+    for title, run in good:
+        rec = D.recorded_area_ratios(run.record)
+        paper = D.paper_erf_entry(run.record, table)
+        row = {"model": title}
+        for t in D.THRESHOLDS:
+            row[f"ours t={t:.0%}"] = _pct(rec[t]) if t in rec else "n/a"
+            pv = (paper or {}).get("area_ratio_percent", {}).get(str(t))
+            row[f"paper t={t:.0%}"] = "" if pv is None else f"{pv:.1f}"
+        row["paper model"] = paper["name"] if paper else "(not in Table 10)"
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- shape-bias page
+def shape_bias_page(listing: D.Listing, root: Path) -> None:
+    st.header("Shape bias on cue-conflict images")
+    reference = D.shapebias_reference()
+    runs = unique_titles(D.shape_bias_order(listing.shape_bias), root)
+    names = list(runs)
+    refs = {**{f"{k} (reference)": ("human", v) for k, v in reference["humans"].items()},
+            **{f"{k} (reference)": ("cnn", v) for k, v in reference["cnns"].items()},
+            **{f"{k} (reference)": ("human" if v.get("kind") == "human" else "cnn", v)
+               for k, v in reference["other"].items()},
+            **{k if "paper" in k.lower() else f"{k} (paper)": ("paper", v) for k, v in reference["paper"].items()}}
+    if not names and not refs:
+        st.info(f"No finished shape-bias run below `{D.display_path(listing.root, root)}`. Write one with "
+                "`erftools shape-bias --model replknet-31B --out results/shape-bias/replknet-31B`.")
+        return
+    default = names if len(names) <= 8 else [n for n in names if D.classify(runs[n]) != "cnn"][:8]
+    chosen = st.multiselect("Decision makers (runs)", names, default=default, key="sb_models")
+    run_keys = set().union(*(D.model_keys(runs[n].record) for n in chosen)) if chosen else set()
+    ref_default = [k for k, (kind, v) in refs.items() if kind in ("human", "cnn") and
+                   (v in reference["humans"].values() or v in reference["cnns"].values())
+                   and not ({D._norm(v.get("key")), D._norm(v.get("label"))} & run_keys)]
+    chosen_refs = st.multiselect("Humans and reference networks (published decisions; paper Fig. 5 lines)",
+                                 list(refs), default=ref_default, key="sb_refs")
+
+    lines, table = [], []
+    chosen_runs: list[tuple[str, Run]] = []
+    for title in chosen:
+        run = runs[title]
+        with guard(title):
+            rec = run.record
+            sb = rec.get("shape_bias")
+            sb = None if sb is None else float(sb)
+            pc = D.per_category(rec)
+            ci = rec.get("ci95") or [None, None]
+            paper = D.paper_fig5_entry(rec, reference)
+            row = {"decision maker": title, "shape bias": _f3(sb),
+                   "95% CI": f"[{_f3(ci[0])}, {_f3(ci[1])}]" if ci and ci[0] is not None else "",
+                   "fraction shape": _f3(rec.get("fraction_correct_shape")),
+                   "fraction texture": _f3(rec.get("fraction_correct_texture")),
+                   "accuracy (no conflict)": _f3(rec.get("accuracy_no_conflict")),
+                   "trials": rec.get("num_trials"),
+                   "paper Fig. 5": f"{_f3(paper[1].get('shape_bias'))} ({paper[0]})" if paper else ""}
+            ci_t = tuple(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 and ci[0] is not None else None
+            lines.append((title, tuple(sorted(pc.items())), sb, D.classify(run), ci_t))
+            table.append(row)
+            chosen_runs.append((title, run))
+    for name in chosen_refs:
+        kind, item = refs[name]
+        pc = tuple(sorted((k, v) for k, v in item["per_category"].items() if v is not None))
+        ci = item.get("ci95") or [None, None]
+        lines.append((name, pc, item.get("shape_bias"), kind, tuple(ci) if ci[0] is not None else None))
+        table.append({"decision maker": name, "shape bias": _f3(item.get("shape_bias")),
+                      "95% CI": f"[{_f3(ci[0])}, {_f3(ci[1])}]" if ci[0] is not None else "",
+                      "fraction shape": _f3(item.get("fraction_correct_shape")),
+                      "fraction texture": _f3(item.get("fraction_correct_texture")),
+                      "accuracy (no conflict)": _f3(item.get("accuracy_no_conflict")),
+                      "trials": item.get("num_trials"), "paper Fig. 5": ""})
+    if lines:
+        left, right = st.columns([3, 2])
+        with left, st.container(key="shape-bias-plot"):
+            st.image(_shape_bias_png(tuple(lines)),
+                     caption="per category: shape decisions / (shape + texture decisions); vertical lines: the "
+                             "pooled shape bias of each decision maker (humans in red)")
+        with right, st.container(key="shape-bias-bars"):
+            st.image(_shape_bias_bars_png(tuple(lines)), caption="pooled shape bias with 95% bootstrap intervals")
+    else:
+        st.info("Choose one or more decision makers.")
+    if table:
+        st.subheader("Shape bias")
+        humans = next(iter(reference["humans"].values()), None)
+        if humans:
+            st.caption(f"Humans (10 observers pooled): {humans['shape_bias']:.3f}. Confidence intervals: "
+                       "bootstrap over stimuli.")
+        st.dataframe(table, hide_index=True, width="stretch")
+    if reference["paper"]:
+        with st.expander("The paper's Fig. 5 (RepLKNet, CVPR 2022)"):
+            st.dataframe([{"decision maker": k, "shape bias": _f3(v.get("shape_bias")),
+                           **{c: _f3(v["per_category"].get(c)) for c in D.CATEGORIES}}
+                          for k, v in reference["paper"].items()], hide_index=True, width="stretch")
+    else:
+        st.caption("The paper's Fig. 5 values are not installed (data/shapebias/published_fig5.json).")
+    for title, run in chosen_runs:
+        metadata_panel(title, run, root)
+    stimuli_browser(chosen_runs, root)
+
+
+def _f3(v) -> str:
+    try:
+        return "" if v is None else f"{float(v):.3f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
+    st.subheader("Cue-conflict stimuli and decisions")
+    if not chosen:
+        st.info("Choose decision makers above to browse their decisions.")
+        return
+    frames = {}
+    for title, run in chosen:
+        path = run.path / R.SB_DECISIONS
+        with guard(f"{title} decisions"):
+            frames[title] = _decisions(str(path), _stamp(path))
+    if not frames:
+        return
+    merged = D.merge_decisions(frames)
+    sdir = D.stimuli_dir_for([r for _, r in chosen], os.environ.get(ENV_STIMULI))
+    c1, c2, c3 = st.columns(3)
+    by = c1.selectbox("Filter by the decision of", list(frames), key="stim_by")
+    cls = c2.radio("Decided by", ["all", "shape", "texture", "other", "no conflict"], horizontal=True,
+                   key="stim_class")
+    cat = c3.selectbox("Shape category", ["all", *D.CATEGORIES], key="stim_cat")
+    rows = merged
+    if cls != "all":
+        rows = rows[rows[f"{by} :: class"] == cls]
+    if cat != "all":
+        rows = rows[rows["shape"] == cat]
+    counts = merged[f"{by} :: class"].value_counts().to_dict()
+    st.caption(f"{by}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in D.DECISION_CLASSES)
+               + f"; showing {len(rows)} stimuli")
+    if sdir is None:
+        st.info("The stimuli folder is not known for these runs, so only the decisions are listed. Start the "
+                "dashboard with `erftools dashboard --stimuli DIR` (the cue-conflict folder from "
+                "`erftools data fetch`) to see the images.")
+    pages = max(1, -(-len(rows) // PAGE_SIZE))
+    page = st.number_input("Page", 1, pages, 1, key="stim_page") if pages > 1 else 1
+    part = rows.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    if sdir is None:
+        st.dataframe(part.drop(columns=[c for c in part.columns if c.endswith(":: class")]), hide_index=True,
+                     width="stretch")
+        return
+    allowed = set(zip(merged["shape"], merged["stimulus"]))
+    cols = st.columns(4)
+    for i, (_, row) in enumerate(part.iterrows()):
+        with cols[i % 4]:
+            try:
+                path = D.stimulus_path(sdir, row["shape"], row["stimulus"], allowed)
+                st.image(path.read_bytes(), width="stretch")
+            except (ResultError, OSError) as exc:
+                st.warning(str(exc))
+            lines = [f"**{row['stimulus']}**  shape *{row['shape']}*, texture *{row['texture']}*"]
+            for name in frames:
+                decided = row.get(f"{name} :: class")
+                if isinstance(decided, str):
+                    lines.append(f"{name}: :{CLASS_COLOUR[decided]}[{row[name]} ({decided})]")
+            st.markdown("  \n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------------------- runs page
+def runs_page(listing: D.Listing, root: Path) -> None:
+    st.header("Runs")
+    rows = []
+    for run in listing.erf + listing.shape_bias:
+        rows.append({"kind": run.kind, "name": D.run_title(run), "folder": D.display_path(run.path, root),
+                     "created": run.record.get("created", ""), "weights / data": D.weights_text(run.record)})
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch")
+    else:
+        st.info(f"No finished run below `{D.display_path(listing.root, root)}`.")
+    for run in listing.erf + listing.shape_bias:
+        metadata_panel(D.run_title(run), run, root)
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+def main() -> None:
+    st.set_page_config(page_title="erftools dashboard", layout="wide")
+    try:
+        root = D.results_root()
+    except ResultError as exc:
+        st.title("erftools dashboard")
+        st.error(str(exc))
+        return
+
+    slugs = list(PAGES.values())
+    wanted = st.query_params.get("page", "erf")
+    with st.sidebar:
+        st.title("erftools")
+        label = st.radio("Page", list(PAGES), index=slugs.index(wanted) if wanted in slugs else 0, key="page")
+        sub = st.text_input("Results folder (relative to the results root)", value="", key="subdir",
+                            help="A folder inside the results root; paths outside it are refused.")
+        include_incomplete = st.checkbox("show unfinished runs", value=False, key="incomplete")
+        st.caption(f"results root: `{root.name}`")
+    if st.query_params.get("page") != PAGES[label]:
+        st.query_params["page"] = PAGES[label]
+
+    try:
+        folder = R.safe_path(root, sub.strip() or ".")
+        listing = D.list_runs(folder, include_incomplete=include_incomplete)
+    except ResultError as exc:
+        st.error(str(exc).replace(str(root), "<results root>"))
+        return
+    for msg in listing.problems:
+        st.warning(f"Skipped a malformed result folder: {msg}")
+    if listing.incomplete and not include_incomplete:
+        st.warning("Unfinished runs (interrupted or still running) are hidden: "
+                   + ", ".join(f"`{D.display_path(r.path, root)}`" for r in listing.incomplete))
+
+    page = PAGES[label]
+    if page == "erf":
+        erf_page(listing, root)
+    elif page == "shape-bias":
+        shape_bias_page(listing, root)
+    else:
+        runs_page(listing, root)
+

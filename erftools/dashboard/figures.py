@@ -1,0 +1,139 @@
+"""Figures shared by the dashboard and ``erftools report``.
+
+The shape-bias plot and the radial profiles are the engines' own (:mod:`erftools.shapebias.plots`,
+:mod:`erftools.erf.plots`); the ERF heatmap grid is drawn here because the dashboard needs what the engine's
+comparison figure does not do: a live threshold with its numbers, and a linear scale next to the paper's log scale.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .data import linear_normalise, log_normalise
+
+PAPER_CMAP = "paper (RdYlGn, upper half)"
+
+
+@dataclass
+class ErfPanel:
+    title: str
+    matrix: np.ndarray  # per-pixel mean contribution, possibly downsampled
+    downsample: int = 1
+    side: int | None = None  # high-contribution square side in full-resolution pixels (None: none / not drawn)
+
+
+def _cmap(name: str):
+    if name == PAPER_CMAP:
+        from ..erf.plots import erf_colormap
+
+        return erf_colormap()
+    return name
+
+
+def erf_heatmaps(panels: list[ErfPanel], scale: str = "log", threshold: float | None = None,
+                 cmap: str = PAPER_CMAP, width: float = 3.4, zoom: int = 1) -> Figure:
+    """The ERF maps side by side on one colour scale (0..1 after normalisation), with the threshold square.
+
+    ``zoom`` > 1 shows only the central 1/zoom of each map (normalised over the whole map first), for the small
+    ERFs of untrained or shallow networks.
+    """
+    n = max(len(panels), 1)
+    fig = Figure(figsize=(width * n + 0.9, width + 0.5), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    image = None
+    for ax, p in zip(axes, panels):
+        a = log_normalise(p.matrix) if scale == "log" else linear_normalise(p.matrix)
+        h, w = p.matrix.shape[0] * p.downsample, p.matrix.shape[1] * p.downsample
+        (r0, r1), (c0, c1) = (_window(n, zoom) for n in a.shape)
+        extent = (c0 * p.downsample, c1 * p.downsample, r1 * p.downsample, r0 * p.downsample)
+        image = ax.imshow(a[r0:r1, c0:c1], cmap=_cmap(cmap), vmin=0.0, vmax=1.0, extent=extent,
+                          interpolation="nearest")
+        ax.set_title(p.title, fontsize=10)
+        ax.set_xticks([extent[0], w // 2, extent[1]])
+        ax.set_yticks([extent[3], h // 2, extent[2]])
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.tick_params(labelsize=7)
+        if p.side:  # the square is centred on pixel (H//2, W//2) and covers `side` pixels
+            c_y, c_x = (h // 2) + 0.5, (w // 2) + 0.5
+            ax.add_patch(Rectangle((c_x - p.side / 2, c_y - p.side / 2), p.side, p.side, fill=False,
+                                   edgecolor="#1f3bb3", linewidth=1.4, linestyle="--"))
+        if threshold is not None:
+            r = p.side * p.side / (h * w) if p.side else 0.0
+            text = (f"t={threshold:.0%}: side {p.side} px, r={r:.1%}" if r >= 0.001 else
+                    f"t={threshold:.0%}: side {p.side} px, r={r:.3%}") if p.side else f"t={threshold:.0%}: no square"
+            ax.text(0.02, 0.02, text, transform=ax.transAxes, fontsize=7,
+                    bbox=dict(facecolor="white", alpha=0.85, linewidth=0))
+    if not panels:
+        axes[0].axis("off")
+        axes[0].text(0.5, 0.5, "no ERF runs", ha="center", va="center")
+    elif image is not None:
+        label = "log10(contribution + 1) / max" if scale == "log" else "contribution / max"
+        fig.colorbar(image, ax=list(axes), shrink=0.85, label=label)
+    return fig
+
+
+def _window(n: int, zoom: int) -> tuple[int, int]:
+    """Rows (or columns) [start, stop) of the central 1/zoom of n, centred on n // 2."""
+    if zoom <= 1:
+        return 0, n
+    half = max(1, int(np.ceil(n / (2 * zoom))))
+    return max(0, n // 2 - half), min(n, n // 2 + half + 1)
+
+
+def radial_profiles(curves: list[tuple[str, np.ndarray, np.ndarray]]):
+    """Cumulative contribution against distance from the centre, one line per model (the ERF engine's figure)."""
+    from ..erf.plots import plot_radial_profiles
+
+    return plot_radial_profiles([{"radius": r, "cumulative": c} for _, r, c in curves], [n for n, _, _ in curves])
+
+
+@dataclass
+class ShapeBiasLine:
+    name: str
+    per_category: dict  # category -> shape bias (shape decisions / (shape + texture decisions))
+    shape_bias: float | None
+    kind: str = "model"  # "model", "human", "cnn" or "paper"
+    ci95: tuple | None = None
+
+
+_KINDS = {"human": "humans", "cnn": "network", "model": "model", "paper": "published"}
+
+
+def shape_bias_plot(lines: list[ShapeBiasLine]):
+    """The category-by-category plot (Geirhos et al.; the paper's Fig. 5): the shape-bias engine's figure."""
+    from ..shapebias.plots import plot_shape_bias
+
+    return plot_shape_bias(_entries(lines))
+
+
+def _entries(lines: list[ShapeBiasLine]) -> list[dict]:
+    return [{"label": l.name, "shape_bias": l.shape_bias, "per_category": dict(l.per_category),
+             "kind": _KINDS.get(l.kind, "model"), "ci95": list(l.ci95) if l.ci95 else None} for l in lines]
+
+
+def shape_bias_bars(lines: list[ShapeBiasLine]):
+    """Pooled shape bias per decision maker with its 95% interval (the shape-bias engine's bar chart)."""
+    from ..shapebias.plots import plot_shape_bias_bars
+
+    return plot_shape_bias_bars(_entries(lines))
+
+
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """PNG bytes of a figure; a pyplot figure is closed afterwards (no leak in a long-running server)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    close(fig)
+    return buf.getvalue()
+
+
+def close(fig) -> None:
+    import sys
+
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close(fig)
