@@ -1,0 +1,245 @@
+"""``erftools erf`` (compute an ERF run), ``erftools analyze`` (area-ratio table of a matrix) and ``erftools compare``
+(side-by-side figure and table of several runs): a thin layer over :mod:`erftools.erf`."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from .._io import ErftoolsError
+
+log = logging.getLogger(__name__)
+
+
+def _thresholds(values):
+    out = []
+    for v in values:
+        t = float(v)
+        if t > 1:  # allow percentages: 20 -> 0.2
+            t /= 100.0
+        if not 0 < t <= 1:
+            raise ErftoolsError(f"a threshold must be in (0, 1] (or a percentage); got {v}")
+        out.append(t)
+    return out
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "erf", help="compute the effective receptive field (aggregated contribution map) of a model",
+        description="Compute the aggregated contribution map of a model at SIZE x SIZE (the RepLKNet paper's ERF "
+                    "protocol) and write erf.npy, erf.json and erf.png into --out. Under torchrun the images are "
+                    "split across the processes.")
+    p.add_argument("--model", required=True, help="registry name (replknet-31B, resnet-152, swin-B, ...) or any "
+                                                  "timm model name")
+    p.add_argument("--weights", default="pretrained",
+                   help="pretrained (default), random, a weight tag, a local checkpoint file or a URL")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="folder of images, searched recursively (ImageFolder layouts too); default: the bundled "
+                        "public-domain photographs")
+    p.add_argument("--num-images", type=int, default=50, help="number of images (default 50, as in the paper)")
+    p.add_argument("--sampler", choices=("random", "sequential", "stratified"), default="random",
+                   help="random (seeded, default), sequential (first N in folder order, as the official script), "
+                        "stratified (one image per class folder)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random / stratified sampler and of random weights (default 0)")
+    p.add_argument("--size", type=int, default=1024, help="input resolution (default 1024)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per pass (default: 1 on CPU, 4 on CUDA)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
+    p.add_argument("--conv-backend", default=None, choices=("auto", "native", "fft", "triton"),
+                   help="large-kernel convolution backend of RepLKNet models (default: $ERFTOOLS_CONV_BACKEND, "
+                        "else native channels-last on CPU and auto on CUDA)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run folder (default results/erf/<model>_<weights>_<size>)")
+    p.add_argument("--label", default=None, help="name shown in figures and tables (default: the model name)")
+    p.add_argument("--thresholds", nargs="+", default=["0.2", "0.3", "0.5", "0.99"],
+                   help="area-ratio thresholds (default 0.2 0.3 0.5 0.99)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
+    p.add_argument("--no-prepare", action="store_true",
+                   help="use the model exactly as built (no re-parameterisation, BN fusion or channels-last); "
+                        "slower, for checking")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_erf)
+
+    a = subparsers.add_parser(
+        "analyze", help="area-ratio table (and radial profile) of an ERF matrix",
+        description="Print and save the high-contribution area ratios of an ERF matrix: an erf.npy of erftools, a "
+                    "run folder, or the .npy written by the official RepLKNet script.")
+    a.add_argument("path", help="an .npy matrix or an ERF run folder")
+    a.add_argument("--thresholds", nargs="+", default=["0.2", "0.3", "0.5", "0.99"])
+    a.add_argument("--out", default=None, metavar="DIR", help="where to save the table (default: next to the input)")
+    a.add_argument("--heatmap", action="store_true", help="also save the heatmap with the squares drawn")
+    a.set_defaults(func=cmd_analyze)
+
+    c = subparsers.add_parser(
+        "compare", help="side-by-side ERF figure and area-ratio table of several runs",
+        description="Plot several ERF matrices (run folders or .npy files) side by side on one colour scale, with "
+                    "their area-ratio table and radial profiles.")
+    c.add_argument("paths", nargs="+", metavar="DIR", help="ERF run folders or .npy files")
+    c.add_argument("--labels", nargs="+", default=None, help="one label per input (default: the run labels)")
+    c.add_argument("--thresholds", nargs="+", default=["0.2", "0.3", "0.5", "0.99"])
+    c.add_argument("--squares", action="store_true", help="draw the high-contribution squares")
+    c.add_argument("--out", default=".", metavar="DIR", help="folder for erf_compare.{png,md,json} (default .)")
+    c.set_defaults(func=cmd_compare)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "run"
+
+
+def _default_out(model: str, weights: str, size: int) -> Path:
+    w = weights
+    if os.path.sep in w or w.startswith(("http://", "https://")) or w.endswith((".pth", ".pt", ".safetensors")):
+        w = Path(w.split("?")[0]).stem
+    return Path("results") / "erf" / f"{_slug(model)}_{_slug(w)}_{size}"
+
+
+def cmd_erf(args) -> int:
+    from ..erf import format_table, model_kwargs_for_size
+    from ..erf.analysis import AreaRatio
+    from ..erf.run import run_erf
+    from ..images import select_images
+    from ..models import create_model, get_model_info
+
+    if args.size < 32:
+        raise ErftoolsError(f"--size must be at least 32 (got {args.size})")
+    if args.num_images < 1:
+        raise ErftoolsError(f"--num-images must be at least 1 (got {args.num_images})")
+    if args.resume and args.overwrite:
+        raise ErftoolsError("--resume and --overwrite contradict each other; choose one")
+    thresholds = _thresholds(args.thresholds)
+    kwargs = model_kwargs_for_size(args.model, args.size)
+    import torch
+
+    torch.manual_seed(args.seed)  # random weights: reproducible, and the same in every torchrun process
+    model = create_model(args.model, args.weights, **kwargs)
+    info = get_model_info(model)
+    pre = info.preprocessing
+    images = select_images(args.images, args.num_images, args.sampler, args.seed, size=args.size, mean=pre.mean,
+                           std=pre.std)
+    out = Path(args.out) if args.out else _default_out(info.name, args.weights, args.size)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    try:
+        record = run_erf(model, images, out, batch_size=args.batch_size, device=args.device, resume=args.resume,
+                         overwrite=args.overwrite, prepare=not args.no_prepare, conv_backend=args.conv_backend,
+                         thresholds=thresholds, label=args.label, progress=not args.no_progress,
+                         extra={"model_kwargs": kwargs,
+                                "command": "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])})
+    except KeyboardInterrupt:
+        if rank == 0:
+            argv = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")] or ["erf", "--model", args.model]
+            if args.out is None:
+                argv += ["--out", str(out)]
+            print(f"\nerftools erf: interrupted. Every finished batch is saved in {out / '.erf_checkpoint'}; "
+                  f"continue with:\n  erftools {' '.join(shlex.quote(a) for a in argv)} --resume", file=sys.stderr)
+        return 130
+    if rank != 0:
+        return 0
+    ratios = [AreaRatio(r["threshold"], r["side"], r["area_ratio"]) for r in record["area_ratios"]]
+    t = record.get("timings", {})
+    print(format_table([(record["label"], ratios)], markdown=False))
+    skipped = f", {record['num_skipped']} skipped" if record.get("num_skipped") else ""
+    per = t.get("seconds_per_image")
+    print(f"{record['num_images']} images at {args.size}x{args.size}{skipped}; "
+          f"{t.get('wall_s', 0):.1f} s" + (f" ({per:.2f} s per image)" if per else "") + f"; written to {out}")
+    return 0
+
+
+def _save_tables(stem: Path, rows, extra: dict) -> tuple[Path, Path]:
+    from .._io import write_json, write_text
+    from ..erf import format_table
+
+    md = write_text(stem.with_name(stem.name + ".md"), format_table(rows) + "\n")
+    js = write_json(stem.with_name(stem.name + ".json"), extra)
+    return md, js
+
+
+def cmd_analyze(args) -> int:
+    from ..erf import area_ratios, format_table, radial_profile
+    from ..erf.run import load_matrix
+
+    thresholds = _thresholds(args.thresholds)
+    path = Path(args.path)
+    matrix, record = load_matrix(path)
+    try:
+        ratios = area_ratios(matrix, thresholds)
+        prof = radial_profile(matrix)
+    except ValueError as exc:
+        raise ErftoolsError(f"{path}: {exc}") from exc
+    label = (record or {}).get("label") or (path.name if path.is_dir() else path.stem)
+    src = path / "erf.npy" if path.is_dir() else path
+    out_dir = Path(args.out) if args.out else src.parent
+    stem = out_dir / f"{src.stem}_area_ratios"
+    h, w = matrix.shape
+    print(f"{src}: {h}x{w}, max {float(matrix.max()):.6g}, min {float(matrix.min()):.6g}")
+    if record and record.get("stored_downsample", 1) != 1:
+        print(f"note: this matrix was block-summed by {record['stored_downsample']} for storage; the area ratios "
+              "are approximate (see the record for the full-resolution values)")
+    print(format_table([(label, ratios)], markdown=False))
+    r = prof["radius_for_share"]
+    print("radius (px) holding 50% / 90% / 99% of the contribution: "
+          + " / ".join("-" if r[k] is None else f"{r[k]:g}" for k in ("0.5", "0.9", "0.99")))
+    md, js = _save_tables(stem, [(label, ratios)], {
+        "source": str(src), "shape": [h, w], "label": label, "area_ratios": [x.to_dict() for x in ratios],
+        "radial_profile": prof, "method": "log10(x+1)/max; smallest centred odd square whose share > t"})
+    print(f"saved {md} and {js}")
+    if args.heatmap:
+        from ..erf.plots import plot_erf
+
+        png = out_dir / f"{src.stem}_heatmap.png"
+        plot_erf(matrix, title=label, thresholds=thresholds, path=png)
+        print(f"saved {png}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ..erf import area_ratios, format_table, radial_profile
+    from ..erf.plots import plot_comparison, plot_radial_profiles
+    from ..erf.run import load_matrix
+
+    thresholds = _thresholds(args.thresholds)
+    if args.labels and len(args.labels) != len(args.paths):
+        raise ErftoolsError(f"--labels needs one label per input ({len(args.paths)}); got {len(args.labels)}")
+    matrices, labels, records = [], [], []
+    for i, p in enumerate(args.paths):
+        path = Path(p)
+        m, rec = load_matrix(path)
+        matrices.append(m)
+        records.append(rec or {})
+        labels.append(args.labels[i] if args.labels else
+                      ((rec or {}).get("label") or (path.name if path.is_dir() else path.stem)))
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(labels):  # make duplicate labels distinct
+        if labels.count(lab) > 1:
+            seen[lab] = seen.get(lab, 0) + 1
+            labels[i] = f"{lab} ({Path(args.paths[i]).name})"
+    rows = []
+    entries = []
+    profiles = []
+    for m, lab, rec, p in zip(matrices, labels, records, args.paths):
+        try:
+            ratios = area_ratios(m, thresholds)
+        except ValueError as exc:
+            raise ErftoolsError(f"{p}: {exc}") from exc
+        prof = radial_profile(m)
+        rows.append((lab, ratios))
+        profiles.append(prof)
+        entries.append({"label": lab, "source": str(p), "shape": list(m.shape),
+                        "model": (rec.get("model") or {}).get("name"),
+                        "weights": (rec.get("model") or {}).get("weights"), "num_images": rec.get("num_images"),
+                        "area_ratios": [r.to_dict() for r in ratios],
+                        "radius_for_share": prof["radius_for_share"]})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "erf_compare.png"
+    plot_comparison(matrices, labels, thresholds=thresholds if args.squares else None, path=png)
+    radial = out / "erf_compare_radial.png"
+    plot_radial_profiles(profiles, labels, path=radial)
+    table = format_table(rows)
+    print(table)
+    md, js = _save_tables(out / "erf_compare", rows, {"thresholds": thresholds, "runs": entries})
+    print(f"saved {png}, {radial}, {md} and {js}")
+    return 0

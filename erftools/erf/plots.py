@@ -1,0 +1,128 @@
+"""Figures of ERF matrices in the paper's style: the log-normalised map (``log10(x + 1) / max``) on a 0-1 colour
+scale (the upper, yellow-to-green half of ``RdYlGn``, as the official seaborn heatmap centred at 0 renders it) with
+a colour bar on top, optionally with the high-contribution squares drawn; and a side-by-side comparison of several
+models on one colour scale. Only stock matplotlib is used (``DejaVu`` fonts, no seaborn, no pyplot state), so the
+functions are safe in scripts, servers and tests.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .analysis import DEFAULT_THRESHOLDS, area_ratios, normalize
+
+__all__ = ["erf_colormap", "plot_erf", "plot_comparison", "plot_radial_profiles"]
+
+_SQUARE_COLOURS = ("#1f3bb3", "#7b2cbf", "#d00000", "#111111", "#ff8800", "#008b8b")
+_STYLE = {"font.family": "serif", "font.serif": ["DejaVu Serif"], "font.size": 11, "axes.titlesize": 13,
+          "axes.unicode_minus": False}
+
+
+def erf_colormap():
+    """Yellow (0) to dark green (1): the half of RdYlGn that the official heatmap shows for values in [0, 1]."""
+    import matplotlib
+    from matplotlib.colors import ListedColormap
+
+    base = matplotlib.colormaps["RdYlGn"]
+    return ListedColormap(base(np.linspace(0.5, 1.0, 256)), name="erf_RdYlGn_upper")
+
+
+def _draw(ax, data, thresholds, legend: bool, ratios=None):
+    im = ax.imshow(data, cmap=erf_colormap(), vmin=0.0, vmax=1.0, interpolation="antialiased")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if thresholds:
+        from matplotlib.patches import Rectangle
+
+        h, w = data.shape
+        ratios = ratios if ratios is not None else area_ratios(data, thresholds, normalized=True)
+        handles = []
+        for r, colour in zip(ratios, _SQUARE_COLOURS * 4):
+            if r.side is None:
+                continue
+            half = r.side // 2
+            rect = Rectangle((w // 2 - half - 0.5, h // 2 - half - 0.5), r.side, r.side, fill=False, lw=1.3,
+                             ec=colour, label=f"t={r.threshold * 100:g}%: {r.side} px ({r.percent:.1f}%)")
+            ax.add_patch(rect)
+            handles.append(rect)
+        if legend and handles:
+            ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.85)
+    return im
+
+
+def plot_erf(matrix, *, title: str | None = None, thresholds: Iterable[float] | None = DEFAULT_THRESHOLDS,
+             path=None, figsize=(6.0, 6.6), dpi: int = 100):
+    """The heatmap of one ERF matrix (raw mean contribution scores; log-normalised here). Returns the Figure
+    (saved atomically to ``path`` when given)."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    data = normalize(matrix)
+    with rc_context(_STYLE):
+        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        ax = fig.add_subplot()
+        im = _draw(ax, data, list(thresholds) if thresholds else None, legend=True)
+        cb = fig.colorbar(im, ax=ax, location="top", fraction=0.05, pad=0.02)
+        cb.set_ticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        if title:
+            ax.set_xlabel(title)
+        if path is not None:
+            from .._io import save_figure
+
+            save_figure(path, fig)
+    return fig
+
+
+def plot_comparison(matrices: Sequence, labels: Sequence[str], *, thresholds: Iterable[float] | None = None,
+                    ncols: int | None = None, path=None, panel_size: float = 3.6, dpi: int = 100):
+    """Several ERF matrices side by side on one 0-1 colour scale (one shared colour bar)."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    if len(matrices) != len(labels):
+        raise ValueError("one label per matrix")
+    if not matrices:
+        raise ValueError("nothing to compare")
+    n = len(matrices)
+    ncols = ncols or min(n, 4)
+    nrows = -(-n // ncols)
+    with rc_context(_STYLE):
+        fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + 0.8), dpi=dpi, layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        im = None
+        for ax, m, label in zip(axes, matrices, labels):
+            im = _draw(ax, normalize(m), list(thresholds) if thresholds else None, legend=False)
+            ax.set_xlabel(label)
+        for ax in axes[n:]:
+            ax.set_axis_off()
+        cb = fig.colorbar(im, ax=list(axes), location="top", fraction=0.04, pad=0.02, shrink=0.6)
+        cb.set_ticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        if path is not None:
+            from .._io import save_figure
+
+            save_figure(path, fig)
+    return fig
+
+
+def plot_radial_profiles(profiles: Sequence[dict], labels: Sequence[str], *, path=None, figsize=(6.0, 4.2),
+                         dpi: int = 100):
+    """Cumulative share of contribution against distance from the centre (from ``radial_profile``)."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    with rc_context(_STYLE):
+        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        ax = fig.add_subplot()
+        for prof, label in zip(profiles, labels):
+            ax.plot(prof["radius"], prof["cumulative"], label=label, lw=1.6)
+        ax.set_xlabel("distance from the centre (px)")
+        ax.set_ylabel("cumulative share of contribution")
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+        if path is not None:
+            from .._io import save_figure
+
+            save_figure(path, fig)
+    return fig

@@ -1,0 +1,53 @@
+"""Small builders shared by the ERF tests (tiny models, image folders)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def fixture_model(shared: Path):
+    from erftools.models import RepLKNet
+
+    ck = torch.load(shared / "fixtures" / "replknet_tiny.pt", weights_only=True)
+    model = RepLKNet(**ck["config"])
+    model.load_state_dict(ck["state_dict"])
+    return model.eval()
+
+
+def fixture_data(shared: Path):
+    return np.load(shared / "fixtures" / "erf_tiny.npz")
+
+
+def tiny_resnet(seed: int = 0):
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+
+
+def write_image(path: Path, size=(48, 40), mode="RGB", seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    if mode == "L":
+        img = Image.fromarray(arr[..., 0], "L")
+    elif mode == "RGBA":
+        img = Image.fromarray(arr, "RGBA")
+    elif mode == "P":
+        img = Image.fromarray(arr[..., :3], "RGB").convert("P")
+    else:
+        img = Image.fromarray(arr[..., :3], "RGB")
+    img.save(path)
+    return path
+
+
+def write_truncated_jpeg(path: Path):
+    src = write_image(path.with_suffix(".full.jpg"), (64, 64))
+    data = src.read_bytes()
+    src.unlink()
+    path.write_bytes(data[: len(data) // 2])
+    return path

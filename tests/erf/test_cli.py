@@ -1,0 +1,128 @@
+import json
+
+import numpy as np
+
+from erftools.cli import main
+from erftools.results import ERF_FIGURE, ERF_MATRIX, read_record
+
+from _erf_helpers import fixture_data, write_image, write_truncated_jpeg
+
+TINY = ["--weights", "random", "--size", "64", "--num-images", "2", "--no-progress"]
+
+
+def test_erf_analyze_compare(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["erf", "--model", "resnet18", *TINY, "--out", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "t=20%" in out and "2 images at 64x64" in out
+    rec = read_record(a, "erf")
+    assert rec["complete"] and rec["model"]["name"] == "resnet18" and rec["model"]["weights"] == "random"
+    assert rec["images"]["source"] == "bundled" and rec["model_kwargs"] == {}
+    assert (a / ERF_FIGURE).is_file() and np.load(a / ERF_MATRIX).shape == (64, 64)
+    assert main(["erf", "--model", "resnet18", *TINY, "--seed", "1", "--label", "other", "--out", str(b)]) == 0
+    capsys.readouterr()
+
+    assert main(["analyze", str(a / ERF_MATRIX), "--heatmap"]) == 0
+    out = capsys.readouterr().out
+    assert "t=99%" in out and "radius" in out
+    saved = json.loads((a / "erf_area_ratios.json").read_text())
+    assert [r["side"] for r in saved["area_ratios"]] == [r["side"] for r in rec["area_ratios"]]
+    assert (a / "erf_area_ratios.md").is_file() and (a / "erf_heatmap.png").is_file()
+
+    cmp_dir = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--out", str(cmp_dir), "--squares"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18" in out and "other" in out
+    for name in ("erf_compare.png", "erf_compare_radial.png", "erf_compare.md", "erf_compare.json"):
+        assert (cmp_dir / name).is_file(), name
+    assert len(json.loads((cmp_dir / "erf_compare.json").read_text())["runs"]) == 2
+
+
+def test_analyze_official_npy(shared, tmp_path, capsys):
+    d = fixture_data(shared)
+    npy = tmp_path / "official.npy"
+    np.save(npy, d["matrix"])  # what the official visualize_erf.py writes
+    assert main(["analyze", str(npy), "--thresholds", "20", "30", "50", "99", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    for side in d["side_lengths"]:
+        assert f"({int(side)} px)" in out
+    saved = json.loads((tmp_path / "o" / "official_area_ratios.json").read_text())
+    assert [r["side"] for r in saved["area_ratios"]] == [int(s) for s in d["side_lengths"]]
+    assert main(["analyze", str(tmp_path / "missing.npy")]) == 1
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.ones((2, 3, 4)))
+    assert main(["analyze", str(bad)]) == 1
+    assert "2-D" in capsys.readouterr().err
+
+
+def test_bad_image_folder(tmp_path, capsys, caplog):
+    folder = tmp_path / "imgs" / "class_a"
+    write_image(folder / "ok.jpg", (80, 60))
+    write_image(folder / "gray.png", (80, 60), mode="L")
+    write_image(folder / "alpha.png", (80, 60), mode="RGBA")
+    write_image(folder / "tiny.png", (5, 5))
+    (folder / "corrupt.png").write_bytes(b"PNG? no")
+    write_truncated_jpeg(folder / "truncated.jpg")
+    out = tmp_path / "run"
+    args = ["erf", "--model", "resnet18", "--weights", "random", "--size", "64", "--num-images", "10",
+            "--sampler", "sequential", "--images", str(tmp_path / "imgs"), "--out", str(out), "--no-progress"]
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    text = caplog.text
+    for name in ("tiny.png", "corrupt.png", "truncated.jpg", "gray.png", "alpha.png"):
+        assert name in text, name
+    rec = read_record(out, "erf")
+    assert rec["num_images"] == 3 and rec["num_skipped"] == 3
+    assert "3 skipped" in capsys.readouterr().out
+
+
+def test_empty_folder_and_bad_arguments(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["erf", "--model", "resnet18", *TINY, "--images", str(empty), "--out", str(tmp_path / "r")]) == 1
+    assert "no image files" in capsys.readouterr().err
+    assert main(["erf", "--model", "resnet18", *TINY, "--images", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["erf", "--model", "no-such-model", *TINY]) == 1
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["erf", "--model", "resnet18", *TINY, "--resume", "--overwrite"]) == 1
+
+
+def test_interrupt_then_wrong_and_right_resume(tmp_path, capsys, monkeypatch):
+    import erftools.erf.run as run_mod
+
+    out = tmp_path / "run"
+    base = ["erf", "--model", "resnet18", "--weights", "random", "--num-images", "3", "--no-progress",
+            "--out", str(out)]
+    real_save = run_mod._save_state
+    calls = {"n": 0}
+
+    def save_then_stop(path, acc, gen):
+        real_save(path, acc, gen)
+        if path.name.startswith("rank"):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "_save_state", save_then_stop)
+    assert main(base + ["--size", "64"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" in err
+    monkeypatch.setattr(run_mod, "_save_state", real_save)
+    assert main(base + ["--size", "64"]) == 1  # no --resume: refuses to clobber
+    assert "--resume" in capsys.readouterr().err
+    assert main(base + ["--size", "96", "--resume"]) == 1
+    assert "refusing to resume" in capsys.readouterr().err
+    assert main(base + ["--size", "64", "--resume"]) == 0
+    rec = read_record(out, "erf")
+    assert rec["resumed"] and rec["num_images"] == 3
+
+
+def test_replknet_31b_random_small(tmp_path):
+    """The registry path of the paper's model (at 64 px to stay fast)."""
+    out = tmp_path / "r"
+    assert main(["erf", "--model", "replknet-31B", "--weights", "random", "--size", "64", "--num-images", "1",
+                 "--no-progress", "--conv-backend", "native", "--out", str(out)]) == 0
+    rec = read_record(out, "erf")
+    assert rec["prepared"]["fuse_bn"] and rec["prepared"]["conv_backend"] == "native"
+    assert rec["target"]["feature_shape"] == [1, 1024, 2, 2]
