@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                    help="evaluate a subset or modified copy of the stimuli (recorded; not comparable to papers)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default 32)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--conv-backend", default=None, choices=("auto", "native", "fft", "triton"),
+                   help="large-kernel convolution backend of RepLKNet models (default: $ERFTOOLS_CONV_BACKEND, "
+                        "else auto)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder: the run folder for one decision maker, else one sub-folder each plus the "
                         f"combined plots (default {DEFAULT_OUT}/<name> or {DEFAULT_OUT})")
@@ -117,7 +120,7 @@ def main(args) -> int:
         out = folder_for(label or entry.name)
         rec = sbrun.run_model(name, weights=w, out=out, stimuli=stimuli, label=label, batch_size=args.batch_size,
                               device=args.device, seed=args.seed, n_boot=args.bootstrap, references=refs,
-                              progress=not args.no_progress, fresh=args.fresh)
+                              progress=not args.no_progress, fresh=args.fresh, conv_backend=args.conv_backend)
         records.append(rec)
         folders.append(out)
         _print_summary(rec, out)

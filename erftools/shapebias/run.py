@@ -50,17 +50,26 @@ def slug(label: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ model runs
+def _conv_backends(model) -> list[str] | None:
+    """The backends set on the model's large-kernel convolutions (None for models without any)."""
+    from ..ops import DepthwiseConv2d
+
+    found = sorted({m.backend for m in model.modules() if isinstance(m, DepthwiseConv2d)})
+    return found or None
+
+
 def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.PathLike,
               stimuli: StimuliReport | None = None, stimuli_dir: str | os.PathLike | None = None,
               allow_incomplete: bool = False, label: str | None = None, batch_size: int = 32,
               device: str | None = None, seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOTSTRAP,
               references: Sequence[str] = ("humans",), progress: bool = True, fresh: bool = False,
-              model=None) -> dict:
+              model=None, conv_backend: str | None = None) -> dict:
     """Evaluate a model on the cue-conflict stimuli and write a complete run folder; return the record.
 
     ``weights``: as :func:`erftools.create_model` (``"random"`` weights are initialised after ``torch.manual_seed
     (seed)`` so an interrupted run resumes with the same network). ``model``: an already built model (skips
-    ``create_model``; ``name`` is then only a label).
+    ``create_model``; ``name`` is then only a label). ``conv_backend``: RepLKNet's large-kernel convolution backend
+    (see :mod:`erftools.ops`; default ``auto``).
     """
     import torch
 
@@ -71,7 +80,7 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
         stimuli = load_stimuli(stimuli_dir, allow_incomplete=allow_incomplete)
     if model is None:
         torch.manual_seed(seed)
-        model = create_model(name, weights=weights)
+        model = create_model(name, weights=weights, conv_backend=conv_backend)
     info = get_model_info(model)
     label = label or info.name
     device = resolve_device(device)
@@ -105,7 +114,7 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
                  "seed": seed if info.weights == "random" else None},
         preprocessing=dict(info.preprocessing.to_dict(), resize=None, crop=None, note=PREPROCESSING_NOTE),
         stimuli=_stimuli_record(stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
-        categories=list(CATEGORIES), device=device, batch_size=batch_size,
+        categories=list(CATEGORIES), device=device, batch_size=batch_size, conv_backend=_conv_backends(model),
         timing={"seconds": None if reused else round(seconds, 3),
                 "images_per_second": None if reused or not seconds else round(len(decisions) / seconds, 2),
                 "reused_decisions": reused},

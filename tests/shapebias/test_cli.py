@@ -142,3 +142,19 @@ def test_usage_errors(tmp_path, capsys):
     assert "unknown reference" in capsys.readouterr().err
     assert cli_main(["shape-bias", "--list-references"]) == 0
     assert "paper:replknet-31b-in1k" in capsys.readouterr().out
+
+
+def test_replknet_conv_backend_option_gives_the_same_decisions(subset_dir, tmp_path):
+    """`--conv-backend` reaches RepLKNet's large-kernel convolutions, and every backend decides alike."""
+    probs = {}
+    for backend in ("native", "fft"):
+        out = tmp_path / backend
+        assert cli_main(["shape-bias", "--model", "replknet-31B", "--weights", "random", "--stimuli",
+                         str(subset_dir), "--allow-incomplete", "--batch-size", "6", "--out", str(out),
+                         "--no-progress", "--bootstrap", "10", "--conv-backend", backend]) == 0
+        probs[backend] = np.load(out / "probabilities_16class.npy")
+        assert results.read_record(out, "shape-bias")["conv_backend"] == [backend]
+        rows = _csv(out / "decisions.csv")
+        probs[backend + "_decisions"] = [r["object_response"] for r in rows]
+    np.testing.assert_allclose(probs["fft"], probs["native"], rtol=1e-4, atol=1e-7)
+    assert probs["fft_decisions"] == probs["native_decisions"]
