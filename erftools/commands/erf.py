@@ -26,6 +26,14 @@ def _thresholds(values):
     return out
 
 
+def _add_thresholds(parser) -> None:
+    from ..erf import DEFAULT_THRESHOLDS
+
+    parser.add_argument("--thresholds", nargs="+", default=[str(t) for t in DEFAULT_THRESHOLDS],
+                        help="area-ratio thresholds, fractions or percentages (default: "
+                             + " ".join(str(t) for t in DEFAULT_THRESHOLDS) + ", as in the paper)")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "erf", help="compute the effective receptive field (aggregated contribution map) of a model",
@@ -53,8 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default results/erf/<model>_<weights>_<size>)")
     p.add_argument("--label", default=None, help="name shown in figures and tables (default: the model name)")
-    p.add_argument("--thresholds", nargs="+", default=["0.2", "0.3", "0.5", "0.99"],
-                   help="area-ratio thresholds (default 0.2 0.3 0.5 0.99)")
+    _add_thresholds(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
     p.add_argument("--no-prepare", action="store_true",
@@ -68,7 +75,7 @@ def register(subparsers) -> None:
         description="Print and save the high-contribution area ratios of an ERF matrix: an erf.npy of erftools, a "
                     "run folder, or the .npy written by the official RepLKNet script.")
     a.add_argument("path", help="an .npy matrix or an ERF run folder")
-    a.add_argument("--thresholds", nargs="+", default=["0.2", "0.3", "0.5", "0.99"])
+    _add_thresholds(a)
     a.add_argument("--out", default=None, metavar="DIR", help="where to save the table (default: next to the input)")
     a.add_argument("--heatmap", action="store_true", help="also save the heatmap with the squares drawn")
     a.set_defaults(func=cmd_analyze)
@@ -79,7 +86,7 @@ def register(subparsers) -> None:
                     "their area-ratio table and radial profiles.")
     c.add_argument("paths", nargs="+", metavar="DIR", help="ERF run folders or .npy files")
     c.add_argument("--labels", nargs="+", default=None, help="one label per input (default: the run labels)")
-    c.add_argument("--thresholds", nargs="+", default=["0.2", "0.3", "0.5", "0.99"])
+    _add_thresholds(c)
     c.add_argument("--squares", action="store_true", help="draw the high-contribution squares")
     c.add_argument("--out", default=".", metavar="DIR", help="folder for erf_compare.{png,md,json} (default .)")
     c.set_defaults(func=cmd_compare)
