@@ -51,3 +51,19 @@ def write_truncated_jpeg(path: Path):
     src.unlink()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+#: the problem images of write_problem_images: converted ones are kept, the others skipped with a reason
+CONVERTED = {"gray.png": "L", "rgba.png": "RGBA"}
+SKIPPED = ("corrupt.jpg", "tiny.png", "trunc.jpg")
+
+
+def write_problem_images(folder: Path, size=(64, 64)) -> Path:
+    """One good image, a grayscale and an RGBA one (converted), a tiny, a corrupt and a truncated one (skipped)."""
+    write_image(folder / "good.png", size)
+    write_image(folder / "gray.png", size, mode="L")
+    write_image(folder / "rgba.png", size, mode="RGBA")
+    write_image(folder / "tiny.png", (4, 4))
+    (folder / "corrupt.jpg").write_bytes(b"\x00garbage")
+    write_truncated_jpeg(folder / "trunc.jpg")
+    return folder

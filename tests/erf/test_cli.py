@@ -5,7 +5,7 @@ import numpy as np
 from erftools.cli import main
 from erftools.results import ERF_FIGURE, ERF_MATRIX, read_record
 
-from _erf_helpers import fixture_data, write_image, write_truncated_jpeg
+from _erf_helpers import CONVERTED, SKIPPED, fixture_data, write_problem_images
 
 TINY = ["--weights", "random", "--size", "64", "--num-images", "2", "--no-progress"]
 
@@ -56,20 +56,14 @@ def test_analyze_official_npy(shared, tmp_path, capsys):
 
 
 def test_bad_image_folder(tmp_path, capsys, caplog):
-    folder = tmp_path / "imgs" / "class_a"
-    write_image(folder / "ok.jpg", (80, 60))
-    write_image(folder / "gray.png", (80, 60), mode="L")
-    write_image(folder / "alpha.png", (80, 60), mode="RGBA")
-    write_image(folder / "tiny.png", (5, 5))
-    (folder / "corrupt.png").write_bytes(b"PNG? no")
-    write_truncated_jpeg(folder / "truncated.jpg")
+    write_problem_images(tmp_path / "imgs" / "class_a", (80, 60))
     out = tmp_path / "run"
     args = ["erf", "--model", "resnet18", "--weights", "random", "--size", "64", "--num-images", "10",
             "--sampler", "sequential", "--images", str(tmp_path / "imgs"), "--out", str(out), "--no-progress"]
     with caplog.at_level("WARNING"):
         assert main(args) == 0
     text = caplog.text
-    for name in ("tiny.png", "corrupt.png", "truncated.jpg", "gray.png", "alpha.png"):
+    for name in (*SKIPPED, *CONVERTED):
         assert name in text, name
     rec = read_record(out, "erf")
     assert rec["num_images"] == 3 and rec["num_skipped"] == 3

@@ -105,22 +105,16 @@ def test_resume_refuses_other_settings_and_guards_finished_runs(shared, tmp_path
 
 
 def test_unreadable_images_are_skipped_with_reasons(shared, tmp_path):
-    from _erf_helpers import write_image, write_truncated_jpeg
+    from _erf_helpers import CONVERTED, SKIPPED, write_problem_images
 
-    folder = tmp_path / "imgs"
-    write_image(folder / "good.png", (64, 64))
-    write_image(folder / "gray.png", (64, 64), mode="L")
-    write_image(folder / "rgba.png", (64, 64), mode="RGBA")
-    write_image(folder / "tiny.png", (4, 4))
-    (folder / "corrupt.jpg").write_bytes(b"\x00garbage")
-    write_truncated_jpeg(folder / "trunc.jpg")
+    folder = write_problem_images(tmp_path / "imgs")
     images = select_images(folder, 10, "sequential", size=SIZE)
     rec = run_erf(fixture_model(shared), images, tmp_path / "run", device="cpu", progress=False, batch_size=2)
     assert rec["num_images"] == 3 and rec["num_skipped"] == 3
     reasons = {s["file"]: s["reason"] for s in rec["skipped"]}
-    assert set(reasons) == {"corrupt.jpg", "tiny.png", "trunc.jpg"}
+    assert set(reasons) == set(SKIPPED)
     assert "tiny" in reasons["tiny.png"] and "truncated" in reasons["trunc.jpg"]
-    assert {c["file"]: c["from_mode"] for c in rec["converted"]} == {"gray.png": "L", "rgba.png": "RGBA"}
+    assert {c["file"]: c["from_mode"] for c in rec["converted"]} == CONVERTED
 
 
 @pytest.mark.slow
