@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import statistics
 import sys
@@ -40,7 +39,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -363,7 +361,7 @@ def _fmt_t(e):
 
 def markdown(out, backends):
     m = out["meta"]
-    lines = [f"# dwconv2d benchmark", "",
+    lines = ["# dwconv2d benchmark", "",
              f"- device: **{m['device']}** ({m['device_type']}), torch {m['torch']}, triton {m['triton']}, "
              f"{m['threads']} threads, {m['date']}",
              f"- timing: {m['timing']}; FLOPs: {m['flops']}; speed-up = native time / backend time "

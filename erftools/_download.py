@@ -6,7 +6,6 @@ is it renamed to ``dest``; a file whose hash does not match is deleted and repor
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.error
@@ -109,6 +108,3 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
     _check_hash(dest, url, sha256)
     return dest
 
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -19,7 +19,7 @@ from ._registry import (ModelEntry, Preprocessing, WeightSource, list_models, re
                         resolve)
 from ._weights import (convert_replknet_keys, fetch_url, file_digest, hub_checkpoint_path, is_reparameterized,
                        load_into, read_checkpoint)
-from .replknet import CONFIGS, RepLKNet, build_replknet
+from .replknet import CONFIGS, RepLKNet
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,6 @@ def _create_timm(entry: ModelEntry, source: WeightSource | None, path: Path | No
     model = timm.create_model(f"{arch}.{name_tag}" if name_tag else arch, pretrained=False, **kwargs)
     if path is not None:
         sd = read_checkpoint(path)
-        if "fc.weight" in sd and num_classes is None and hasattr(model, "reset_classifier"):
-            pass
         try:
             load_into(model, sd, str(path), entry.name)
         except ErftoolsError:

@@ -372,9 +372,3 @@ CONFIGS: dict[str, dict] = {
     "replknet-31": dict(large_kernel_sizes=[31, 29, 27, 13], small_kernel=5, drop_path_rate=0.3, **_B),
 }
 
-
-def build_replknet(name: str, **overrides) -> RepLKNet:
-    """Build a named RepLKNet variant; keyword arguments override the configuration (e.g. ``num_classes``)."""
-    cfg = dict(CONFIGS[name])
-    cfg.update(overrides)
-    return RepLKNet(**cfg)
