@@ -34,7 +34,9 @@ def test_drop_path_only_in_training():
     m = RepLKNet(**SMALL, num_classes=5, drop_path_rate=0.5)
     x = torch.randn(4, 3, 32, 32)
     m.eval()
-    assert torch.equal(m(x), m(x))
+    # eval mode: no path is dropped, so two passes agree; a dropped path (rate 0.5) would change outputs by O(1),
+    # while a multi-threaded kernel may reorder sums (fp32 noise, far below 1e-6 here)
+    torch.testing.assert_close(m(x), m(x), atol=1e-6, rtol=0)
     m.train()
     torch.manual_seed(1)
     y1 = m(x)
