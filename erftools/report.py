@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from . import results as R
 from ._io import save_figure, save_npy, write_json, write_text
 from .dashboard import data as D
 from .dashboard import figures as F
-from .results import ResultError, Run
+from .results import ResultError, Run, md_code, md_text, plot_text
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,22 @@ SB_BARS = "shape_bias_bars.png"
 
 
 # ----------------------------------------------------------------------------------------------- shrinking runs
-def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = True) -> int:
+def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = True,
+                   root: str | os.PathLike | None = None) -> int:
     """Block-sum ``erf.npy`` of an ERF run folder to at most ``side`` pixels a side, in place; return the factor.
 
     ``stored_downsample`` in ``erf.json`` is multiplied by the factor; the record's area ratios and radial profile
     (computed at full resolution) are kept. With ``figure`` the run's ``erf.png`` is redrawn small from the result.
+    The record and the matrix are read only from inside ``root`` (default: the run folder itself), so a link to a
+    file elsewhere is refused rather than copied into the folder.
     """
     folder = Path(folder)
-    record = R.read_record(folder, "erf")
-    run = Run("erf", folder, record)
+    root = folder if root is None else Path(root)
+    record = R.read_record(folder, "erf", root=root)
+    run = Run("erf", folder, record, root=root)
+    matrix = run.file(R.ERF_MATRIX)
     try:
-        arr = np.load(folder / R.ERF_MATRIX, allow_pickle=False)
+        arr = np.load(matrix, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ResultError(f"{folder}: {R.ERF_MATRIX} is missing or unreadable ({exc})") from exc
     if arr.ndim != 2:
@@ -60,10 +66,10 @@ def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = Tr
         record["complete"] = True
         write_json(folder / R.ERF_RECORD, record)
     if figure:
-        m, g = D.load_erf_matrix(Run("erf", folder, record))
+        m, g = D.load_erf_matrix(Run("erf", folder, record, root=root))
         from .erf.plots import plot_erf
 
-        plot_erf(m, title=D.run_title(run), path=folder / R.ERF_FIGURE, figsize=(4.0, 4.4), dpi=80)
+        plot_erf(m, title=plot_text(D.run_title(run)), path=folder / R.ERF_FIGURE, figsize=(4.0, 4.4), dpi=80)
     return f
 
 
@@ -72,9 +78,20 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
 
 
+def _link(path: Path, start: Path) -> str:
+    """A relative link target (percent-encoded: a folder name cannot end the link or start another)."""
+    return quote(_rel(path, start))
+
+
+class _Markdown(str):
+    """A table cell written by us as Markdown (its parts from result files already escaped with md_text)."""
+
+
 def _md_table(header: list[str], rows: list[list]) -> str:
-    def cell(v) -> str:
-        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+    def cell(v) -> str:  # text from result files is shown as written, never as Markdown or HTML
+        if isinstance(v, _Markdown):
+            return str(v).replace("|", "\\|")
+        return "" if v is None else md_text(v)
 
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -109,13 +126,13 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike) -> Path:
     figdir = out.parent / FIGURES
     base = out.parent
     parts = ["# erftools report\n",
-             f"Results: `{_rel(results, base)}` ({len(listing.erf)} ERF runs, {len(listing.shape_bias)} shape-bias "
-             "runs), written by `erftools report`. Reference: Ding et al., "
+             f"Results: {md_code(_rel(results, base))} ({len(listing.erf)} ERF runs, {len(listing.shape_bias)} "
+             "shape-bias runs), written by `erftools report`. Reference: Ding et al., "
              "*Scaling Up Your Kernels to 31x31* (RepLKNet, CVPR 2022).\n"]
     if listing.problems or listing.incomplete:
         parts.append("> **Skipped:** " + "; ".join(
-            [p.replace(str(results.resolve()), ".") for p in listing.problems]
-            + [f"`{_rel(r.path, base)}` is unfinished" for r in listing.incomplete]) + "\n")
+            [md_text(p.replace(str(results.resolve()), ".")) for p in listing.problems]
+            + [f"{md_code(_rel(r.path, base))} is unfinished" for r in listing.incomplete]) + "\n")
     provenance: list[tuple[str, Run]] = []
     if listing.erf:
         parts.append(_erf_section(listing.erf, figdir, base, provenance))
@@ -163,10 +180,10 @@ def _erf_section(runs: list[Run], figdir: Path, base: Path, provenance: list) ->
     if panels:
         from .erf.plots import plot_comparison
 
-        fig = plot_comparison([p.matrix for p in panels], [p.title for p in panels], thresholds=D.THRESHOLDS,
-                              panel_size=3.2)
+        fig = plot_comparison([p.matrix for p in panels], [plot_text(p.title) for p in panels],
+                              thresholds=D.THRESHOLDS, panel_size=3.2)
         save_figure(figdir / ERF_FIGURE, fig, dpi=100)
-        lines.append(f"![ERF comparison]({_rel(figdir / ERF_FIGURE, base)})\n")
+        lines.append(f"![ERF comparison]({_link(figdir / ERF_FIGURE, base)})\n")
         note = (" The committed examples store the matrices block-summed for display, so the squares in the figure "
                 "are drawn on that coarser grid; the table's numbers were computed at full resolution."
                 if any(p.downsample > 1 for p in panels) else "")
@@ -181,10 +198,10 @@ def _erf_section(runs: list[Run], figdir: Path, base: Path, provenance: list) ->
         fig = F.radial_profiles(curves)
         save_figure(figdir / RADIAL_FIGURE, fig, dpi=100)
         F.close(fig)
-        lines.append(f"![radial profiles]({_rel(figdir / RADIAL_FIGURE, base)})\n")
+        lines.append(f"![radial profiles]({_link(figdir / RADIAL_FIGURE, base)})\n")
         lines.append("*Share of the total contribution within a distance of the centre.*\n")
     for e in errors:
-        lines.append(f"> **Problem:** {e}\n")
+        lines.append(f"> **Problem:** {md_text(e)}\n")
     return "\n".join(lines)
 
 
@@ -209,7 +226,8 @@ def _shape_bias_section(runs: list[Run], figdir: Path, base: Path, provenance: l
         if kind == "human" and humans_sb is None:
             humans_sb = sb
         paper = D.paper_fig5_entry(rec, reference)
-        rows.append([title, _f3(sb), f"[{_f3(ci[0])}, {_f3(ci[1])}]" if ci[0] is not None else "",
+        ci_text = _Markdown(f"[{md_text(_f3(ci[0]))}, {md_text(_f3(ci[1]))}]") if ci[0] is not None else ""
+        rows.append([title, _f3(sb), ci_text,
                      _f3(rec.get("fraction_correct_shape")), _f3(rec.get("fraction_correct_texture")),
                      f"{_f3(paper[1].get('shape_bias'))} ({paper[0]})" if paper else "", rec.get("num_trials")])
     for name, item in reference.get("paper", {}).items():
@@ -226,13 +244,13 @@ def _shape_bias_section(runs: list[Run], figdir: Path, base: Path, provenance: l
         fig = F.shape_bias_plot(lines_)
         save_figure(figdir / SB_FIGURE, fig, dpi=100)
         F.close(fig)
-        out.append(f"![shape bias]({_rel(figdir / SB_FIGURE, base)})\n")
+        out.append(f"![shape bias]({_link(figdir / SB_FIGURE, base)})\n")
         out.append("*Per category: shape decisions / (shape + texture decisions). Vertical lines: the pooled "
                    "shape bias of each decision maker.*\n")
         fig = F.shape_bias_bars(lines_)
         save_figure(figdir / SB_BARS, fig, dpi=100)
         F.close(fig)
-        out.append(f"![shape bias with 95% intervals]({_rel(figdir / SB_BARS, base)})\n")
+        out.append(f"![shape bias with 95% intervals]({_link(figdir / SB_BARS, base)})\n")
     if humans_sb is not None:
         out.append(f"Humans (pooled): shape bias **{float(humans_sb):.3f}**.\n")
     out.append(_md_table(["decision maker", "shape bias", "95% CI", "fraction shape", "fraction texture",
@@ -245,8 +263,8 @@ def _provenance_section(provenance: list[tuple[str, Run]], base: Path) -> str:
            "details: image lists, timings, library versions).\n"]
     for title, run in provenance:
         prov = D.provenance(run.record)
-        out.append(f"### {title} ({run.kind})\n")
-        out.append(f"Folder: [`{_rel(run.path, base)}`]({_rel(run.path, base)}/{R.RECORD_FILES[run.kind]})\n")
-        out.append(_md_table(["field", "value"], [[k, f"`{v}`" if "sha256" in k else v] for k, v in prov.items()])
-                   + "\n")
+        out.append(f"### {md_text(title)} ({run.kind})\n")
+        out.append(f"Folder: [{md_text(_rel(run.path, base))}]({_link(run.path, base)}/{R.RECORD_FILES[run.kind]})\n")
+        out.append(_md_table(["field", "value"], [[k, _Markdown(md_code(v)) if "sha256" in k else v]
+                                                  for k, v in prov.items()]) + "\n")
     return "\n".join(out)

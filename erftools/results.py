@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,12 @@ class Run:
     kind: str  # "erf" or "shape-bias"
     path: Path  # the run folder
     record: dict
+    root: Path | None = None  # the results folder it was found in; its files are read only from inside it
+
+    def file(self, name: str) -> Path:
+        """The real path of the file ``name`` of this run, refused (:class:`ResultError`) when it resolves outside
+        the results folder (or, for a run made by hand without ``root``, outside the run folder)."""
+        return checked_path(self.root if self.root is not None else self.path, self.path / name)
 
     @property
     def name(self) -> str:
@@ -55,10 +62,15 @@ class Run:
         return bool(self.record.get("complete"))
 
 
-def read_record(folder: str | os.PathLike, kind: str) -> dict:
-    """Read and check the JSON record of a run folder; raise :class:`ResultError` with a clear message."""
+def read_record(folder: str | os.PathLike, kind: str, root: str | os.PathLike | None = None) -> dict:
+    """Read and check the JSON record of a run folder; raise :class:`ResultError` with a clear message.
+
+    With ``root`` (the results folder) the record is read only when its real path lies inside ``root``.
+    """
     folder = Path(folder)
     path = folder / RECORD_FILES[kind]
+    if root is not None:
+        path = checked_path(root, path)
     if not path.is_file():
         raise ResultError(f"{folder} is not a {kind} result folder: {path.name} is missing")
     try:
@@ -76,7 +88,12 @@ def find_runs(root: str | os.PathLike, kind: str | None = None, max_depth: int =
 
 
 def scan(root: str | os.PathLike, kind: str | None = None, max_depth: int = 4) -> tuple[list[Run], list[str]]:
-    """Like :func:`find_runs`, also returning a message for every folder whose record could not be read."""
+    """Like :func:`find_runs`, also returning a message for every folder whose record could not be read.
+
+    Only what lies inside ``root`` is read: a record that is a link leading outside, or a linked folder leading
+    outside, is not read and gets a message (links to folders inside ``root`` are skipped silently: the folder
+    itself is scanned where it is).
+    """
     root = Path(root)
     runs: list[Run] = []
     problems: list[str] = []
@@ -86,10 +103,17 @@ def scan(root: str | os.PathLike, kind: str | None = None, max_depth: int = 4) -
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).relative_to(root).parts)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < max_depth else []
+        for d in dirnames:
+            sub = Path(dirpath) / d
+            if sub.is_symlink():  # os.walk does not follow it; say so when it leads out of the results folder
+                try:
+                    checked_path(root, sub)
+                except ResultError as exc:
+                    problems.append(f"{exc}; the linked folder is skipped")
         for k in kinds:
             if RECORD_FILES[k] in filenames:
                 try:
-                    runs.append(Run(k, Path(dirpath), read_record(dirpath, k)))
+                    runs.append(Run(k, Path(dirpath), read_record(dirpath, k, root=root), root=root))
                 except ResultError as exc:
                     problems.append(str(exc))
     runs.sort(key=lambda r: str(r.path))
@@ -97,12 +121,67 @@ def scan(root: str | os.PathLike, kind: str | None = None, max_depth: int = 4) -
 
 
 def safe_path(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
-    """``root / relative``, refusing any path that resolves outside ``root`` (``..``, absolute paths, symlinks)."""
-    root_r = Path(root).resolve()
-    target = (root_r / relative).resolve()
+    """The real path of ``root / relative``, refusing (:class:`ResultError`) any path that resolves outside
+    ``root``: ``..``, absolute paths, and symbolic links (to files or folders) leading out.
+
+    Every file the dashboard and ``erftools report`` read goes through this function (or :func:`checked_path`),
+    and so does every path typed by a viewer; a path written inside a result file is never used.
+    """
+    return checked_path(root, Path(root) / relative, shown=relative)
+
+
+def checked_path(root: str | os.PathLike, path: str | os.PathLike, shown: str | os.PathLike | None = None) -> Path:
+    """The real path of ``path`` (already joined to ``root``, or absolute) when it lies inside ``root``; else
+    :class:`ResultError`. The message names ``path`` relative to ``root`` (or ``shown``), never where it leads."""
+    root_r = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(path))
     if target != root_r and root_r not in target.parents:
-        raise ResultError(f"refusing to read {relative}: it is outside the results folder {root_r}")
+        if shown is None:
+            try:
+                shown = Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+            except ValueError:
+                shown = Path(path).name
+        raise ResultError(f"refusing to read {shown}: it resolves outside the results folder "
+                          "(a symbolic link or '..' leading out of it)")
     return target
+
+
+# ------------------------------------------------------------------------------------------------ showing text
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$&#:@!{}^])")
+_MD_LINE_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)](\s|$)))")
+_MD_WWW = re.compile(r"(www)\.", re.IGNORECASE)
+
+
+def md_text(value: Any) -> str:
+    """``value`` as text that Markdown (GitHub, Streamlit) shows exactly as written, on one line.
+
+    Text from result files (labels, model names, decisions, file names, error messages quoting them) can hold
+    Markdown or HTML, e.g. an image whose URL the viewer's browser would fetch. Every character that could start
+    Markdown, HTML, math or a Streamlit directive is backslash-escaped (CommonMark shows an escaped ASCII
+    punctuation character as itself), link-like ``www.`` is broken the same way, and line breaks become spaces.
+    """
+    text = " ".join(str(value).splitlines())
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = _MD_WWW.sub(r"\1\\.", text)
+    m = _MD_LINE_START.match(text)
+    if m:  # a list item, a setext underline or an ordered list ("1." / "1)") at the start of a Markdown body
+        at = m.end() - 1 if not m.group(2).isdigit() else m.end()
+        text = text[:at] + "\\" + text[at:]
+    return text
+
+
+def md_code(value: Any) -> str:
+    """``value`` as a Markdown code span (shown literally, in a monospace font), safe whatever it contains."""
+    text = " ".join(str(value).splitlines())
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def plot_text(value: Any) -> str:
+    """``value`` for a matplotlib label: dollar signs escaped, so a label is never parsed as mathtext."""
+    return str(value).replace("$", r"\$")
 
 
 def base_record(kind: str, **fields: Any) -> dict:

@@ -201,3 +201,58 @@ def test_committed_examples_are_portable():
             text = p.read_text(encoding="utf-8")
             for local in (str(REPO.parent) + "/", str(Path.home()) + "/", "/tmp/"):
                 assert local not in text, f"{p} holds the local path {local}"
+
+
+# ------------------------------------------------------------------------------ crafted folders (links, payloads)
+UNSAFE_MD = re.compile(r"!\[(?!ERF comparison\]|radial profiles\]|shape bias)|(?<!\\)<\s*(img|a|script)\b", re.I)
+
+
+def test_report_reads_nothing_outside_the_results_folder(tmp_path):
+    from .apps.conftest import SECRET, make_linked_results, make_outside
+
+    outside = make_outside(tmp_path / "outside")
+    root = make_linked_results(tmp_path / "results", outside)
+    out = build_report(root, tmp_path / "site" / "index.md")
+    text = out.read_text(encoding="utf-8")
+    assert SECRET not in text
+    # the linked files and folders are named, as refused, and every run drawn is one whose files are inside
+    for name in ("erf/json-link/erf.json", "sb/json-link/summary.json", "erf/folder-link", "sb/folder-link"):
+        assert name in text, name
+    problem = next(line for line in text.splitlines() if "npy-link" in line and "Problem" in line)
+    assert "erf.npy" in problem and "outside the results folder" in problem
+    assert "### npy-link" not in text  # its provenance is not listed: nothing of it is in the report
+    assert str(tmp_path) not in text
+    _links_resolve(out)
+
+
+def test_shrink_refuses_a_matrix_linked_outside(tmp_path):
+    from .apps.conftest import link
+
+    outside = make_erf_run(tmp_path / "outside", "secret", size=64)
+    before = (outside / "erf.npy").read_bytes()
+    run = make_erf_run(tmp_path / "run", "run", size=64)
+    link(run / "erf.npy", outside / "erf.npy")
+    with pytest.raises(ResultError, match="outside"):
+        shrink_erf_run(run, side=16)
+    assert (run / "erf.npy").is_symlink() and (outside / "erf.npy").read_bytes() == before
+
+
+def test_report_shows_text_from_results_as_plain_text(tmp_path):
+    from .apps.conftest import HTML_PAYLOAD, IMAGE_PAYLOAD, make_payload_results
+
+    root = make_payload_results(tmp_path / "results")
+    make_erf_run(root / "erf" / "math", r"math $\notacommand{x}$")  # matplotlib would parse it as mathtext
+    make_sb_run(root / "sb" / "math", r"sb $\notacommand$ net")
+    (root / "bad").mkdir()
+    (root / "bad" / "erf.json").write_text(json.dumps({"kind": HTML_PAYLOAD}), encoding="utf-8")
+    out = build_report(root, tmp_path / "index.md")
+    text = out.read_text(encoding="utf-8")
+    assert not UNSAFE_MD.search(text), UNSAFE_MD.search(text)
+    assert not re.search(r"(?<!\\)\]\((?!figures/|results/)", text)  # no link but ours (figures, records)
+    assert not re.search(r"(?<!\\)\$", text)  # no math
+    # the text is still there, escaped: a Markdown viewer shows it as written
+    assert r"erf \!\[x\]\(http" in text or r"erf \!\[x\](http" in text
+    unescaped = re.sub(r"\\(.)", r"\1", text)
+    assert f"erf {IMAGE_PAYLOAD}" in unescaped and "math $\\notacommand{x}$" in unescaped
+    ours = re.findall(r"(?<!\\)\[[^\]]*(?<!\\)\]\(([^)]+)\)", text)  # the links Markdown sees: all resolve
+    assert ours and all((out.parent / link).exists() for link in ours)

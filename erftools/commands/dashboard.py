@@ -20,8 +20,9 @@ def register(sub) -> None:
                    help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 exposes the "
                         "results to your network)")
     p.add_argument("--stimuli", metavar="DIR", default=None,
-                   help="the cue-conflict stimuli folder for the image browser (default: the one recorded in a "
-                        "run, else the `erftools data fetch` cache when present)")
+                   help="the cue-conflict stimuli folder for the image browser (default: the `erftools data "
+                        "fetch` cache when present). A folder named inside a result file is never opened: images "
+                        "are read only from this folder")
     p.add_argument("--print-command", action="store_true", help="print the streamlit command and exit")
     p.set_defaults(func=run)
 

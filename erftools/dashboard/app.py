@@ -20,7 +20,7 @@ from pathlib import Path
 import streamlit as st
 
 from .. import results as R
-from ..results import ResultError, Run
+from ..results import ResultError, Run, md_code, md_text
 from . import ENV_STIMULI
 from . import data as D
 from . import figures as F
@@ -45,24 +45,31 @@ def _stamp(path: Path) -> tuple[str, float, int]:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _matrix(folder: str, stamp_npy: tuple, stamp_json: tuple) -> tuple:
-    """(mean matrix, downsample, full size) of an ERF run folder, reduced for display; cached."""
-    run = Run("erf", Path(folder), R.read_record(folder, "erf"))
+def _matrix(folder: str, root: str, stamp_npy: tuple, stamp_json: tuple) -> tuple:
+    """(mean matrix, downsample, full size) of an ERF run folder below the results folder ``root``, reduced for
+    display; cached."""
+    run = Run("erf", Path(folder), R.read_record(folder, "erf", root=root), root=Path(root))
     m, f = D.load_erf_matrix(run, max_side=MAX_DISPLAY_SIDE)
     size = run.record.get("size")
     full = tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else (m.shape[0] * f, m.shape[1] * f)
     return m, f, full
 
 
+def _key(run: Run) -> tuple:
+    """The cache key of an ERF run: folder, results folder and the stamps of its two files."""
+    return (str(run.path), str(run.root if run.root is not None else run.path), _stamp(run.path / R.ERF_MATRIX),
+            _stamp(run.path / R.ERF_RECORD))
+
+
 def erf_matrix(run: Run):
-    return _matrix(str(run.path), _stamp(run.path / R.ERF_MATRIX), _stamp(run.path / R.ERF_RECORD))
+    return _matrix(*_key(run))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _heatmap_png(keys: tuple, titles: tuple, scale: str, threshold: float, cmap: str, zoom: int = 1) -> bytes:
     panels = []
-    for (folder, s_npy, s_json), title in zip(keys, titles):
-        m, f, full = _matrix(folder, s_npy, s_json)
+    for key, title in zip(keys, titles):
+        m, f, full = _matrix(*key)
         side, _ = D.area_ratio_at(m, threshold, f, full)
         panels.append(F.ErfPanel(title, m, f, side))
     return F.png_bytes(F.erf_heatmaps(panels, scale=scale, threshold=threshold, cmap=cmap, zoom=zoom))
@@ -101,9 +108,9 @@ def guard(what: str):
     try:
         yield
     except ResultError as exc:
-        st.error(f"{what}: {exc}")
+        st.error(f"{md_text(what)}: {md_text(exc)}")
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OSError) as exc:
-        st.error(f"{what}: malformed result ({type(exc).__name__}: {exc})")
+        st.error(f"{md_text(what)}: malformed result ({type(exc).__name__}: {md_text(exc)})")
 
 
 def unique_titles(runs: list[Run], root: Path) -> dict[str, Run]:
@@ -117,10 +124,11 @@ def unique_titles(runs: list[Run], root: Path) -> dict[str, Run]:
 
 
 def metadata_panel(title: str, run: Run, root: Path) -> None:
-    with st.expander(f"Run metadata: {title}"):
-        st.caption(f"folder: `{D.display_path(run.path, root)}`")
+    with st.expander(f"Run metadata: {md_text(title)}"):
+        st.caption(f"folder: {md_code(D.display_path(run.path, root))}")
         prov = D.provenance(run.record)
-        st.table({"field": list(prov), "value": [str(v) for v in prov.values()]})
+        st.dataframe({"field": list(prov), "value": [str(v) for v in prov.values()]}, hide_index=True,
+                     width="stretch")  # not st.table: it renders its cells as Markdown
         st.json(run.record, expanded=False)
 
 
@@ -136,7 +144,7 @@ def _pct(v) -> str:
 def erf_page(listing: D.Listing, root: Path) -> None:
     st.header("Effective receptive fields")
     if not listing.erf:
-        st.info(f"No finished ERF run below `{D.display_path(listing.root, root)}`. Write one with "
+        st.info(f"No finished ERF run below {md_code(D.display_path(listing.root, root))}. Write one with "
                 "`erftools erf --model replknet-31B --out results/erf/replknet-31B`.")
         return
     titles = unique_titles(listing.erf, root)
@@ -169,7 +177,7 @@ def erf_page(listing: D.Listing, root: Path) -> None:
         st.warning("None of the chosen runs could be read.")
         return
 
-    keys = tuple((str(r.path), _stamp(r.path / R.ERF_MATRIX), _stamp(r.path / R.ERF_RECORD)) for _, r in good)
+    keys = tuple(_key(r) for _, r in good)
     png = _heatmap_png(keys, tuple(t for t, _ in good), scale, float(threshold), cmap, int(zoom))
     with st.container(key="erf-heatmap"):
         st.image(png, caption=f"ERF, {'log10(M+1)/max as in the paper' if scale == 'log' else 'M/max'}; "
@@ -208,7 +216,7 @@ def table10_rows(good: list[tuple[str, Run]]) -> list[dict]:
     try:
         table = D.paper_table10()
     except ResultError as exc:
-        st.warning(str(exc))
+        st.warning(md_text(exc))
         table = {"models": []}
     rows = []
     for title, run in good:
@@ -236,7 +244,7 @@ def shape_bias_page(listing: D.Listing, root: Path) -> None:
                for k, v in reference["other"].items()},
             **{k if "paper" in k.lower() else f"{k} (paper)": ("paper", v) for k, v in reference["paper"].items()}}
     if not names and not refs:
-        st.info(f"No finished shape-bias run below `{D.display_path(listing.root, root)}`. Write one with "
+        st.info(f"No finished shape-bias run below {md_code(D.display_path(listing.root, root))}. Write one with "
                 "`erftools shape-bias --model replknet-31B --out results/shape-bias/replknet-31B`.")
         return
     default = names if len(names) <= 8 else [n for n in names if D.classify(runs[n]) != "cnn"][:8]
@@ -264,7 +272,7 @@ def shape_bias_page(listing: D.Listing, root: Path) -> None:
                    "fraction shape": _f3(rec.get("fraction_correct_shape")),
                    "fraction texture": _f3(rec.get("fraction_correct_texture")),
                    "accuracy (no conflict)": _f3(rec.get("accuracy_no_conflict")),
-                   "trials": rec.get("num_trials"),
+                   "trials": _text(rec.get("num_trials")),
                    "paper Fig. 5": f"{_f3(paper[1].get('shape_bias'))} ({paper[0]})" if paper else ""}
             ci_t = tuple(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 and ci[0] is not None else None
             lines.append((title, tuple(sorted(pc.items())), sb, D.classify(run), ci_t))
@@ -280,7 +288,7 @@ def shape_bias_page(listing: D.Listing, root: Path) -> None:
                       "fraction shape": _f3(item.get("fraction_correct_shape")),
                       "fraction texture": _f3(item.get("fraction_correct_texture")),
                       "accuracy (no conflict)": _f3(item.get("accuracy_no_conflict")),
-                      "trials": item.get("num_trials"), "paper Fig. 5": ""})
+                      "trials": _text(item.get("num_trials")), "paper Fig. 5": ""})
     if lines:
         left, right = st.columns([3, 2])
         with left, st.container(key="shape-bias-plot"):
@@ -310,6 +318,11 @@ def shape_bias_page(listing: D.Listing, root: Path) -> None:
     stimuli_browser(chosen_runs, root)
 
 
+def _text(v) -> str:
+    """A record value for a table cell: always text, so a crafted record cannot mix types within a column."""
+    return "" if v is None else str(v)
+
+
 def _f3(v) -> str:
     try:
         return "" if v is None else f"{float(v):.3f}"
@@ -324,13 +337,13 @@ def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
         return
     frames = {}
     for title, run in chosen:
-        path = run.path / R.SB_DECISIONS
         with guard(f"{title} decisions"):
+            path = run.file(R.SB_DECISIONS)  # its real path, refused when it leads outside the results folder
             frames[title] = _decisions(str(path), _stamp(path))
     if not frames:
         return
     merged = D.merge_decisions(frames)
-    sdir = D.stimuli_dir_for([r for _, r in chosen], os.environ.get(ENV_STIMULI))
+    sdir = D.stimuli_dir_for(os.environ.get(ENV_STIMULI))  # the operator's folder; never one named by a record
     c1, c2, c3 = st.columns(3)
     by = c1.selectbox("Filter by the decision of", list(frames), key="stim_by")
     cls = c2.radio("Decided by", ["all", "shape", "texture", "other", "no conflict"], horizontal=True,
@@ -342,10 +355,10 @@ def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
     if cat != "all":
         rows = rows[rows["shape"] == cat]
     counts = merged[f"{by} :: class"].value_counts().to_dict()
-    st.caption(f"{by}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in D.DECISION_CLASSES)
+    st.caption(f"{md_text(by)}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in D.DECISION_CLASSES)
                + f"; showing {len(rows)} stimuli")
     if sdir is None:
-        st.info("The stimuli folder is not known for these runs, so only the decisions are listed. Start the "
+        st.info("The stimuli folder is not known, so only the decisions are listed. Start the "
                 "dashboard with `erftools dashboard --stimuli DIR` (the cue-conflict folder from "
                 "`erftools data fetch`) to see the images.")
     pages = max(1, -(-len(rows) // PAGE_SIZE))
@@ -363,12 +376,13 @@ def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
                 path = D.stimulus_path(sdir, row["shape"], row["stimulus"], allowed)
                 st.image(path.read_bytes(), width="stretch")
             except (ResultError, OSError) as exc:
-                st.warning(str(exc))
-            lines = [f"**{row['stimulus']}**  shape *{row['shape']}*, texture *{row['texture']}*"]
+                st.warning(md_text(exc))
+            lines = [f"**{md_text(row['stimulus'])}**  shape *{md_text(row['shape'])}*, "
+                     f"texture *{md_text(row['texture'])}*"]
             for name in frames:
                 decided = row.get(f"{name} :: class")
-                if isinstance(decided, str):
-                    lines.append(f"{name}: :{CLASS_COLOUR[decided]}[{row[name]} ({decided})]")
+                if decided in CLASS_COLOUR:
+                    lines.append(f"{md_text(name)}: :{CLASS_COLOUR[decided]}[{md_text(row[name])} ({decided})]")
             st.markdown("  \n".join(lines))
 
 
@@ -378,11 +392,11 @@ def runs_page(listing: D.Listing, root: Path) -> None:
     rows = []
     for run in listing.erf + listing.shape_bias:
         rows.append({"kind": run.kind, "name": D.run_title(run), "folder": D.display_path(run.path, root),
-                     "created": run.record.get("created", ""), "weights / data": D.weights_text(run.record)})
+                     "created": _text(run.record.get("created")), "weights / data": D.weights_text(run.record)})
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
     else:
-        st.info(f"No finished run below `{D.display_path(listing.root, root)}`.")
+        st.info(f"No finished run below {md_code(D.display_path(listing.root, root))}.")
     for run in listing.erf + listing.shape_bias:
         metadata_panel(D.run_title(run), run, root)
 
@@ -394,7 +408,7 @@ def main() -> None:
         root = D.results_root()
     except ResultError as exc:
         st.title("erftools dashboard")
-        st.error(str(exc))
+        st.error(md_text(exc))
         return
 
     slugs = list(PAGES.values())
@@ -405,7 +419,7 @@ def main() -> None:
         sub = st.text_input("Results folder (relative to the results root)", value="", key="subdir",
                             help="A folder inside the results root; paths outside it are refused.")
         include_incomplete = st.checkbox("show unfinished runs", value=False, key="incomplete")
-        st.caption(f"results root: `{root.name}`")
+        st.caption(f"results root: {md_code(root.name)}")
     if st.query_params.get("page") != PAGES[label]:
         st.query_params["page"] = PAGES[label]
 
@@ -413,13 +427,13 @@ def main() -> None:
         folder = R.safe_path(root, sub.strip() or ".")
         listing = D.list_runs(folder, include_incomplete=include_incomplete)
     except ResultError as exc:
-        st.error(str(exc).replace(str(root), "<results root>"))
+        st.error(md_text(str(exc).replace(str(root), "<results root>")))
         return
     for msg in listing.problems:
-        st.warning(f"Skipped a malformed result folder: {msg}")
+        st.warning(f"Skipped a malformed result folder: {md_text(msg)}")
     if listing.incomplete and not include_incomplete:
         st.warning("Unfinished runs (interrupted or still running) are hidden: "
-                   + ", ".join(f"`{D.display_path(r.path, root)}`" for r in listing.incomplete))
+                   + ", ".join(md_code(D.display_path(r.path, root)) for r in listing.incomplete))
 
     page = PAGES[label]
     if page == "erf":

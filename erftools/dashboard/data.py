@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -155,7 +155,7 @@ def load_erf_matrix(run: Run, max_side: int | None = None) -> tuple[np.ndarray, 
     f*f here so that every pixel is again a mean contribution. With ``max_side`` the matrix is block-averaged further
     for display (the factor returned includes it).
     """
-    path = run.path / R.ERF_MATRIX
+    path = run.file(R.ERF_MATRIX)  # refused when it leads outside the results folder
     if not path.is_file():
         raise ResultError(f"{run.path.name}: {R.ERF_MATRIX} is missing (the run did not finish?)")
     try:
@@ -423,11 +423,15 @@ def per_category(record: dict) -> dict[str, float | None]:
     return out
 
 
-def load_decisions(path: str | os.PathLike):
-    """A decisions.csv as a DataFrame with the derived columns ``stimulus``, ``shape``, ``texture``, ``decided``."""
+def load_decisions(source: Run | str | os.PathLike):
+    """A decisions.csv as a DataFrame with the derived columns ``stimulus``, ``shape``, ``texture``, ``decided``.
+
+    ``source`` is a shape-bias run (its ``decisions.csv``, refused when it leads outside the results folder) or the
+    path of a decisions file.
+    """
     import pandas as pd
 
-    path = Path(path)
+    path = source.file(R.SB_DECISIONS) if isinstance(source, Run) else Path(source)
     if not path.is_file():
         raise ResultError(f"{path.parent.name}: {path.name} is missing")
     try:
@@ -479,19 +483,16 @@ def merge_decisions(frames: dict[str, Any]):
 
 
 # -------------------------------------------------------------------------------------------------------- stimuli
-def stimuli_dir_for(runs: Iterable[Run], override: str | os.PathLike | None = None) -> Path | None:
+def stimuli_dir_for(override: str | os.PathLike | None = None) -> Path | None:
     """The cue-conflict stimuli folder: the operator's ``override`` (``erftools dashboard --stimuli``), else the
-    first existing folder recorded by a run (absolute, or relative to the run folder), else the
-    ``erftools data fetch cue-conflict`` cache; None when none exists."""
+    ``erftools data fetch cue-conflict`` cache; None when neither exists.
+
+    A folder named inside a run's record (``stimuli.dir`` in ``summary.json``) is never used: whoever wrote the
+    result folder could point it anywhere on the server.
+    """
     candidates: list[Path] = []
     if override:
         candidates.append(Path(override).expanduser())
-    for run in runs:
-        stim = run.record.get("stimuli")
-        d = stim.get("dir") if isinstance(stim, dict) else None
-        if d:
-            p = Path(d).expanduser()
-            candidates.append(p if p.is_absolute() else run.path / p)
     try:  # where `erftools data fetch cue-conflict` puts the stimuli
         from ..shapebias.stimuli import default_stimuli_dir
 

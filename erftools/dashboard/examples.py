@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .. import results as R
+from ..results import ResultError
 from .._io import write_json
 from ..report import shrink_erf_run
 from .data import source_root
@@ -55,23 +56,36 @@ def _scrub(obj, repo: Path):
     return obj
 
 
+def _remove_plot(folder: Path, name) -> None:
+    """Delete the plot ``name`` listed in a record, only when it is a plain file name of ``folder`` (a name
+    written in a result file never reaches another folder)."""
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return
+    (folder / name).unlink(missing_ok=True)
+
+
 def finalize(root: str | os.PathLike, side: int = 256, drop_run_plots: bool = True) -> list[str]:
     """Shrink, scrub and lighten every run below ``root``; return what was done (one line each)."""
     root = Path(root)
     repo = source_root()
-    done = []
-    for run in R.find_runs(root):
+    runs, problems = R.scan(root)
+    done = [f"skipped: {p}" for p in problems]
+    for run in runs:
         if not run.complete:
             done.append(f"skipped unfinished {run.path}")
             continue
-        if run.kind == "erf":
-            f = shrink_erf_run(run.path, side=side)
-            if f > 1:
-                done.append(f"{run.path.name}: erf.npy block-summed by {f}")
-        record = R.read_record(run.path, run.kind)
+        try:
+            if run.kind == "erf":
+                f = shrink_erf_run(run.path, side=side, root=root)
+                if f > 1:
+                    done.append(f"{run.path.name}: erf.npy block-summed by {f}")
+            record = R.read_record(run.path, run.kind, root=root)
+        except ResultError as exc:  # e.g. a file linked from outside the folder: left as it is
+            done.append(f"skipped {run.path.name}: {exc}")
+            continue
         if run.kind == "shape-bias" and drop_run_plots:
             for name in record.get("plots") or []:
-                (run.path / name).unlink(missing_ok=True)
+                _remove_plot(run.path, name)
             if record.get("plots"):
                 record["plots_removed"] = "per-run plots removed to keep the examples small; see the folder's " \
                                           "combined plots"
@@ -84,12 +98,12 @@ def finalize(root: str | os.PathLike, side: int = 256, drop_run_plots: bool = Tr
         if extra.name in R.RECORD_FILES.values():
             continue
         try:
-            doc = json.loads(extra.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            doc = json.loads(R.checked_path(root, extra).read_text(encoding="utf-8"))
+        except (OSError, ValueError, ResultError):
             continue
         if drop_run_plots and isinstance(doc, dict) and doc.get("kind") == "shape-bias-combined" and doc.get("plots"):
             for name in doc["plots"]:
-                (extra.parent / name).unlink(missing_ok=True)
+                _remove_plot(extra.parent, name)
             doc = dict(doc, plots=[], plots_removed="combined plots removed to keep the examples small; "
                                                     "`erftools report` and the dashboard draw them")
             done.append(f"{extra.name}: combined plots removed")

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..results import plot_text
 from .data import linear_normalise, log_normalise
 
 PAPER_CMAP = "paper (RdYlGn, upper half)"
@@ -52,7 +53,7 @@ def erf_heatmaps(panels: list[ErfPanel], scale: str = "log", threshold: float | 
         extent = (c0 * p.downsample, c1 * p.downsample, r1 * p.downsample, r0 * p.downsample)
         image = ax.imshow(a[r0:r1, c0:c1], cmap=_cmap(cmap), vmin=0.0, vmax=1.0, extent=extent,
                           interpolation="nearest")
-        ax.set_title(p.title, fontsize=10)
+        ax.set_title(plot_text(p.title), fontsize=10)  # a label from a result file is never mathtext
         ax.set_xticks([extent[0], w // 2, extent[1]])
         ax.set_yticks([extent[3], h // 2, extent[2]])
         ax.set_xlim(extent[0], extent[1])
@@ -89,7 +90,8 @@ def radial_profiles(curves: list[tuple[str, np.ndarray, np.ndarray]]):
     """Cumulative contribution against distance from the centre, one line per model (the ERF engine's figure)."""
     from ..erf.plots import plot_radial_profiles
 
-    return plot_radial_profiles([{"radius": r, "cumulative": c} for _, r, c in curves], [n for n, _, _ in curves])
+    return plot_radial_profiles([{"radius": r, "cumulative": c} for _, r, c in curves],
+                                [plot_text(n) for n, _, _ in curves])
 
 
 @dataclass
@@ -112,7 +114,7 @@ def shape_bias_plot(lines: list[ShapeBiasLine]):
 
 
 def _entries(lines: list[ShapeBiasLine]) -> list[dict]:
-    return [{"label": l.name, "shape_bias": l.shape_bias, "per_category": dict(l.per_category),
+    return [{"label": plot_text(l.name), "shape_bias": l.shape_bias, "per_category": dict(l.per_category),
              "kind": _KINDS.get(l.kind, "model"), "ci95": list(l.ci95) if l.ci95 else None} for l in lines]
 
 

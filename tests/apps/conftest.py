@@ -144,3 +144,59 @@ def broken_results(tmp_path) -> Path:
     (root / "sb" / "garbage").mkdir(parents=True)
     (root / "sb" / "garbage" / "summary.json").write_text("[1, 2", encoding="utf-8")
     return root
+
+
+# ------------------------------------------------------------------------------------------- crafted result folders
+# Links and payloads a result folder may hold when it was written (or tampered with) by someone else. The
+# dashboard and `erftools report` must show none of the outside files and render none of the text as Markdown.
+SECRET = "SECRET-OUTSIDE"  # every file outside the results root carries this marker in its label or text
+IMAGE_PAYLOAD = "![x](http://127.0.0.1:9/beacon.png)"  # rendered as Markdown, the viewer's browser fetches the URL
+HTML_PAYLOAD = '<img src="http://127.0.0.1:9/html.png">'
+
+
+def make_outside(folder: Path) -> Path:
+    """Files a link inside a results folder may point to: one of each kind the readers open, all marked SECRET."""
+    make_erf_run(folder / "erf-run", SECRET, spread=9.0)
+    make_sb_run(folder / "sb-run", SECRET, p_shape=0.7, seed=9)
+    rows = (folder / "sb-run" / "decisions.csv").read_text(encoding="utf-8").splitlines()
+    head, body = rows[0], [r.split(",") for r in rows[1:]]
+    for r in body:
+        r[4] = SECRET  # object_response
+    (folder / "sb-run" / "decisions.csv").write_text("\n".join([head] + [",".join(r) for r in body]) + "\n")
+    make_stimuli(folder / "stimuli")
+    return folder
+
+
+def link(at: Path, target: Path) -> Path:
+    """Replace ``at`` (a file or folder) by a symbolic link to ``target``."""
+    if at.is_file():
+        at.unlink()
+    at.parent.mkdir(parents=True, exist_ok=True)
+    at.symlink_to(target)
+    return at
+
+
+def make_linked_results(root: Path, outside: Path) -> Path:
+    """One good run of each kind, plus runs whose files are symbolic links to the files in ``outside``."""
+    make_erf_run(root / "erf" / "good", "resnet-152")
+    make_sb_run(root / "sb" / "good", "vgg16")
+    link(make_erf_run(root / "erf" / "npy-link", "npy-link") / "erf.npy", outside / "erf-run" / "erf.npy")
+    link(make_erf_run(root / "erf" / "json-link", "json-link") / "erf.json", outside / "erf-run" / "erf.json")
+    link(make_sb_run(root / "sb" / "csv-link", "csv-link") / "decisions.csv", outside / "sb-run" / "decisions.csv")
+    link(make_sb_run(root / "sb" / "json-link", "json-link") / "summary.json", outside / "sb-run" / "summary.json")
+    link(root / "erf" / "folder-link", outside / "erf-run")  # a whole run folder linked in
+    link(root / "sb" / "folder-link", outside / "sb-run")
+    return root
+
+
+def make_payload_results(root: Path) -> Path:
+    """Runs whose labels, model names and decisions hold Markdown and HTML that would fetch outside URLs."""
+    make_erf_run(root / "erf" / "md", f"erf {IMAGE_PAYLOAD}", weights={"tag": HTML_PAYLOAD}, device=HTML_PAYLOAD)
+    make_sb_run(root / "sb" / "md", f"sb {IMAGE_PAYLOAD}", p_shape=0.5, seed=4, num_trials=HTML_PAYLOAD)
+    csv_path = root / "sb" / "md" / "decisions.csv"
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    body = [r.split(",") for r in rows[1:]]
+    for i, r in enumerate(body):
+        r[4] = f'"{IMAGE_PAYLOAD}"' if i % 2 else f'"{HTML_PAYLOAD.replace(chr(34), chr(34) * 2)}"'
+    csv_path.write_text("\n".join([rows[0]] + [",".join(r) for r in body]) + "\n", encoding="utf-8")
+    return root

@@ -119,6 +119,7 @@ def test_stimuli_browser(monkeypatch, tmp_path):
     root = tmp_path / "results"
     make_sb_run(root / "a", "model-a", p_shape=0.5, stimuli_dir=str(stim), seed=4)
     make_sb_run(root / "b", "model-b", p_shape=0.2, seed=5)
+    monkeypatch.setenv(ENV_STIMULI, str(stim))  # the operator's folder (`--stimuli`): a record's is never used
     at = start(monkeypatch, root, "Shape bias")
     assert images_in(at.main) == 2 + 12  # the plot, the bars and a page of 12 stimuli
     at.selectbox(key="stim_by").set_value("model-a").run()
