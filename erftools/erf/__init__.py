@@ -6,12 +6,14 @@
 """
 from .adapters import FeatureAdapter, feature_map, model_kwargs_for_size
 from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, format_table, normalize, radial_profile
-from .compute import ErfAccumulator, ErfResult, compute_erf, contribution_maps, prepare_model, resolve_device
+from .compute import (ErfAccumulator, ErfResult, compute_erf, compute_erfs, contribution_maps, prepare_model,
+                      resolve_device)
+from .layers import expand_layers, stage_layers
 
 __all__ = ["compute_erf", "ErfResult", "ErfAccumulator", "contribution_maps", "prepare_model", "resolve_device",
            "feature_map", "FeatureAdapter", "model_kwargs_for_size", "area_ratios", "AreaRatio", "normalize",
            "radial_profile", "format_table", "DEFAULT_THRESHOLDS", "run_erf", "load_matrix", "plot_erf",
-           "plot_comparison"]
+           "plot_comparison", "compute_erfs", "expand_layers", "stage_layers"]
 
 
 def __getattr__(name):  # run orchestration and plots import lazily (matplotlib, torch.distributed)

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from .._io import ErftoolsError
 
-__all__ = ["FeatureAdapter", "feature_map", "model_kwargs_for_size", "model_name"]
+__all__ = ["FeatureAdapter", "feature_map", "model_kwargs_for_size", "model_name", "to_nchw", "tokens_to_nchw"]
 
 
 def model_name(model: nn.Module) -> str:
@@ -66,11 +66,60 @@ def _swin_stage_output(model):
     return fn
 
 
+def tokens_to_nchw(y: torch.Tensor, model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    """Tokens (B, N, C) -> (B, C, gh, gw): the model's ``num_prefix_tokens`` dropped, the rest reshaped row-major to
+    the patch grid (from the patch size and the input size, the embedding's grid, or a square)."""
+    name = model_name(model)
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    n = y.shape[1] - prefix
+    grid = None
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None and getattr(embed, "grid_size", None) is not None:
+        gh, gw = embed.grid_size
+        sh, sw = (getattr(embed, "patch_size", None) or (None, None))
+        if sh and x.shape[-2] // sh * (x.shape[-1] // sw) == n:
+            grid = (x.shape[-2] // sh, x.shape[-1] // sw)
+        elif gh * gw == n:
+            grid = (gh, gw)
+    if grid is None:
+        r = math.isqrt(n) if n > 0 else 0
+        if r * r == n and n > 0:
+            grid = (r, r)
+    if grid is None:
+        raise ErftoolsError(
+            f"{name}: {what} returns {y.shape[1]} tokens ({prefix} prefix tokens), which do not "
+            "form a patch grid; erftools cannot locate the centre of the feature map of this model")
+    tokens = y[:, prefix:]
+    return tokens.reshape(y.shape[0], grid[0], grid[1], y.shape[2]).permute(0, 3, 1, 2)
+
+
+_NCHW_MODULES = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def to_nchw(y, model: nn.Module, x: torch.Tensor, layer: str, module: nn.Module | None = None) -> torch.Tensor:
+    """The output ``y`` of module ``layer`` as an NCHW tensor, with the rules of the final feature map: a 4-D output
+    is NCHW, or NHWC when the model says ``output_fmt == "NHWC"`` (timm Swin's stages) unless the module is a
+    convolution, BN or pooling layer (always NCHW); tokens (B, N, C) are reshaped to the patch grid
+    (:func:`tokens_to_nchw`). Anything else raises an error naming the layer."""
+    name = model_name(model)
+    if not isinstance(y, torch.Tensor):
+        raise ErftoolsError(f"{name}: layer {layer!r} returns {type(y).__name__}, not a tensor; choose a module "
+                            "whose output is one feature map (NCHW, NHWC or tokens)")
+    if y.ndim == 4:
+        fmt = str(getattr(model, "output_fmt", "") or "").upper()
+        if fmt == "NHWC" and not isinstance(module, _NCHW_MODULES):
+            return y.permute(0, 3, 1, 2)
+        return y
+    if y.ndim == 3:
+        return tokens_to_nchw(y, model, x, f"layer {layer!r}")
+    raise ErftoolsError(f"{name}: layer {layer!r} returns a tensor of shape {tuple(y.shape)} (no spatial layout); "
+                        "the ERF needs a spatial feature map (NCHW, NHWC or patch tokens)")
+
+
 def _generic_timm(model) -> Callable:
     name = model_name(model)
     fmt = str(getattr(model, "output_fmt", "") or "").upper()
     num_features = getattr(model, "num_features", None)
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
 
     def fn(x):
         y = model.forward_features(x)
@@ -82,26 +131,7 @@ def _generic_timm(model) -> Callable:
                 return y.permute(0, 3, 1, 2)
             return y
         if y.ndim == 3:  # tokens (B, N, C)
-            n = y.shape[1] - prefix
-            grid = None
-            embed = getattr(model, "patch_embed", None)
-            if embed is not None and getattr(embed, "grid_size", None) is not None:
-                gh, gw = embed.grid_size
-                sh, sw = (getattr(embed, "patch_size", None) or (None, None))
-                if sh and x.shape[-2] // sh * (x.shape[-1] // sw) == n:
-                    grid = (x.shape[-2] // sh, x.shape[-1] // sw)
-                elif gh * gw == n:
-                    grid = (gh, gw)
-            if grid is None:
-                r = math.isqrt(n) if n > 0 else 0
-                if r * r == n and n > 0:
-                    grid = (r, r)
-            if grid is None:
-                raise ErftoolsError(
-                    f"{name}: forward_features returns {y.shape[1]} tokens ({prefix} prefix tokens), which do not "
-                    "form a patch grid; erftools cannot locate the centre of the feature map of this model")
-            tokens = y[:, prefix:]
-            return tokens.reshape(y.shape[0], grid[0], grid[1], y.shape[2]).permute(0, 3, 1, 2)
+            return tokens_to_nchw(y, model, x, "forward_features")
         raise ErftoolsError(
             f"{name}: forward_features returns a tensor of shape {tuple(y.shape)} (no spatial layout); the ERF needs "
             "a spatial feature map (NCHW, NHWC or patch tokens)")

@@ -10,6 +10,7 @@ script crashes there).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
@@ -18,7 +19,14 @@ import numpy as np
 DEFAULT_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 
 __all__ = ["DEFAULT_THRESHOLDS", "AreaRatio", "normalize", "area_ratios", "radial_profile",
-           "format_table", "check_matrix"]
+           "format_table", "check_matrix", "EmptyErfWarning", "EMPTY_MESSAGE"]
+
+EMPTY_MESSAGE = ("the ERF matrix is all zero: the target does not depend on the input around the centre (or its "
+                 "centre activations are never positive), so there is no receptive field to measure")
+
+
+class EmptyErfWarning(UserWarning):
+    """An all-zero ERF matrix was analysed."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ def area_ratios(matrix, thresholds: Iterable[float] = DEFAULT_THRESHOLDS, *, nor
     data = check_matrix(matrix) if normalized else normalize(matrix)
     h, w = data.shape
     total = np.sum(data)
+    if not np.any(data > 0):
+        warnings.warn(EMPTY_MESSAGE, EmptyErfWarning, stacklevel=2)
     results = []
     if not thresholds:
         return results

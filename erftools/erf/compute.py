@@ -28,13 +28,15 @@ import torch.nn as nn
 
 from .._io import ErftoolsError
 from ._frozen import fold_batchnorm_pairs, freeze_convolutions
-from .adapters import FeatureAdapter, _timm_class, feature_map, model_name
+from .adapters import FeatureAdapter, _timm_class, feature_map, model_name, to_nchw
+from .layers import LayerCapture, expand_layers, preparation_changes
 from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, radial_profile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ErfResult", "ErfAccumulator", "compute_erf", "accumulate_erf", "contribution_maps", "prepare_model",
-           "resolve_device", "default_batch_size"]
+__all__ = ["ErfResult", "ErfAccumulator", "compute_erf", "compute_erfs", "accumulate_erf", "accumulate_erfs",
+           "contribution_maps", "layer_maps", "prepare_model", "rewrite_model", "resolve_device",
+           "default_batch_size"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -84,11 +86,10 @@ def prepare_model(model: nn.Module, device: torch.device | str | None = None, *,
             "channels_last": False, "conv_backend": None, "input_grad_only_layers": 0}
     if channels_last is None:
         channels_last = dev.type == "cpu"
+    if fuse:
+        done.update(rewrite_model(model))
     if isinstance(model, RepLKNet):
-        if fuse:
-            model.fuse_bn()  # implies structural_reparam()
-            done["structural_reparam"] = done["fuse_bn"] = True
-        elif model.is_reparameterized:
+        if not fuse and model.is_reparameterized:
             done["structural_reparam"] = True
         if not conv_backend and not os.environ.get("ERFTOOLS_CONV_BACKEND") and channels_last and dev.type == "cpu":
             # PyTorch's channels-last depthwise convolution on CPU (oneDNN) is faster than the FFT at every RepLKNet
@@ -97,8 +98,6 @@ def prepare_model(model: nn.Module, device: torch.device | str | None = None, *,
         if conv_backend:
             model.set_conv_backend(conv_backend)
         done["conv_backend"] = conv_backend or os.environ.get("ERFTOOLS_CONV_BACKEND") or "auto"
-    elif fuse and _timm_class(model, "resnet", "ResNet"):
-        done["fuse_bn"] = fold_batchnorm_pairs(model) > 0
     for p in model.parameters():  # after fusion, which creates new parameters
         p.requires_grad_(False)
     model.to(dev)
@@ -106,6 +105,22 @@ def prepare_model(model: nn.Module, device: torch.device | str | None = None, *,
         model.to(memory_format=torch.channels_last)
         done["channels_last"] = True
     done["input_grad_only_layers"] = freeze_convolutions(model)
+    model._erftools_prepared = dict(done)
+    return done
+
+
+def rewrite_model(model: nn.Module) -> dict:
+    """The structural part of :func:`prepare_model`, in place: RepLKNet ``fuse_bn()`` (re-parameterisation and BN
+    folding); timm ResNets: every BN folded into the convolution before it. Returns what was done. The other
+    preparation steps (freezing, layout, input-gradient-only convolutions) change no module's output."""
+    from ..models import RepLKNet
+
+    done = {}
+    if isinstance(model, RepLKNet):
+        model.fuse_bn()  # implies structural_reparam()
+        done["structural_reparam"] = done["fuse_bn"] = True
+    elif _timm_class(model, "resnet", "ResNet"):
+        done["fuse_bn"] = fold_batchnorm_pairs(model) > 0
     return done
 
 
@@ -122,23 +137,53 @@ def contribution_maps(features: Callable[[torch.Tensor], torch.Tensor], x: torch
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         y = features(x)
-        if not isinstance(y, torch.Tensor) or y.ndim != 4:
-            raise ErftoolsError(f"the feature map must be a (B, C, h, w) tensor; got "
-                                f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
-        h, w = y.shape[-2:]
-        if info is not None:
-            info["feature_shape"] = (1,) + tuple(y.shape[1:])
-        if not y.requires_grad:  # the output does not depend on the input at all
-            return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1], device=x.device)
-        # d/dy of sum_c ReLU(y[:, c, h//2, w//2]) is 1[y > 0] at the centre and 0 elsewhere (ReLU'(0) = 0, as in
-        # PyTorch). Seeding the backward pass with it directly, in y's own memory layout, keeps a channels-last
-        # network channels-last all the way back (indexing would seed it with a contiguous NCHW tensor).
-        seed = torch.zeros_like(y)
-        centre = y[:, :, h // 2, w // 2].detach()
-        seed[:, :, h // 2, w // 2] = (centre > 0).to(y.dtype)
-        (grad,) = torch.autograd.grad(y, x, grad_outputs=seed)
-    del y, seed
+        return _centre_maps(y, x, info, retain_graph=False, what="the feature map")
+
+
+def _centre_maps(y, x: torch.Tensor, info: dict | None, *, retain_graph: bool, what: str) -> torch.Tensor:
+    """The paper's map of one target ``y`` (B, C, h, w) of ``x``: ReLU(d sum_c ReLU(y[:, c, h//2, w//2]) / dx),
+    summed over the colour channels, per image."""
+    if not isinstance(y, torch.Tensor) or y.ndim != 4:
+        raise ErftoolsError(f"{what} must be a (B, C, h, w) tensor; got "
+                            f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+    h, w = y.shape[-2:]
+    if info is not None:
+        info["feature_shape"] = (1,) + tuple(y.shape[1:])
+    if not y.requires_grad:  # the output does not depend on the input at all
+        return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1], device=x.device)
+    # d/dy of sum_c ReLU(y[:, c, h//2, w//2]) is 1[y > 0] at the centre and 0 elsewhere (ReLU'(0) = 0, as in
+    # PyTorch). Seeding the backward pass with it directly, in y's own memory layout, keeps a channels-last
+    # network channels-last all the way back (indexing would seed it with a contiguous NCHW tensor).
+    seed = torch.zeros_like(y)
+    centre = y[:, :, h // 2, w // 2].detach()
+    seed[:, :, h // 2, w // 2] = (centre > 0).to(y.dtype)
+    (grad,) = torch.autograd.grad(y, x, grad_outputs=seed, retain_graph=retain_graph, allow_unused=True)
+    del seed
+    if grad is None:  # y depends on parameters only through the graph, not on x
+        return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1], device=x.device)
     return torch.relu(grad).sum(1)
+
+
+def layer_maps(model: nn.Module, capture: LayerCapture, x: torch.Tensor, infos: dict | None = None, *,
+               check: bool = False) -> dict[str, torch.Tensor]:
+    """Per-image contribution maps of a batch ``x`` for every layer of ``capture``, from ONE forward pass
+    (stopped after the last layer) and one backward pass per layer (the graph is kept until the last one).
+    ``check``: run the whole forward pass and refuse a module that runs more than once (do it on the first batch).
+    ``infos[name]`` receives each layer's ``feature_shape``."""
+    modules = dict(model.named_modules())
+    x = x.detach().requires_grad_(True)
+    maps = {}
+    with torch.enable_grad():
+        outs = capture.run(x, stop_early=not check, check_single_call=check)
+        targets = {n: to_nchw(outs[n], model, x, n, modules.get(n)) for n in capture.layers}
+        del outs
+        names = list(targets)
+        for i, n in enumerate(names):
+            later = any(isinstance(targets[m], torch.Tensor) and targets[m].requires_grad for m in names[i + 1:])
+            info = infos.setdefault(n, {}) if infos is not None else None
+            maps[n] = _centre_maps(targets[n], x, info, retain_graph=later, what=f"the output of layer {n!r}")
+            targets[n] = None
+    return maps
 
 
 @dataclass
@@ -209,6 +254,7 @@ class ErfResult:
     batch_size: int = 1
     timings: dict = field(default_factory=dict)
     total: np.ndarray | None = None  # float64 running sum (for merging / checkpoints)
+    layer: str | None = None  # the module name of the target (None: the family's final feature map)
 
     @property
     def num_nan(self) -> int:
@@ -295,7 +341,7 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
                 prepare: bool = True, conv_backend: str | None = None, channels_last: bool | None = None,
                 feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False,
                 state: ErfAccumulator | None = None,
-                on_batch: Callable[[ErfAccumulator], None] | None = None) -> ErfResult:
+                on_batch: Callable[[ErfAccumulator], None] | None = None, layer: str | None = None) -> ErfResult:
     """The aggregated contribution matrix (effective receptive field) of ``model`` over ``images``.
 
     Args:
@@ -313,9 +359,22 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
         progress: show a progress bar with an ETA.
         state: an accumulator to continue (resume); the result then covers its images too.
         on_batch: called with the accumulator after every batch (checkpointing).
+        layer: a module name from ``model.named_modules()`` whose output is the target instead of the final
+            feature map (see :func:`compute_erfs`).
 
     Raises :class:`ErftoolsError` when no image gave a usable map.
     """
+    if layer is not None:
+        if feature_fn is not None:
+            raise ErftoolsError("give either layer= or feature_fn=, not both")
+        layers = expand_layers(model, layer)
+        if len(layers) != 1:
+            raise ErftoolsError(f"layer={layer!r} names {len(layers)} layers; compute_erf takes one, use "
+                                "compute_erfs(model, images, layers=...) for several")
+        return compute_erfs(model, images, layers=layers, batch_size=batch_size, device=device, prepare=prepare,
+                            conv_backend=conv_backend, channels_last=channels_last, progress=progress,
+                            states=None if state is None else {layers[0]: state},
+                            on_batch=None if on_batch is None else (lambda accs: on_batch(accs[layers[0]])))[layers[0]]
     acc, meta = accumulate_erf(model, images, batch_size=batch_size, device=device, prepare=prepare,
                                conv_backend=conv_backend, channels_last=channels_last, feature_fn=feature_fn,
                                progress=progress, state=state, on_batch=on_batch)
@@ -324,15 +383,37 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
                      meta["timings"], acc.total)
 
 
-def accumulate_erf(model: nn.Module, images, *, batch_size: int | None = None,
-                   device: str | torch.device | None = None, prepare: bool = True, conv_backend: str | None = None,
-                   channels_last: bool | None = None, feature_fn: Callable | None = None, progress: bool = False,
-                   state: ErfAccumulator | None = None, on_batch: Callable[[ErfAccumulator], None] | None = None,
-                   progress_desc: str | None = None) -> tuple[ErfAccumulator, dict]:
-    """The work of :func:`compute_erf` without the final mean: returns the accumulator and a dict of metadata
-    (``feature_shape``, ``target``, ``prepared``, ``device``, ``batch_size``, ``timings``). Used by the resumable
-    and distributed runner, whose processes may have nothing left to do."""
-    t0 = time.perf_counter()
+def compute_erfs(model: nn.Module, images, layers: str | Iterable[str], *, batch_size: int | None = None,
+                 device: str | torch.device | None = None, prepare: bool = True, conv_backend: str | None = None,
+                 channels_last: bool | None = None, progress: bool = False,
+                 states: dict[str, ErfAccumulator] | None = None,
+                 on_batch: Callable[[dict[str, ErfAccumulator]], None] | None = None) -> dict[str, ErfResult]:
+    """The ERF of several layers of ``model`` at once: ``{layer: ErfResult}``, in the order asked.
+
+    Each layer is a module name from ``model.named_modules()`` (or ``"stages"``: every stage of a known family, see
+    :func:`erftools.erf.layers.expand_layers`); its output, made NCHW like the final feature map (NHWC and token
+    outputs are converted, see :func:`erftools.erf.adapters.to_nchw`), is the target of the paper's procedure,
+    unchanged. Per batch there is ONE forward pass, ended after the deepest requested layer, and one backward pass
+    per layer. An image whose map is not finite is skipped for that layer only.
+
+    With ``prepare=True`` the model is prepared as for :func:`compute_erf`; a layer whose module the preparation
+    would remove or rewrite (RepLKNet's ``large_kernel.lkb_origin``, a BN folded into its convolution, the
+    convolution that absorbs it) is refused before anything is changed, naming it: pass ``prepare=False`` or
+    choose an enclosing module (a block, a ``conv_bn`` sequence, a stage). The other arguments are those of
+    :func:`compute_erf`; ``states`` and ``on_batch`` work per layer (dicts keyed by layer).
+    """
+    accs, meta = accumulate_erfs(model, images, layers, batch_size=batch_size, device=device, prepare=prepare,
+                                 conv_backend=conv_backend, channels_last=channels_last, progress=progress,
+                                 states=states, on_batch=on_batch)
+    results = {}
+    for name, acc in accs.items():
+        results[name] = ErfResult(acc.mean(), acc.count, len(acc.skipped), list(acc.skipped), list(acc.processed),
+                                  meta["feature_shapes"].get(name), meta["targets"][name], meta["prepared"],
+                                  meta["device"], meta["batch_size"], meta["timings"], acc.total, layer=name)
+    return results
+
+
+def _setup(model: nn.Module, device, prepare: bool, channels_last, conv_backend) -> tuple[torch.device, dict]:
     dev = resolve_device(device)
     if prepare:
         prepared = prepare_model(model, dev, channels_last=channels_last, conv_backend=conv_backend)
@@ -345,6 +426,71 @@ def accumulate_erf(model: nn.Module, images, *, batch_size: int | None = None,
             model.set_conv_backend(conv_backend)
         if channels_last:
             model.to(memory_format=torch.channels_last)
+    return dev, prepared
+
+
+def _loop(images, bs: int, dev: torch.device, use_cl: bool, compute, accs: dict, on_batch, bar) -> tuple[dict, int]:
+    """Batches of ``images`` through ``compute(batch, bs) -> ({key: maps}, bs)`` into ``accs`` ({key: acc});
+    returns the timings and the batch size finally used."""
+    t_load = t_compute = 0.0
+    n_computed = 0
+    it = _batches(images, bs)
+    while True:
+        tl = time.perf_counter()
+        try:
+            names, batch, skipped = next(it)
+        except StopIteration:
+            break
+        t_load += time.perf_counter() - tl
+        for name, reason in skipped:
+            for acc in accs.values():
+                acc.skip(name, reason)
+        if batch is not None:
+            tc = time.perf_counter()
+            batch = batch.to(dev, torch.float32, non_blocking=True)
+            if use_cl:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            maps, bs = compute(batch, bs)
+            for key, acc in accs.items():
+                acc.add(maps[key], names)
+            del maps, batch
+            t_compute += time.perf_counter() - tc
+            n_computed += len(names)
+        if bar is not None:
+            bar.update(len(names) + len(skipped))
+        if on_batch is not None:
+            on_batch()
+    return {"load_s": t_load, "compute_s": t_compute, "images_computed": n_computed}, bs
+
+
+def _timings(t0: float, t_prepare: float, loop: dict, dev: torch.device) -> dict:
+    n = loop["images_computed"]
+    timings = {"total_s": round(time.perf_counter() - t0, 3), "prepare_s": round(t_prepare, 3),
+               "load_s": round(loop["load_s"], 3), "compute_s": round(loop["compute_s"], 3),
+               "per_image_s": round(loop["compute_s"] / n, 4) if n else None, "images_computed": n}
+    if dev.type == "cuda":
+        timings["cuda_peak_bytes"] = int(torch.cuda.max_memory_allocated(dev))
+    return timings
+
+
+def _progress_bar(progress: bool, images, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=_count(images), unit="img", desc=desc, dynamic_ncols=True)
+
+
+def accumulate_erf(model: nn.Module, images, *, batch_size: int | None = None,
+                   device: str | torch.device | None = None, prepare: bool = True, conv_backend: str | None = None,
+                   channels_last: bool | None = None, feature_fn: Callable | None = None, progress: bool = False,
+                   state: ErfAccumulator | None = None, on_batch: Callable[[ErfAccumulator], None] | None = None,
+                   progress_desc: str | None = None) -> tuple[ErfAccumulator, dict]:
+    """The work of :func:`compute_erf` without the final mean: returns the accumulator and a dict of metadata
+    (``feature_shape``, ``target``, ``prepared``, ``device``, ``batch_size``, ``timings``). Used by the resumable
+    and distributed runner, whose processes may have nothing left to do."""
+    t0 = time.perf_counter()
+    dev, prepared = _setup(model, device, prepare, channels_last, conv_backend)
     use_cl = prepared["channels_last"]
     if feature_fn is not None:
         adapter = FeatureAdapter(feature_fn, "custom", "user-supplied feature_fn")
@@ -355,56 +501,100 @@ def accumulate_erf(model: nn.Module, images, *, batch_size: int | None = None,
         raise ErftoolsError(f"batch size must be at least 1 (got {batch_size})")
     acc = state if state is not None else ErfAccumulator()
     t_prepare = time.perf_counter() - t0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=_count(images), unit="img", desc=progress_desc or f"ERF {model_name(model)}",
-                   dynamic_ncols=True)
+    bar = _progress_bar(progress, images, progress_desc or f"ERF {model_name(model)}")
     info: dict = {}
-    t_load = t_compute = 0.0
-    n_done = n_computed = 0
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+
+    def compute(batch, size):
+        maps, size = _maps_with_retry(adapter, batch, size, info)
+        return {None: maps}, size
+
     try:
-        it = _batches(images, bs)
-        while True:
-            tl = time.perf_counter()
-            try:
-                names, batch, skipped = next(it)
-            except StopIteration:
-                break
-            t_load += time.perf_counter() - tl
-            for name, reason in skipped:
-                acc.skip(name, reason)
-            if batch is not None:
-                tc = time.perf_counter()
-                batch = batch.to(dev, torch.float32, non_blocking=True)
-                if use_cl:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                maps, bs = _maps_with_retry(adapter, batch, bs, info)
-                acc.add(maps, names)
-                del maps, batch
-                t_compute += time.perf_counter() - tc
-                n_computed += len(names)
-            n_done += len(names) + len(skipped)
-            if bar is not None:
-                bar.update(len(names) + len(skipped))
-            if on_batch is not None:
-                on_batch(acc)
+        loop, bs = _loop(images, bs, dev, use_cl, compute, {None: acc}, on_batch and (lambda: on_batch(acc)), bar)
     finally:
         if bar is not None:
             bar.close()
-    timings = {"total_s": round(time.perf_counter() - t0, 3), "prepare_s": round(t_prepare, 3),
-               "load_s": round(t_load, 3), "compute_s": round(t_compute, 3),
-               "per_image_s": round(t_compute / n_computed, 4) if n_computed else None,
-               "images_computed": n_computed}
-    if dev.type == "cuda":
-        timings["cuda_peak_bytes"] = int(torch.cuda.max_memory_allocated(dev))
     meta = {"feature_shape": info.get("feature_shape"), "target": adapter.name,
             "target_description": adapter.description, "prepared": prepared, "device": str(dev), "batch_size": bs,
-            "timings": timings}
+            "timings": _timings(t0, t_prepare, loop, dev)}
     return acc, meta
+
+
+def check_prepare_keeps_layers(model: nn.Module, layers: Sequence[str]) -> None:
+    """Refuse, before the model is changed, layers whose module :func:`prepare_model` would remove or rewrite."""
+    changes = preparation_changes(model, lambda m: rewrite_model(m.eval()), layers)
+    if changes:
+        what = "; ".join(f"{n!r} is {why}" for n, why in sorted(changes.items()))
+        raise ErftoolsError(
+            f"preparing {model_name(model)} for speed (re-parameterisation / BatchNorm folding) changes the output of "
+            f"the requested layer(s): {what}. Pass prepare=False to measure them on the model as given, or choose an "
+            "enclosing module (its block, its conv+BN sequence or its stage), whose output preparation keeps")
+
+
+def accumulate_erfs(model: nn.Module, images, layers: str | Iterable[str], *, batch_size: int | None = None,
+                    device: str | torch.device | None = None, prepare: bool = True,
+                    conv_backend: str | None = None, channels_last: bool | None = None, progress: bool = False,
+                    states: dict[str, ErfAccumulator] | None = None,
+                    on_batch: Callable[[dict[str, ErfAccumulator]], None] | None = None,
+                    progress_desc: str | None = None) -> tuple[dict[str, ErfAccumulator], dict]:
+    """The work of :func:`compute_erfs` without the final means: ``({layer: accumulator}, meta)``; ``meta`` has
+    ``feature_shapes`` and ``targets`` (dicts by layer), ``layers``, ``prepared``, ``device``, ``batch_size``,
+    ``timings``."""
+    t0 = time.perf_counter()
+    names = expand_layers(model, layers)
+    if states is not None and set(states) != set(names):
+        raise ErftoolsError(f"states has the layers {sorted(states)}, but {names} were asked for")
+    if prepare:
+        check_prepare_keeps_layers(model, names)
+    dev, prepared = _setup(model, device, prepare, channels_last, conv_backend)
+    bs = int(batch_size or default_batch_size(dev))
+    if bs < 1:
+        raise ErftoolsError(f"batch size must be at least 1 (got {batch_size})")
+    accs = {n: (states[n] if states is not None else ErfAccumulator()) for n in names}
+    t_prepare = time.perf_counter() - t0
+    bar = _progress_bar(progress, images, progress_desc or f"ERF {model_name(model)} ({len(names)} layers)")
+    infos: dict = {}
+    first = [True]
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    try:
+        with LayerCapture(model, names) as capture:
+            def compute(batch, size):
+                maps, size = _layer_maps_with_retry(model, capture, batch, size, infos, first[0])
+                first[0] = False
+                return maps, size
+
+            loop, bs = _loop(images, bs, dev, prepared["channels_last"], compute, accs,
+                             on_batch and (lambda: on_batch(accs)), bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    meta = {"layers": names, "feature_shapes": {n: infos.get(n, {}).get("feature_shape") for n in names},
+            "targets": {n: f"module:{n}" for n in names}, "prepared": prepared, "device": str(dev),
+            "batch_size": bs, "timings": _timings(t0, t_prepare, loop, dev)}
+    return accs, meta
+
+
+def _layer_maps_with_retry(model, capture, batch: torch.Tensor, bs: int, infos: dict, check: bool):
+    """:func:`layer_maps` of ``batch``; on CUDA out-of-memory, split the batch in halves (and keep the smaller size)."""
+    try:
+        return layer_maps(model, capture, batch, infos, check=check), bs
+    except RuntimeError as exc:
+        if batch.device.type != "cuda" or not _is_oom(exc) or batch.shape[0] == 1:
+            if _is_oom(exc):
+                raise ErftoolsError(f"out of memory computing one image of {tuple(batch.shape[-2:])} px on "
+                                    f"{batch.device}; use a smaller --size or --device cpu") from exc
+            raise
+    torch.cuda.empty_cache()
+    half = max(1, math.ceil(batch.shape[0] / 2))
+    log.warning("CUDA out of memory with batch size %d; retrying with %d", batch.shape[0], half)
+    parts: dict = {}
+    for i in range(0, batch.shape[0], half):
+        m, _ = _layer_maps_with_retry(model, capture, batch[i:i + half], half, infos, check)
+        for k, v in m.items():
+            parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in parts.items()}, min(bs, half)
 
 
 def _maps_with_retry(adapter, batch: torch.Tensor, bs: int, info: dict) -> tuple[torch.Tensor, int]:

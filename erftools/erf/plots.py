@@ -12,7 +12,7 @@ import numpy as np
 
 from .analysis import DEFAULT_THRESHOLDS, area_ratios, normalize
 
-__all__ = ["erf_colormap", "plot_erf", "plot_comparison", "plot_radial_profiles"]
+__all__ = ["erf_colormap", "plot_erf", "plot_comparison", "plot_radial_profiles", "draw_theoretical_rf"]
 
 _SQUARE_COLOURS = ("#1f3bb3", "#7b2cbf", "#d00000", "#111111", "#ff8800", "#008b8b")
 _STYLE = {"font.family": "serif", "font.serif": ["DejaVu Serif"], "font.size": 11, "axes.titlesize": 13,
@@ -51,10 +51,48 @@ def _draw(ax, data, thresholds, legend: bool, ratios=None):
     return im
 
 
+def _rf_side(theoretical) -> tuple[int, int] | None:
+    """The (rows, cols) side of a theoretical receptive field given as an int, a pair, a ``TheoreticalRF`` or its
+    dict; None when it has none."""
+    if theoretical is None:
+        return None
+    side = theoretical.get("side") if isinstance(theoretical, dict) else getattr(theoretical, "side", theoretical)
+    if side is None:
+        return None
+    if isinstance(side, (int, np.integer)):
+        return int(side), int(side)
+    return int(side[0]), int(side[1])
+
+
+def draw_theoretical_rf(ax, theoretical, shape: tuple[int, int], colour: str = "#222222"):
+    """Draw the theoretical receptive field as a dashed square centred at ``(H//2, W//2)`` of an axes showing a
+    matrix of ``shape``; a field larger than the image is drawn along the image border (clipped) and its label says
+    so. Returns the patch, or None when there is no field (a transformer, a global operation)."""
+    from matplotlib.patches import Rectangle
+
+    side = _rf_side(theoretical)
+    if side is None:
+        return None
+    h, w = shape
+    sh, sw = side
+    top = max(h // 2 - sh // 2, 0) - 0.5
+    left = max(w // 2 - sw // 2, 0) - 0.5
+    bottom = min(h // 2 - sh // 2 + sh, h) - 0.5
+    right = min(w // 2 - sw // 2 + sw, w) - 0.5
+    clipped = sh > h or sw > w
+    label = f"theoretical RF: {sh} px" if sh == sw else f"theoretical RF: {sh}x{sw} px"
+    if clipped:
+        label += " (larger than the image)"
+    rect = Rectangle((left, top), right - left, bottom - top, fill=False, lw=1.6, ls="--", ec=colour, label=label)
+    ax.add_patch(rect)
+    return rect
+
+
 def plot_erf(matrix, *, title: str | None = None, thresholds: Iterable[float] | None = DEFAULT_THRESHOLDS,
-             path=None, figsize=(6.0, 6.6), dpi: int = 100):
+             path=None, figsize=(6.0, 6.6), dpi: int = 100, theoretical=None):
     """The heatmap of one ERF matrix (raw mean contribution scores; log-normalised here). Returns the Figure
-    (saved atomically to ``path`` when given)."""
+    (saved atomically to ``path`` when given). ``theoretical``: the theoretical receptive field (a side in
+    pixels, a (rows, cols) pair, a ``TheoreticalRF`` or its dict), drawn as a dashed square."""
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
@@ -62,7 +100,12 @@ def plot_erf(matrix, *, title: str | None = None, thresholds: Iterable[float] | 
     with rc_context(_STYLE):
         fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
         ax = fig.add_subplot()
-        im = _draw(ax, data, list(thresholds) if thresholds else None, legend=True)
+        im = _draw(ax, data, list(thresholds) if thresholds else None, legend=theoretical is None)
+        if theoretical is not None:
+            draw_theoretical_rf(ax, theoretical, data.shape)
+            handles = [p for p in ax.patches if not p.get_label().startswith("_")]
+            if handles:
+                ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.85)
         cb = fig.colorbar(im, ax=ax, location="top", fraction=0.05, pad=0.02)
         cb.set_ticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         if title:
