@@ -48,14 +48,27 @@ def default_image_dir() -> Path:
 
 
 def find_images(root: str | os.PathLike) -> list[str]:
-    """Image files below ``root`` as POSIX paths relative to it, in ImageFolder order (hidden entries skipped)."""
+    """Image files below ``root`` as POSIX paths relative to it, in ImageFolder order (hidden entries skipped).
+
+    Symbolic links are followed, but a folder is entered once (a link back up the tree, ``sub/loop -> ..``, is not
+    descended into) and a file reached through several paths is listed once, under its first path in that order;
+    both are reported by one warning.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ErftoolsError(f"image folder {root} does not exist or is not a folder")
     found: list[tuple] = []
+    seen_dirs: set[str] = set()
+    loops: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        real = os.path.realpath(dirpath)
         rel = Path(dirpath).relative_to(root)
+        if real in seen_dirs:
+            loops.append(rel.as_posix())
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
                 # ImageFolder order: sorted class folders; inside one, sorted os.walk roots, then sorted names.
@@ -63,7 +76,22 @@ def find_images(root: str | os.PathLike) -> list[str]:
                 top = rel.parts[0] if rel.parts else ""
                 found.append(((1 if rel.parts else 0), top, str(Path(dirpath)), name, (rel / name).as_posix()))
     found.sort()
-    return [f[-1] for f in found]
+    files, real_files, dupes = [], set(), []
+    for f in found:
+        real = os.path.realpath(root / f[-1])
+        if real in real_files:
+            dupes.append(f[-1])
+            continue
+        real_files.add(real)
+        files.append(f[-1])
+    if loops or dupes:
+        log.warning("%s: %s%s%s", root,
+                    f"{len(loops)} folder(s) reached again through symbolic links (not entered again: "
+                    f"{', '.join(loops[:3])}{', ...' if len(loops) > 3 else ''})" if loops else "",
+                    "; " if loops and dupes else "",
+                    f"{len(dupes)} image path(s) that point to a file already listed (counted once: "
+                    f"{', '.join(dupes[:3])}{', ...' if len(dupes) > 3 else ''})" if dupes else "")
+    return files
 
 
 def _class_of(rel: str) -> str:

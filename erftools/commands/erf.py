@@ -133,6 +133,7 @@ def cmd_erf(args) -> int:
         record = run_erf(model, images, out, batch_size=args.batch_size, device=args.device, resume=args.resume,
                          overwrite=args.overwrite, prepare=not args.no_prepare, conv_backend=args.conv_backend,
                          thresholds=thresholds, label=args.label, progress=not args.no_progress,
+                         seed=args.seed, model_kwargs=kwargs,
                          extra={"model_kwargs": kwargs,
                                 "command": "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])})
     except KeyboardInterrupt:

@@ -56,7 +56,10 @@ def register(subparsers) -> None:
                    help="analyse each human subject separately instead of pooling them as 'humans'")
     p.add_argument("--individual-subjects", action="store_true",
                    help="with pooling, also write one run per human subject")
-    p.add_argument("--fresh", action="store_true", help="ignore the partial or finished results of an earlier run")
+    p.add_argument("--overwrite", "--fresh", dest="overwrite", action="store_true",
+                   help="discard the partial or finished results of an earlier run in the output folder (without it, "
+                        "an interrupted run of the same settings continues, and a finished run of other settings "
+                        "is not replaced); --fresh is its former name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-references", action="store_true", help="list the offline references and exit")
     p.set_defaults(func=main)
@@ -120,14 +123,14 @@ def main(args) -> int:
         out = folder_for(label or entry.name)
         rec = sbrun.run_model(name, weights=w, out=out, stimuli=stimuli, label=label, batch_size=args.batch_size,
                               device=args.device, seed=args.seed, n_boot=args.bootstrap, references=refs,
-                              progress=not args.no_progress, fresh=args.fresh, conv_backend=args.conv_backend)
+                              progress=not args.no_progress, overwrite=args.overwrite, conv_backend=args.conv_backend)
         records.append(rec)
         folders.append(out)
         _print_summary(rec, out)
     for dm in dms:
         out = folder_for(dm.label)
         rec = sbrun.run_decision_maker(dm, out=out, stimuli_dir=args.stimuli, seed=args.seed,
-                                       n_boot=args.bootstrap, references=refs)
+                                       n_boot=args.bootstrap, references=refs, overwrite=args.overwrite)
         records.append(rec)
         folders.append(out)
         _print_summary(rec, out)
@@ -136,6 +139,10 @@ def main(args) -> int:
         sbrun.write_combined(top, records, [str(f.relative_to(top)) for f in folders], references=refs)
         print(f"combined plots: {top / sbrun.PLOT_MATRIX}, {top / sbrun.PLOT_BARS}")
     return 0
+
+
+def _num(v, fmt: str = ".4f") -> str:
+    return "n/a" if v is None or v != v else format(v, fmt)
 
 
 def _print_summary(rec: dict, out: Path) -> None:
@@ -147,6 +154,9 @@ def _print_summary(rec: dict, out: Path) -> None:
     pub = rec.get("published")
     if pub:
         extra += f"; paper Fig. 5: {pub['shape_bias']:.4f}"
-    print(f"{rec['label']}: shape bias {rec['shape_bias']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
-          f"shape {rec['fraction_correct_shape']:.4f}, texture {rec['fraction_correct_texture']:.4f}, "
-          f"no-conflict accuracy {rec['accuracy_no_conflict']:.3f}, {rec['num_trials']} trials{extra} -> {out}")
+    if rec.get("num_nonfinite"):
+        extra += f"; {rec['num_nonfinite']} images skipped (non-finite logits)"
+    print(f"{rec['label']}: shape bias {_num(rec['shape_bias'])} (95% CI {_num(lo)}-{_num(hi)}), "
+          f"shape {_num(rec['fraction_correct_shape'])}, texture {_num(rec['fraction_correct_texture'])}, "
+          f"no-conflict accuracy {_num(rec['accuracy_no_conflict'], '.3f')}, {rec['num_trials']} trials{extra} "
+          f"-> {out}")

@@ -39,7 +39,9 @@ from .compute import ErfAccumulator, accumulate_erf, resolve_device
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".erf_checkpoint"
-FINGERPRINT_KEYS = ("model", "arch", "weights", "weights_sha256", "images_sha256", "size", "mean", "std")
+FINGERPRINT_KEYS = ("model", "arch", "weights", "weights_sha256", "parameters_sha256", "seed", "model_kwargs",
+                    "images_sha256", "images_root", "images_files_sha256", "size", "mean", "std", "dtype",
+                    "conv_backend", "prepare", "layer")
 
 __all__ = ["run_erf", "load_matrix", "read_run", "CHECKPOINT_DIR", "fingerprint"]
 
@@ -109,11 +111,61 @@ class _Dist:
 # ---------------------------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------------------------
-def fingerprint(info, images) -> dict:
-    """What must not change between an interrupted run and its resumption."""
+def parameters_sha256(model: torch.nn.Module) -> str:
+    """A hash of every tensor of the model's state dict (names, shapes, dtypes and values).
+
+    It tells two networks apart whatever made them: another random seed, other constructor arguments, another
+    checkpoint, a fine-tuned copy.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}\n".encode("utf-8"))
+        if t.numel():
+            h.update(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _param_dtype(model: torch.nn.Module) -> str | None:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return str(p.dtype).replace("torch.", "")
+    return None
+
+
+def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int | None = None,
+                model_kwargs: dict | None = None, conv_backend: str | None = None, prepare: bool = True,
+                layer: str | None = None) -> dict:
+    """Everything that changes the matrix, which must not change between an interrupted run and its resumption.
+
+    The network itself is identified by the hash of its tensors (``parameters_sha256``): it differs for another
+    random seed, other model arguments or other weights even where the names agree. The images by their list,
+    folder and file sizes/modification times; the preprocessing by size, mean and std; the numerics by the dtype
+    of the parameters, the convolution backend and whether the model was prepared; the target by its layer.
+    """
+    from ..ops._dispatch import ENV_VAR
+
+    stats = []
+    for f in images.files:
+        try:
+            st = (Path(images.root) / f).stat()
+            stats.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
+        except OSError:
+            stats.append(f"{f}|missing")
+    from .._io import sha256_strings
+
     return {"model": info.name, "arch": info.arch, "weights": info.weights, "weights_sha256": info.weights_sha256,
-            "images_sha256": images.sha256, "size": int(images.size), "mean": [float(v) for v in images.mean],
-            "std": [float(v) for v in images.std]}
+            "parameters_sha256": parameters_sha256(model) if model is not None else None,
+            "seed": seed, "model_kwargs": dict(model_kwargs or {}),
+            "images_sha256": images.sha256, "images_root": str(images.root),
+            "images_files_sha256": sha256_strings(stats),
+            "size": int(images.size), "mean": [float(v) for v in images.mean],
+            "std": [float(v) for v in images.std],
+            "dtype": _param_dtype(model) if model is not None else None,
+            "conv_backend": conv_backend or os.environ.get(ENV_VAR) or "auto", "prepare": bool(prepare),
+            "layer": layer}
 
 
 def _save_state(path: Path, acc: ErfAccumulator, generation: int) -> None:
@@ -125,29 +177,49 @@ def _save_state(path: Path, acc: ErfAccumulator, generation: int) -> None:
                      names=np.array(names))
 
 
-def _load_state(path: Path) -> tuple[ErfAccumulator, int]:
+def _bad_checkpoint(path: Path, cause: str) -> ErftoolsError:
+    return ErftoolsError(f"the checkpoint file {path} {cause}; it cannot be resumed. Start the run again with "
+                         f"overwrite=True (--overwrite), or delete {path.parent}")
+
+
+def _load_state(path: Path, size: tuple[int, int] | None = None) -> tuple[ErfAccumulator, int]:
+    """Read and validate one checkpoint file: readable, the sum finite and of the run's size, counts consistent."""
     try:
         with np.load(path, allow_pickle=False) as z:
             total = z["total"]
+            count = int(z["count"])
+            generation = int(z["generation"])
             names = json.loads(str(z["names"]))
-            acc = ErfAccumulator(total if total.size else None, int(z["count"]), list(names["processed"]),
-                                 list(names["skipped"]))
-            return acc, int(z["generation"])
+            processed, skipped = list(names["processed"]), list(names["skipped"])
     except Exception as exc:
-        raise ErftoolsError(f"the checkpoint file {path} is unreadable ({exc}); delete {path.parent} and start "
-                            "again without --resume") from exc
+        raise _bad_checkpoint(path, f"is unreadable ({type(exc).__name__}: {exc})") from exc
+    if total.size:
+        if total.ndim != 2 or (size is not None and tuple(total.shape) != tuple(size)):
+            raise _bad_checkpoint(path, f"holds a sum of shape {tuple(total.shape)}, but this run's maps are "
+                                        f"{tuple(size) if size else '2-D'}")
+        if not np.isfinite(total).all():
+            raise _bad_checkpoint(path, f"holds a sum with {int((~np.isfinite(total)).sum())} non-finite values")
+    if count != len(processed) or (count and not total.size) or count < 0:
+        raise _bad_checkpoint(path, f"is inconsistent (count {count}, {len(processed)} image names, "
+                                    f"sum {'present' if total.size else 'absent'})")
+    return ErfAccumulator(total if total.size else None, count, processed, skipped), generation
 
 
-def _load_checkpoint(ckdir: Path) -> tuple[ErfAccumulator, int]:
-    """The consolidated state: base + every rank file of the base's generation."""
+def _load_checkpoint(ckdir: Path, size: tuple[int, int] | None = None) -> tuple[ErfAccumulator, int]:
+    """The consolidated state: base + every rank file of the base's generation, each validated."""
     acc, gen = ErfAccumulator(), 0
     base = ckdir / "base.npz"
     if base.is_file():
-        acc, gen = _load_state(base)
+        acc, gen = _load_state(base, size)
     for f in sorted(ckdir.glob("rank*.npz")):
-        part, g = _load_state(f)
+        part, g = _load_state(f, size)
         if g == gen:
             acc.merge(part)
+    seen = set()
+    for name in acc.processed:
+        if name in seen:
+            raise _bad_checkpoint(ckdir / "base.npz", f"counts the image {name} twice")
+        seen.add(name)
     return acc, gen
 
 
@@ -160,42 +232,87 @@ def _check_fingerprint(ckdir: Path, fp: dict) -> None:
             from exc
     diff = [k for k in FINGERPRINT_KEYS if saved.get(k) != fp.get(k)]
     if diff:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {fp.get(k)!r}" for k in diff)
+        details = "; ".join(f"{k}: checkpoint {_short(saved.get(k))}, now {_short(fp.get(k))}" for k in diff)
         raise ErftoolsError(
             f"refusing to resume: the interrupted run in {ckdir.parent} used different settings ({details}). Run "
-            "with the same --model/--weights/--images/--num-images/--sampler/--seed/--size, or choose another "
-            "--out, or pass --overwrite to discard the interrupted run")
+            "with the same --model/--weights/--seed/--images/--num-images/--sampler/--size/--conv-backend/"
+            "--layers, or choose another --out, or pass --overwrite to discard the interrupted run")
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # reading results
 # ---------------------------------------------------------------------------------------------------------------
 def load_matrix(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
-    """An ERF matrix from an ``.npy`` file (erftools or the official script) or a run folder; with its record."""
+    """An ERF matrix from an ``.npy`` file (erftools or the official script), an ``.npz`` archive holding exactly one
+    2-D array, or a run folder; with its record (None for a bare file)."""
+    from .._lock import lock_holder
     from ..results import read_record
 
     path = Path(path)
     record = None
     if path.is_dir():
+        holder = lock_holder(path)
+        if holder is not None:
+            raise ErftoolsError(f"{path} is being written right now by process {holder.get('pid', '?')} on host "
+                                f"{holder.get('host', '?')}; wait until that run finishes")
         record = read_record(path, "erf")
         if not record.get("complete"):
-            raise ErftoolsError(f"{path} holds an unfinished ERF run (resume it with --resume)")
+            raise ErftoolsError(f"{path} holds an unfinished ERF run (continue it with resume=True, --resume)")
         path = path / ERF_MATRIX
     elif path.name == ERF_MATRIX and (path.parent / ERF_RECORD).is_file():
         try:
             record = read_record(path.parent, "erf")
         except ErftoolsError:
             record = None
-    if not path.is_file():
+    if not path.exists():
         raise ErftoolsError(f"{path} does not exist")
+    if not path.is_file():
+        raise ErftoolsError(f"{path} is not a file; pass an erf.npy file or an ERF run folder")
     try:
-        m = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise ErftoolsError(f"{path} is not a readable .npy array ({exc})") from exc
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ErftoolsError(f"{path} cannot be read ({exc.strerror or exc})") from exc
+    if head.startswith(b"PK\x03\x04"):
+        m = _matrix_from_npz(path)
+    elif head.startswith(b"\x93NUMPY"):
+        try:
+            m = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise ErftoolsError(f"{path} is a damaged .npy file ({exc}); write it again") from exc
+    else:
+        kind = "a text file" if head and all(32 <= c < 127 or c in (9, 10, 13) for c in head) else \
+            ("empty" if not head else "not a NumPy file")
+        raise ErftoolsError(f"{path} is {kind}, not an ERF matrix: pass a .npy file written by numpy.save (erftools' "
+                            "erf.npy, or the official script's output), or an ERF run folder")
+    if not np.issubdtype(m.dtype, np.number):
+        raise ErftoolsError(f"{path} holds {m.dtype} values; an ERF matrix holds numbers")
     m = np.squeeze(m)
     if m.ndim != 2:
         raise ErftoolsError(f"{path} holds an array of shape {m.shape}; an ERF matrix is 2-D")
+    if not np.isfinite(m).all():
+        raise ErftoolsError(f"{path} holds {int((~np.isfinite(m)).sum())} NaN or infinite values; an ERF matrix "
+                            "must be finite (recompute it)")
     return m, record
+
+
+def _matrix_from_npz(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise ErftoolsError(f"{path} is a damaged .npz archive ({exc})") from exc
+    two_d = {k: a for k, a in arrays.items() if np.squeeze(a).ndim == 2}
+    if len(two_d) == 1:
+        return next(iter(two_d.values()))
+    listing = ", ".join(f"{k} {tuple(a.shape)}" for k, a in arrays.items()) or "no arrays"
+    raise ErftoolsError(f"{path} is an .npz archive with {listing}; an ERF matrix is one 2-D array: save it alone "
+                        "with numpy.save(...) as a .npy file")
 
 
 def read_run(folder: str | os.PathLike) -> tuple[np.ndarray, dict]:
@@ -230,25 +347,33 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             device: str | torch.device | None = None, resume: bool = False, overwrite: bool = False,
             prepare: bool = True, conv_backend: str | None = None,
             thresholds: Iterable[float] = DEFAULT_THRESHOLDS, label: str | None = None, extra: dict | None = None,
-            progress: bool = True, plot: bool = True,
+            progress: bool = True, plot: bool = True, seed: int | None = None, model_kwargs: dict | None = None,
             on_batch: Callable[[ErfAccumulator], None] | None = None) -> dict:
     """Compute the ERF of ``model`` over ``images`` (an :class:`erftools.images.ImageList`) and write the run folder.
 
-    Returns the record (``erf.json``) on every process. ``on_batch`` is called after each checkpoint (tests use it
-    to simulate an interruption).
+    Returns the record (``erf.json``) on every process. ``seed`` and ``model_kwargs`` (how the model was made) are
+    part of the resume fingerprint. While the run writes ``out_dir`` it holds the folder's lock
+    (:mod:`erftools._lock`): a second run into the same folder is refused. ``on_batch`` is called after each
+    checkpoint (tests use it to simulate an interruption).
     """
+    import contextlib
+
+    from .._lock import run_lock
     from ..models import get_model_info
 
     t_start = time.perf_counter()
     out = Path(out_dir)
     ckdir = out / CHECKPOINT_DIR
     info = get_model_info(model)
-    fp = fingerprint(info, images)
+    fp = fingerprint(info, images, model=model, seed=seed, model_kwargs=model_kwargs, conv_backend=conv_backend,
+                     prepare=prepare)
     dist = _Dist()
     dev = resolve_device(device)
     dist.setup(dev)
     rank, world = dist.rank, dist.world
-    try:
+    wrote_checkpoint = []  # non-empty once this call has (re)written the checkpoint folder
+
+    def body() -> dict:
         # -- what is already there ------------------------------------------------------------------------------
         record_path = out / ERF_RECORD
         existing = None
@@ -276,7 +401,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
         resumed = False
         if resume and ckdir.is_dir():
             _check_fingerprint(ckdir, fp)
-            base, gen = _load_checkpoint(ckdir)
+            base, gen = _load_checkpoint(ckdir, (int(images.size), int(images.size)))
             resumed = True
         dist.barrier()  # everyone has read the checkpoint before rank 0 rewrites it
         if rank == 0:
@@ -292,6 +417,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             _save_state(ckdir / "base.npz", base, gen + 1)  # consolidate: older rank files become stale
             for f in ckdir.glob("rank*.npz"):
                 f.unlink(missing_ok=True)
+            wrote_checkpoint.append(True)
         gen += 1
         dist.barrier()
 
@@ -337,14 +463,14 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
         matrix = acc.mean()
 
         # -- write ------------------------------------------------------------------------------------------------
-        thresholds = list(thresholds)
-        ratios = area_ratios(matrix, thresholds)
+        thr = list(thresholds)
+        ratios = area_ratios(matrix, thr)
         prof = radial_profile(matrix)
         save_npy(out / ERF_MATRIX, matrix)
         if plot:
             from .plots import plot_erf
 
-            plot_erf(matrix, title=label or info.name, thresholds=thresholds, path=out / ERF_FIGURE)
+            plot_erf(matrix, title=label or info.name, thresholds=thr, path=out / ERF_FIGURE)
         metas = [p["meta"] for p in parts]
         compute_s = max(m["timings"]["compute_s"] for m in metas)
         n_now = sum(m["timings"]["images_computed"] for m in metas)
@@ -375,7 +501,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             converted=sorted((c for p in parts for c in p["converted"]),
                              key=lambda c: order.get(c["file"], len(order))),
             processed=acc.processed,
-            thresholds=thresholds,
+            thresholds=thr,
             area_ratios=[r.to_dict() for r in ratios],
             radial_profile=prof,
             stored_downsample=1,
@@ -403,5 +529,27 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
         shutil.rmtree(ckdir, ignore_errors=True)
         dist.barrier()
         return dist.broadcast(record)
+
+    try:
+        with contextlib.ExitStack() as stack:
+            if rank == 0:
+                stack.enter_context(run_lock(out, what="ERF run"))
+            try:
+                return body()
+            except BaseException:
+                if wrote_checkpoint and _nothing_computed(ckdir):
+                    shutil.rmtree(ckdir, ignore_errors=True)  # leave no 'interrupted run' that holds nothing
+                raise
     finally:
         dist.close()
+
+
+def _nothing_computed(ckdir: Path) -> bool:
+    """Whether a checkpoint folder holds no processed image (a run that failed before its first batch)."""
+    if not ckdir.is_dir():
+        return False
+    try:
+        acc, _ = _load_checkpoint(ckdir)
+    except ErftoolsError:
+        return False
+    return acc.count == 0 and not acc.processed

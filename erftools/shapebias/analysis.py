@@ -17,6 +17,7 @@ together, are resampled as one unit), ``n_boot`` resamples from ``numpy.random.d
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import re
@@ -32,6 +33,8 @@ from .categories import CATEGORIES
 from .decisions import CSV_COLUMNS
 from .stimuli import shape_category, stimulus_file, texture_category
 
+log = logging.getLogger(__name__)
+
 NO_ANSWER = "na"
 DEFAULT_BOOTSTRAP = 10_000
 DEFAULT_SEED = 0
@@ -46,8 +49,21 @@ def read_decisions(path: str | os.PathLike) -> list[dict]:
     problem for a missing column, an unknown category or response, or an image name without a stimulus.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ErftoolsError(f"{path} is a folder, not a decisions file; pass the CSV files inside it "
+                            f"(e.g. {path}/*.csv)")
+    if not path.exists():
         raise ErftoolsError(f"decisions file {path} does not exist")
+    try:
+        return _read_decisions(path)
+    except UnicodeDecodeError as exc:
+        raise ErftoolsError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8 "
+                            "CSV (or pass the right file)") from None
+    except OSError as exc:
+        raise ErftoolsError(f"{path} cannot be read ({exc.strerror or exc})") from exc
+
+
+def _read_decisions(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         try:
@@ -60,6 +76,7 @@ def read_decisions(path: str | os.PathLike) -> list[dict]:
             raise ErftoolsError(f"{path} lacks the column(s) {', '.join(missing)}; a decisions file has the "
                                 f"model-vs-human columns {','.join(CSV_COLUMNS)}")
         rows = []
+        first_line: dict[tuple[str, str], int] = {}
         valid_resp = set(CATEGORIES) | {NO_ANSWER}
         for line, values in enumerate(reader, start=2):
             if not values or all(not v.strip() for v in values):
@@ -86,6 +103,12 @@ def read_decisions(path: str | os.PathLike) -> list[dict]:
                                     f"but its category column says {cat!r}")
             row["_file"] = str(path)
             row["_line"] = line
+            key = (row["subj"], row["imagename"])
+            if key in first_line:
+                raise ErftoolsError(f"{path}, lines {first_line[key]} and {line}: {row['subj']} decides on "
+                                    f"{row['imagename']} twice; every observer sees each stimulus once, so remove "
+                                    "the repeated rows")
+            first_line[key] = line
             rows.append(row)
     if not rows:
         raise ErftoolsError(f"{path} has no trials")
@@ -237,6 +260,12 @@ def analyse(rows: Sequence[dict], *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int 
         raise ErftoolsError("no trials to analyse")
     rng = np.random.default_rng(seed)
     c = _counts(rows)
+    if c["n_shape"] + c["n_texture"] == 0:
+        raise UndefinedShapeBias(
+            f"the shape bias is undefined for these {c['n']} trials: none was decided for the shape or the texture "
+            f"category ({c['n_conflict']} with a cue conflict, {c['n_no_conflict']} without, {c['n_no_answer']} "
+            "with no answer), and the shape bias is #shape / (#shape + #texture). Check that the decisions are "
+            "the right file or that the model's outputs are meaningful")
     s, t = _per_image_counts(rows)
     out = {
         "shape_bias": _ratio(c["n_shape"], c["n_shape"] + c["n_texture"]),
@@ -274,21 +303,35 @@ def analyse(rows: Sequence[dict], *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int 
     return out
 
 
+class UndefinedShapeBias(ErftoolsError):
+    """No trial was decided for either cue: #shape + #texture == 0."""
+
+
 def analyse_decision_maker(dm: DecisionMaker, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = DEFAULT_SEED) -> dict:
-    """:func:`analyse` plus, for pooled humans, each subject's numbers and the mean over subjects."""
-    out = analyse(dm.rows, n_boot=n_boot, seed=seed)
+    """:func:`analyse` plus, for pooled humans, each subject's numbers and the mean over subjects (a subject whose
+    shape bias is undefined is listed with ``shape_bias: None`` and left out of the mean)."""
+    try:
+        out = analyse(dm.rows, n_boot=n_boot, seed=seed)
+    except UndefinedShapeBias as exc:
+        raise UndefinedShapeBias(f"{dm.label}: {exc}") from None
     if dm.kind == "humans":
         subjects = {}
         by_subj: "OrderedDict[str, list[dict]]" = OrderedDict()
         for r in dm.rows:
             by_subj.setdefault(r["subj"], []).append(r)
         for subj, rs in by_subj.items():
-            a = analyse(rs, n_boot=n_boot, seed=seed)
+            try:
+                a = analyse(rs, n_boot=n_boot, seed=seed)
+            except UndefinedShapeBias:
+                log.warning("%s: no trial decided for either cue; its shape bias is undefined and left out of the "
+                            "mean over subjects", subj)
+                subjects[subj] = {"shape_bias": None, "num_trials": len(rs), "per_category": {}}
+                continue
             subjects[subj] = {k: a[k] for k in ("shape_bias", "fraction_correct_shape", "fraction_correct_texture",
                                                 "ci95", "accuracy_no_conflict", "num_trials", "n_no_answer")}
             subjects[subj]["per_category"] = {c: v["shape_bias"] for c, v in a["per_category"].items()}
         out["subjects"] = subjects
-        vals = [v["shape_bias"] for v in subjects.values()]
+        vals = [v["shape_bias"] for v in subjects.values() if v["shape_bias"] is not None]
         out["shape_bias_mean_of_subjects"] = float(np.mean(vals))
         out["shape_bias_range_of_subjects"] = [float(min(vals)), float(max(vals))]
     return out

@@ -80,11 +80,13 @@ class Decision:
 
 def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, batch_size: int = 32,
              device: str | None = None, progress: bool = True, done: dict[str, Decision] | None = None,
-             on_batch: Callable[[list[Decision]], None] | None = None) -> list[Decision]:
-    """Run ``model`` on the stimuli (in order) and return one :class:`Decision` per stimulus.
+             on_batch: Callable[[list[Decision]], None] | None = None,
+             skipped: list | None = None) -> list[Decision]:
+    """Run ``model`` on the stimuli (in order) and return one :class:`Decision` per stimulus with finite logits.
 
     ``done`` holds decisions of an interrupted run (by relpath): those images are skipped. ``on_batch`` is called
-    with each new batch of decisions (the CLI appends them to a resume file).
+    with each new batch of decisions (the CLI appends them to a resume file). An image whose logits hold NaN or
+    infinity gets no decision: it is left out of the result and appended to ``skipped`` as ``{"file", "reason"}``.
     """
     import torch
 
@@ -96,6 +98,7 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     model = model.to(device).eval()
     root = Path(root)
     done = dict(done or {})
+    bad: list[dict] = []
     todo = [s for s in stimuli if s.relpath not in done]
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = None
@@ -120,6 +123,17 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
                     logits = logits[0]
                 if logits.ndim != 2 or logits.shape[-1] != NUM_IMAGENET_CLASSES:
                     raise ErftoolsError(_head_message(model, tuple(logits.shape[1:])))
+                finite = torch.isfinite(logits).all(dim=-1).cpu().tolist()
+                if not all(finite):
+                    n_nan = torch.isnan(logits).sum(dim=-1).cpu().tolist()
+                    for s, ok, k in zip(batch, finite, n_nan):
+                        if not ok:
+                            reason = (f"non-finite logits ({k} of {logits.shape[-1]} are NaN)" if k else
+                                      "infinite logits")
+                            bad.append({"file": s.relpath, "reason": reason})
+                    keep = [i for i, ok in enumerate(finite) if ok]
+                    batch = [batch[i] for i in keep]
+                    logits = logits[keep]
                 probs = torch.softmax(logits.double(), dim=-1)
                 agg = aggregate_16class(probs).cpu().numpy()
                 new = [Decision(s, r, p) for s, r, p in zip(batch, decide(agg), agg)]
@@ -128,11 +142,15 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
                 if on_batch is not None:
                     on_batch(new)
                 if bar is not None:
-                    bar.update(len(batch))
+                    bar.update(len(batches[k]))
     finally:
         if bar is not None:
             bar.close()
-    return [done[s.relpath] for s in stimuli]
+    if skipped is not None:
+        skipped.extend(bad)
+    if bad:
+        log.warning("%d image(s) gave non-finite logits and get no decision (first: %s)", len(bad), bad[0]["file"])
+    return [done[s.relpath] for s in stimuli if s.relpath in done]
 
 
 def resolve_device(device: str | None) -> str:

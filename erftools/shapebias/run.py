@@ -4,25 +4,38 @@ A run folder (``erftools.results`` format, ``docs/shape-bias.md``) holds ``summa
 "shape-bias"``; ``"complete": true`` is written last), ``decisions.csv`` (model-vs-human schema), for model runs
 ``probabilities_16class.npy``, and the plots ``shape_bias.png`` and ``shape_bias_bars.png``.
 
-Resuming: while a model runs, each finished batch is appended to ``.decisions.partial.csv`` next to a fingerprint
-(``.partial.json``: model, weights, seed, preprocessing, stimuli). Running the same command again skips the images
-already decided; a finished folder with the same fingerprint is re-analysed without running the model again.
+Resuming: while a model runs, each finished batch is appended to ``.decisions.partial.csv``. Its first line names
+the run's fingerprint (a hash of model, weights, the network's tensors, seed, preprocessing and stimuli, spelled out
+in ``.partial.json``) and every row ends with a CRC-32 of itself, so a row torn by an interruption or a full disk
+is detected, dropped and recomputed. Running the same command again skips the images already decided; a resume
+with another model or other settings is refused (``overwrite=True``/``--overwrite`` discards the partial file). A
+finished folder with the same fingerprint is re-analysed without running the model again; a finished run of
+another model is never replaced without ``overwrite``. While a run writes its folder it holds the folder's lock
+(:mod:`erftools._lock`).
+
+Images whose logits are not finite (NaN/inf weights, say) are skipped and counted (``num_nonfinite`` and
+``nonfinite`` in the record); when more than ``max_nonfinite_fraction`` of the stimuli (1% by default) are
+skipped, the run fails: a shape bias is never computed from NaN.
 """
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import json
 import logging
 import os
 import re
 import time
+import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .. import results
-from .._io import atomic_path, sha256_file, sha256_strings, write_json
+from .._io import ErftoolsError, atomic_path, sha256_file, sha256_strings, write_json
+from .._lock import run_lock
 from .analysis import (DEFAULT_BOOTSTRAP, DEFAULT_SEED, DecisionMaker, analyse_decision_maker,
                        group_decision_makers, read_decisions)
 from .categories import CATEGORIES
@@ -39,6 +52,9 @@ PROBABILITIES = "probabilities_16class.npy"
 COMBINED = "combined.json"
 PARTIAL = ".decisions.partial.csv"
 PARTIAL_META = ".partial.json"
+PARTIAL_MAGIC = "# erftools shape-bias partial decisions, fingerprint "
+#: a run fails when more than this share of the stimuli give non-finite logits
+MAX_NONFINITE_FRACTION = 0.01
 PREPROCESSING_NOTE = ("224x224 stimuli used as they are (no resize, no crop), ToTensor ([0, 1]), then "
                       "(x - mean) / std with the model's own mean/std; softmax over the 1000 ImageNet logits; "
                       "16-class probability = mean over each category's ImageNet classes; decision = arg-max")
@@ -62,19 +78,24 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
               stimuli: StimuliReport | None = None, stimuli_dir: str | os.PathLike | None = None,
               allow_incomplete: bool = False, label: str | None = None, batch_size: int = 32,
               device: str | None = None, seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOTSTRAP,
-              references: Sequence[str] = ("humans",), progress: bool = True, fresh: bool = False,
-              model=None, conv_backend: str | None = None) -> dict:
+              references: Sequence[str] = ("humans",), progress: bool = True, overwrite: bool = False,
+              fresh: bool | None = None, model=None, conv_backend: str | None = None,
+              max_nonfinite_fraction: float = MAX_NONFINITE_FRACTION) -> dict:
     """Evaluate a model on the cue-conflict stimuli and write a complete run folder; return the record.
 
     ``weights``: as :func:`erftools.create_model` (``"random"`` weights are initialised after ``torch.manual_seed
     (seed)`` so an interrupted run resumes with the same network). ``model``: an already built model (skips
     ``create_model``; ``name`` is then only a label). ``conv_backend``: RepLKNet's large-kernel convolution backend
-    (see :mod:`erftools.ops`; default ``auto``).
+    (see :mod:`erftools.ops`; default ``auto``). ``overwrite``: discard a partial or finished run of other settings
+    in ``out`` (``fresh`` is its former name). ``max_nonfinite_fraction``: the largest share of stimuli that may
+    be skipped for non-finite logits before the run fails.
     """
     import torch
 
+    from ..erf.run import parameters_sha256
     from ..models import create_model, get_model_info
 
+    overwrite = bool(overwrite or fresh)
     out = Path(out)
     if stimuli is None:
         stimuli = load_stimuli(stimuli_dir, allow_incomplete=allow_incomplete)
@@ -86,46 +107,68 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     device = resolve_device(device)
     fingerprint = {"model": info.name, "arch": info.arch, "weights": info.weights,
                    "weights_sha256": info.weights_sha256, "seed": seed if info.weights == "random" else None,
+                   "parameters_sha256": parameters_sha256(model),
                    "preprocessing": info.preprocessing.to_dict(), "stimuli_sha256": stimuli.sha256,
                    "stimuli": sha256_strings(s.relpath for s in stimuli.stimuli)}
-    t0 = time.perf_counter()
-    decisions = None if fresh else _reuse_complete(out, fingerprint, stimuli)
-    reused = decisions is not None
-    if decisions is None:
-        _mark_incomplete(out)
-        done = {} if fresh else _read_partial(out, fingerprint)
-        if done:
-            log.warning("resuming %s: %d of %d images already decided", out, len(done), len(stimuli.stimuli))
-        _start_partial(out, fingerprint, keep=bool(done))
-        decisions = evaluate(model, stimuli.stimuli, stimuli.root, batch_size=batch_size, device=device,
-                             progress=progress, done=done, on_batch=lambda new: _append_partial(out, new))
-    seconds = time.perf_counter() - t0
-    rows = decision_rows(decisions, label)
-    write_rows(out / results.SB_DECISIONS, rows)
-    with atomic_path(out / PROBABILITIES) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.stack([d.probabilities for d in decisions]).astype(np.float32))
-    dm = DecisionMaker(label, rows, "model", [label], [str(out / results.SB_DECISIONS)])
-    analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
-    pub = published_for(info.name, info.weights)
-    record = results.base_record(
-        "shape-bias", label=label, source="model", decision_maker_kind="model", model=info.to_dict(),
-        weights={"source": info.weights, "sha256": info.weights_sha256,
-                 "seed": seed if info.weights == "random" else None},
-        preprocessing=dict(info.preprocessing.to_dict(), resize=None, crop=None, note=PREPROCESSING_NOTE),
-        stimuli=_stimuli_record(stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
-        categories=list(CATEGORIES), device=device, batch_size=batch_size, conv_backend=_conv_backends(model),
-        timing={"seconds": None if reused else round(seconds, 3),
-                "images_per_second": None if reused or not seconds else round(len(decisions) / seconds, 2),
-                "reused_decisions": reused},
-        published=pub, fingerprint=fingerprint)
-    record.update(analysis)
-    refs = list(references)
-    if pub and pub["name"] not in refs:
-        refs.append(pub["name"])  # the paper's value for these weights, drawn next to ours
-    _finish(out, record, refs)
-    _remove_partial(out)
-    return record
+    with run_lock(out, what="shape-bias run"):
+        t0 = time.perf_counter()
+        decisions, nonfinite = (None, []) if overwrite else _reuse_complete(out, fingerprint, stimuli)
+        reused = decisions is not None
+        if decisions is None:
+            _refuse_other_finished_run(out, fingerprint, overwrite)
+            _mark_incomplete(out)
+            done = {} if overwrite else _read_partial(out, fingerprint, stimuli)
+            if done:
+                log.warning("resuming %s: %d of %d images already decided", out, len(done), len(stimuli.stimuli))
+            _start_partial(out, fingerprint, keep=bool(done))
+            nonfinite = []
+            decisions = evaluate(model, stimuli.stimuli, stimuli.root, batch_size=batch_size, device=device,
+                                 progress=progress, done=done, on_batch=lambda new: _append_partial(out, new),
+                                 skipped=nonfinite)
+        seconds = time.perf_counter() - t0
+        _check_nonfinite(nonfinite, len(stimuli.stimuli), max_nonfinite_fraction, info)
+        rows = decision_rows(decisions, label)
+        write_rows(out / results.SB_DECISIONS, rows)
+        with atomic_path(out / PROBABILITIES) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.stack([d.probabilities for d in decisions]).astype(np.float32))
+        dm = DecisionMaker(label, rows, "model", [label], [str(out / results.SB_DECISIONS)])
+        analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
+        pub = published_for(info.name, info.weights)
+        record = results.base_record(
+            "shape-bias", label=label, source="model", decision_maker_kind="model", model=info.to_dict(),
+            weights={"source": info.weights, "sha256": info.weights_sha256,
+                     "seed": seed if info.weights == "random" else None},
+            preprocessing=dict(info.preprocessing.to_dict(), resize=None, crop=None, note=PREPROCESSING_NOTE),
+            stimuli=_stimuli_record(stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
+            categories=list(CATEGORIES), device=device, batch_size=batch_size, conv_backend=_conv_backends(model),
+            timing={"seconds": None if reused else round(seconds, 3),
+                    "images_per_second": None if reused or not seconds else round(len(decisions) / seconds, 2),
+                    "reused_decisions": reused},
+            num_nonfinite=len(nonfinite), nonfinite=nonfinite,
+            published=pub, fingerprint=fingerprint)
+        record.update(analysis)
+        refs = list(references)
+        if pub and pub["name"] not in refs:
+            refs.append(pub["name"])  # the paper's value for these weights, drawn next to ours
+        _finish(out, record, refs)
+        _remove_partial(out)
+        return record
+
+
+def _check_nonfinite(nonfinite: list[dict], total: int, max_fraction: float, info) -> None:
+    if not nonfinite:
+        return
+    n = len(nonfinite)
+    if n > max_fraction * total:
+        first = ", ".join(d["file"] for d in nonfinite[:3])
+        raise ErftoolsError(
+            f"{n} of {total} stimuli gave non-finite (NaN or infinite) logits ({first}{', ...' if n > 3 else ''}), "
+            f"more than the {max_fraction:.0%} that may be skipped: the model {info.name} (weights "
+            f"{info.weights}) produces NaN or infinity. Check the checkpoint for NaN/inf values and the model's "
+            "arguments; no shape bias is computed from such outputs")
+    log.warning("%d of %d stimuli gave non-finite logits and are left out (listed in the record as 'nonfinite')",
+                n, total)
 
 
 def _stimuli_record(st: StimuliReport) -> dict:
@@ -151,71 +194,144 @@ def _mark_incomplete(out: Path) -> None:
             pass
 
 
-def _reuse_complete(out: Path, fingerprint: dict, stimuli: StimuliReport) -> list[Decision] | None:
-    """Decisions of a finished run with the same fingerprint (so a re-run only re-analyses), else None."""
+def _reuse_complete(out: Path, fingerprint: dict, stimuli: StimuliReport) -> tuple[list[Decision] | None, list]:
+    """Decisions (and non-finite skips) of a finished run with the same fingerprint, so a re-run only re-analyses;
+    ``(None, [])`` otherwise."""
+    none: tuple[None, list] = (None, [])
     try:
         rec = results.read_record(out, "shape-bias")
     except results.ResultError:
-        return None
+        return none
     if not rec.get("complete") or rec.get("fingerprint") != fingerprint:
-        return None
+        return none
+    nonfinite = list(rec.get("nonfinite") or [])
+    skipped = {d.get("file") for d in nonfinite}
+    expected = [s for s in stimuli.stimuli if s.relpath not in skipped]
     try:
-        probs = np.load(out / PROBABILITIES)
+        probs = np.load(out / PROBABILITIES, allow_pickle=False)
         with open(out / results.SB_DECISIONS, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     except (OSError, ValueError):
-        return None
-    if len(rows) != len(stimuli.stimuli) or probs.shape != (len(rows), len(CATEGORIES)):
-        return None
+        return none
+    if len(rows) != len(expected) or probs.shape != (len(rows), len(CATEGORIES)):
+        return none
     out_ = []
-    for s, r, p in zip(stimuli.stimuli, rows, probs):
+    for s, r, p in zip(expected, rows, probs):
         if r.get("imagename") != s.name or r.get("category") != s.shape:
-            return None
+            return none
         out_.append(Decision(s, r["object_response"], p.astype(np.float64)))
-    return out_
+    return out_, nonfinite
+
+
+def _refuse_other_finished_run(out: Path, fingerprint: dict, overwrite: bool) -> None:
+    """A finished run of another model or other settings is only replaced with ``overwrite``."""
+    if overwrite or not (out / results.SB_RECORD).is_file():
+        return
+    try:
+        rec = results.read_record(out, "shape-bias")
+    except results.ResultError:
+        return  # not a finished run: an unreadable or foreign summary is replaced like a partial one
+    if not rec.get("complete") or rec.get("fingerprint") == fingerprint:
+        return  # unfinished, or this very run (its files are damaged): recompute
+    what = (rec.get("model") or {}).get("name") or rec.get("label") or "another decision maker"
+    weights = (rec.get("weights") or {}).get("source") if isinstance(rec.get("weights"), dict) else None
+    raise ErftoolsError(f"{out} already holds a finished shape-bias run of {what}"
+                        + (f" (weights {weights})" if weights else "")
+                        + " with other settings; pass overwrite=True (--overwrite) to replace it, or choose another "
+                          "output folder")
+
+
+def _fingerprint_hash(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _with_crc(text: str) -> str:
+    return f"{text},{zlib.crc32(text.encode('utf-8')):08x}\n"
 
 
 def _start_partial(out: Path, fingerprint: dict, keep: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not keep:
-        (out / PARTIAL).unlink(missing_ok=True)
-        with open(out / PARTIAL, "w", encoding="utf-8", newline="") as fh:
-            fh.write(",".join(["relpath", "object_response"] + list(CATEGORIES)) + "\n")
+        with atomic_path(out / PARTIAL) as tmp:
+            tmp.write_text(PARTIAL_MAGIC + _fingerprint_hash(fingerprint) + "\n"
+                           + ",".join(["relpath", "object_response"] + list(CATEGORIES) + ["crc32"]) + "\n",
+                           encoding="utf-8")
     write_json(out / PARTIAL_META, fingerprint)
 
 
 def _append_partial(out: Path, new: Sequence[Decision]) -> None:
-    with open(out / PARTIAL, "a", encoding="utf-8", newline="") as fh:
-        for d in new:
-            fh.write(",".join([d.stimulus.relpath, d.response] + [repr(float(x)) for x in d.probabilities]) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one batch: one write, then fsync. On failure the file is cut back to its previous end, so no torn
+    row is left, and the error says how many decisions are safe."""
+    path = out / PARTIAL
+    block = "".join(_with_crc(",".join([d.stimulus.relpath, d.response] + [repr(float(x)) for x in d.probabilities]))
+                    for d in new)
+    with open(path, "a", encoding="utf-8", newline="") as fh:
+        end = fh.tell()
+        try:
+            fh.write(block)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError as exc:
+            try:
+                fh.truncate(end)
+            except OSError:
+                pass  # the torn row is detected by its CRC when the file is read
+            cause = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise ErftoolsError(f"{cause} while saving decisions to {path}; the decisions saved before this batch "
+                                "are intact. Fix that (free some space), then run the same command again to "
+                                "continue") from exc
 
 
-def _read_partial(out: Path, fingerprint: dict) -> dict[str, Decision]:
+def _read_partial(out: Path, fingerprint: dict, stimuli: StimuliReport | None = None) -> dict[str, Decision]:
+    """The verified rows of a partial file of this run; a partial file of another run is refused."""
     meta, part = out / PARTIAL_META, out / PARTIAL
-    if not meta.is_file() or not part.is_file():
+    if not part.is_file():
         return {}
     try:
-        if json.loads(meta.read_text(encoding="utf-8")) != fingerprint:
-            log.warning("%s holds partial results of another model/weights/stimuli; starting again", out)
-            return {}
-        done = {}
-        with open(part, encoding="utf-8") as fh:
-            next(fh)
-            for line in fh:
-                parts = line.rstrip("\n").split(",")
-                if len(parts) != 2 + len(CATEGORIES):
-                    continue  # a line cut short by the interruption
-                try:
-                    stim = parse_stimulus(parts[0])
-                    probs = np.array([float(x) for x in parts[2:]], dtype=np.float64)
-                except ValueError:
-                    continue
-                done[stim.relpath] = Decision(stim, parts[1], probs)
-        return done
-    except (OSError, ValueError, StopIteration):
+        with open(part, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+            lines = fh.readlines()
+    except OSError as exc:
+        raise ErftoolsError(f"{part} cannot be read ({exc.strerror or exc}); pass overwrite=True (--overwrite) to "
+                            "discard it") from exc
+    if not first.startswith(PARTIAL_MAGIC):
+        log.warning("%s has no fingerprint (written by an older erftools or not by erftools); it is discarded and "
+                    "the images are decided again", part)
         return {}
+    if first[len(PARTIAL_MAGIC):].strip() != _fingerprint_hash(fingerprint):
+        other = {}
+        try:
+            other = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        diff = [k for k in fingerprint if other.get(k) != fingerprint[k]] or ["(unknown)"]
+        raise ErftoolsError(f"{out} holds partial decisions of another run ({other.get('model', 'unknown model')}, "
+                            f"weights {other.get('weights', '?')}; differing: {', '.join(diff)}); a resume must "
+                            "use the same model, weights, seed and stimuli. Pass overwrite=True (--overwrite) to "
+                            "discard them, or choose another output folder")
+    known = {s.relpath: s for s in stimuli.stimuli} if stimuli is not None else None
+    done, bad = {}, 0
+    for line in lines[1:]:
+        text, sep, crc = line.rstrip("\n").rpartition(",")
+        if not sep or not line.endswith("\n") or f"{zlib.crc32(text.encode('utf-8')):08x}" != crc:
+            bad += 1
+            continue
+        parts = text.split(",")
+        try:
+            if len(parts) != 2 + len(CATEGORIES):
+                raise ValueError("field count")
+            stim = known[parts[0]] if known is not None else parse_stimulus(parts[0])
+            probs = np.array([float(x) for x in parts[2:]], dtype=np.float64)
+        except (KeyError, ValueError):
+            bad += 1
+            continue
+        if parts[1] not in CATEGORIES or not np.isfinite(probs).all():
+            bad += 1
+            continue
+        done[stim.relpath] = Decision(stim, parts[1], probs)
+    if bad:
+        log.warning("%s: %d damaged or cut-off row(s) dropped; those images are decided again", part, bad)
+    return done
 
 
 def _remove_partial(out: Path) -> None:
@@ -227,7 +343,14 @@ def _remove_partial(out: Path) -> None:
 def load_decision_makers(paths: Sequence[str | os.PathLike], *, pool_humans: bool = True,
                          keep_individuals: bool = False) -> list[DecisionMaker]:
     rows: list[dict] = []
+    seen: dict[str, str] = {}
     for p in paths:
+        if Path(p).is_file():
+            digest = sha256_file(p)
+            if digest in seen:
+                log.warning("%s has the same content as %s; its trials are counted once", p, seen[digest])
+                continue
+            seen[digest] = str(p)
         rows += read_decisions(p)
     return group_decision_makers(rows, pool_humans=pool_humans, keep_individuals=keep_individuals,
                                  file_labels=known_file_labels(paths))
@@ -250,11 +373,22 @@ def known_file_labels(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
 
 def run_decision_maker(dm: DecisionMaker, *, out: str | os.PathLike, stimuli_dir: str | os.PathLike | None = None,
                        seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOTSTRAP,
-                       references: Sequence[str] = ("humans",)) -> dict:
-    """Analyse existing per-trial decisions (ours, model-vs-human's, or the human data) into a run folder."""
+                       references: Sequence[str] = ("humans",), overwrite: bool = False) -> dict:
+    """Analyse existing per-trial decisions (ours, model-vs-human's, or the human data) into a run folder.
+
+    A finished run of another decision maker in ``out`` is only replaced with ``overwrite``."""
     out = Path(out)
-    _mark_incomplete(out)
+    with run_lock(out, what="shape-bias analysis"):
+        return _run_decision_maker(dm, out, stimuli_dir, seed, n_boot, references, overwrite)
+
+
+def _run_decision_maker(dm: DecisionMaker, out: Path, stimuli_dir, seed: int, n_boot: int,
+                        references: Sequence[str], overwrite: bool) -> dict:
+    fingerprint = {"label": dm.label, "kind": dm.kind, "members": list(dm.members),
+                   "decisions_sha256": sha256_strings(sorted(sha256_file(f) for f in dm.files))}
+    _refuse_other_finished_run(out, fingerprint, overwrite)
     analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
+    _mark_incomplete(out)
     write_rows(out / results.SB_DECISIONS, dm.rows)
     files = [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in dm.files]
     record = results.base_record(
@@ -263,7 +397,8 @@ def run_decision_maker(dm: DecisionMaker, *, out: str | os.PathLike, stimuli_dir
         preprocessing=None, decisions=results.SB_DECISIONS, decisions_files=files, categories=list(CATEGORIES),
         stimuli={"dir": str(Path(stimuli_dir).resolve()) if stimuli_dir else None, "sha256": manifest_sha256(),
                  "note": "decisions refer to the standard cue-conflict set; image file = <dir>/<category>/<the "
-                         "part of imagename after its last '_'>"})
+                         "part of imagename after its last '_'>"},
+        fingerprint=fingerprint)
     record.update(analysis)
     _finish(out, record, references)
     return record
