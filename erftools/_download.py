@@ -25,6 +25,10 @@ class HashMismatchError(DownloadError):
     pass
 
 
+class UnreachableError(DownloadError):
+    """The server could not be reached at all (offline, DNS failure, connection refused)."""
+
+
 def _check_hash(path: Path, url: str, sha256: str | None) -> str:
     digest = sha256_file(path)
     if sha256 and not digest.startswith(sha256.lower()):
@@ -71,7 +75,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
             return dest
         raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}. {offline_hint}".strip()) from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise DownloadError(
+        raise UnreachableError(
             f"cannot reach {url} ({getattr(exc, 'reason', exc)}). You may be offline. {offline_hint}".strip()) from exc
     with resp:
         status = getattr(resp, "status", 200)

@@ -19,7 +19,10 @@ def register(subparsers) -> None:
     f.add_argument("dataset", choices=DATASETS)
     f.add_argument("--dest", default=None, metavar="DIR", help="target folder (default: the user cache)")
     f.add_argument("--base-url", default=None, metavar="URL",
-                   help="a mirror of the repository at the pinned commit (default: raw.githubusercontent.com)")
+                   help="an http(s) mirror of the repository at the pinned commit (default: raw.githubusercontent.com)")
+    f.add_argument("--mirror", default=None, metavar="DIR",
+                   help="copy from a folder on this machine instead (the data set's own layout or the repository's); "
+                        "every file is verified as a download would be")
     f.add_argument("--workers", type=int, default=8, help="parallel downloads (default 8)")
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=_fetch)
@@ -36,7 +39,8 @@ def _fetch(args) -> int:
 
     if args.workers < 1:
         raise ErftoolsError("--workers must be at least 1")
-    rep = fetch(args.dataset, args.dest, base_url=args.base_url, workers=args.workers, progress=not args.no_progress)
+    rep = fetch(args.dataset, args.dest, base_url=args.base_url, workers=args.workers, progress=not args.no_progress,
+                mirror=args.mirror)
     print(f"{args.dataset}: {len(rep.downloaded) + len(rep.already_present)} files verified in {rep.dest} "
           f"({len(rep.downloaded)} downloaded, {len(rep.already_present)} already there)")
     return 0

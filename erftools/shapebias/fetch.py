@@ -10,12 +10,15 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import shutil
+import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._download import DownloadError, download
-from .._io import ErftoolsError, cache_dir, sha256_file, write_text
+from .._download import DownloadError, UnreachableError, download
+from .._io import ErftoolsError, atomic_path, cache_dir, sha256_file, write_text
 from .._paths import data_file
 from .reference import TEXTURE_VS_SHAPE, TEXTURE_VS_SHAPE_COMMIT
 from .stimuli import read_manifest
@@ -30,7 +33,10 @@ DATASETS = {
     "reference-decisions": ("reference-decisions.sha256", "raw-data/", {}),
 }
 HINT = ("You may be offline: erftools downloads from raw.githubusercontent.com. Copy the files from a machine that "
-        "has them (any folder works with --stimuli), or pass --base-url to use a mirror.")
+        "has them (any folder works with --stimuli; --mirror DIR copies and verifies them from a local folder), or "
+        "pass --base-url to use an HTTP mirror.")
+#: after this many files that could not reach the server (and none that could), the rest are not tried
+MAX_UNREACHABLE = 3
 
 
 @dataclass
@@ -55,6 +61,9 @@ def plan(dataset: str, base_url: str | None = None) -> list[tuple[str, str, str]
     if dataset not in DATASETS:
         raise ErftoolsError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     manifest_name, prefix, renames = DATASETS[dataset]
+    if base_url is not None and urllib.parse.urlsplit(base_url).scheme.lower() not in ("http", "https"):
+        raise ErftoolsError(f"the base URL {base_url!r} is not an http:// or https:// address; for a copy on this "
+                            "machine pass its folder as mirror (--mirror DIR) instead")
     base = (base_url or BASE_URL).rstrip("/") + "/"
     entries = read_manifest(data_file("shapebias", manifest_name))
     return [(rel, base + (renames[rel] if rel in renames else prefix + rel), digest)
@@ -62,12 +71,19 @@ def plan(dataset: str, base_url: str | None = None) -> list[tuple[str, str, str]
 
 
 def fetch(dataset: str, dest: str | os.PathLike | None = None, *, base_url: str | None = None, workers: int = 8,
-          progress: bool = True, timeout: float = 60.0, only: list[str] | None = None) -> FetchReport:
+          progress: bool = True, timeout: float = 60.0, only: list[str] | None = None,
+          mirror: str | os.PathLike | None = None) -> FetchReport:
     """Download ``dataset`` (``cue-conflict`` or ``reference-decisions``) into ``dest`` (default: user cache).
 
-    Files already present with the right hash are kept; ``only`` restricts the download to some relpaths. Raises :class:`ErftoolsError` listing the files that could
-    not be fetched or did not verify (the others stay in place; running again resumes).
+    Files already present with the right hash are kept; ``only`` restricts the download to some relpaths.
+    ``base_url``: an http(s) mirror of the repository at the pinned commit. ``mirror``: a folder on this machine
+    instead of a server, laid out like the data set (``cat/cat1-airplane1.png``) or like the repository; its files
+    are copied and verified like downloads. When the server cannot be reached, the command stops after the first
+    few attempts with one message. Raises :class:`ErftoolsError` listing the files that could not be fetched or did
+    not verify (the others stay in place; running again resumes).
     """
+    if mirror is not None and base_url is not None:
+        raise ErftoolsError("pass either a base URL or a local mirror folder, not both")
     files = plan(dataset, base_url)
     if only is not None:  # a subset (by local relpath)
         unknown = sorted(set(only) - {rel for rel, _, _ in files})
@@ -87,48 +103,106 @@ def fetch(dataset: str, dest: str | os.PathLike | None = None, *, base_url: str 
             log.warning("%s does not match the published SHA-256; downloading it again", target)
             target.unlink()
         todo.append((rel, url, digest))
+    if mirror is not None:
+        mirror = Path(mirror).expanduser()
+        if not mirror.is_dir():
+            raise ErftoolsError(f"the mirror folder {mirror} does not exist or is not a folder")
+        _, prefix, renames = DATASETS[dataset]
+        fetch_one = lambda rel, url, digest: _copy_one(mirror, rel, prefix, renames, dest / rel, digest)  # noqa: E731
+    else:
+        fetch_one = lambda rel, url, digest: _fetch_one(url, dest / rel, digest, timeout)  # noqa: E731
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(files), initial=len(files) - len(todo), unit="file", desc=dataset)
+    unreachable: dict[str, str] = {}
+    state = {"ok": 0}
+    give_up = threading.Event()
+
+    def one(rel, url, digest) -> tuple[str, str]:
+        if give_up.is_set():
+            return "not tried", ""
+        kind, msg = fetch_one(rel, url, digest)
+        if kind == "unreachable" and not state["ok"] and len(unreachable) + 1 >= MAX_UNREACHABLE:
+            give_up.set()
+        return kind, msg
+
+    def record(rel: str, kind: str, msg: str) -> None:
+        if kind == "ok":
+            report.downloaded.append(rel)
+            state["ok"] += 1
+        elif kind == "unreachable":
+            unreachable[rel] = msg
+        elif kind == "failed":
+            report.failed[rel] = msg
+        if bar is not None and kind != "not tried":
+            bar.update(1)
+
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(_fetch_one, url, dest / rel, digest, timeout): rel for rel, url, digest in todo}
-            for fut in as_completed(futures):
-                rel = futures[fut]
-                err = fut.result()
-                if err:
-                    report.failed[rel] = err
-                else:
-                    report.downloaded.append(rel)
-                if bar is not None:
-                    bar.update(1)
+        if todo:  # one file alone first: offline, the command fails after one attempt, not after hundreds
+            record(todo[0][0], *one(*todo[0]))
+        if todo[1:] and not (unreachable and not state["ok"]):
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                futures = {pool.submit(one, *t): t[0] for t in todo[1:]}
+                for fut in as_completed(futures):
+                    record(futures[fut], *fut.result())
     finally:
         if bar is not None:
             bar.close()
     report.downloaded.sort()
-    if report.failed:
+    missing = len(todo) - len(report.downloaded)
+    if unreachable and not state["ok"]:
+        rel, msg = next(iter(unreachable.items()))
+        raise ErftoolsError(f"{msg.rstrip('. ')}; stopped after {len(unreachable)} attempt(s), no {dataset} file "
+                            f"was downloaded ({missing} missing in {dest}). "
+                            + (HINT if base_url is None else "Check the base URL."))
+    report.failed.update({rel: msg for rel, msg in unreachable.items()})
+    if missing:
+        not_tried = missing - len(report.failed)
         first = sorted(report.failed.items())[:5]
         details = "; ".join(f"{rel}: {msg.rstrip('. ')}" for rel, msg in first)
         more = f" (and {len(report.failed) - len(first)} more)" if len(report.failed) > len(first) else ""
         raise ErftoolsError(
-            f"{len(report.failed)} of {len(files)} {dataset} files could not be fetched or verified{more}: {details}. "
-            f"The {len(files) - len(report.failed)} verified files are in {dest}; run the command again to resume. "
-            + (HINT if base_url is None else ""))
+            f"{missing} of {len(files)} {dataset} files could not be fetched or verified{more}: {details}"
+            + (f" ({not_tried} not tried after the server became unreachable)" if not_tried else "")
+            + f". The {len(files) - missing} verified files are in {dest}; run the command again to resume."
+            + (" " + HINT if base_url is None and mirror is None and unreachable else ""))
     write_text(dest / "SHA256SUMS", "".join(f"{d}  {rel}\n" for rel, _, d in files))
     log.info("%s: %d files verified in %s (%d downloaded)", dataset, len(files), dest, len(report.downloaded))
     return report
 
 
-def _fetch_one(url: str, target: Path, digest: str, timeout: float) -> str:
-    """Download one file; return an error message ('' on success)."""
+def _fetch_one(url: str, target: Path, digest: str, timeout: float) -> tuple[str, str]:
+    """Download one file; return ``(kind, message)`` with kind ``ok``, ``unreachable`` or ``failed``."""
     try:
         download(url, target, sha256=digest, timeout=timeout)
+    except UnreachableError as exc:
+        reason = str(exc).split(". You may be offline")[0]
+        return "unreachable", reason
     except DownloadError as exc:
-        return str(exc)
+        return "failed", str(exc)
     except http.client.HTTPException as exc:  # IncompleteRead etc.: the connection broke off mid-file
-        return f"the transfer of {url} broke off ({type(exc).__name__}); run the command again to resume"
+        return "failed", f"the transfer of {url} broke off ({type(exc).__name__}); run the command again to resume"
     except OSError as exc:
-        return f"{url}: {exc}"
-    return ""
+        return "failed", f"{url}: {exc}"
+    return "ok", ""
+
+
+def _copy_one(mirror: Path, rel: str, prefix: str, renames: dict, target: Path, digest: str) -> tuple[str, str]:
+    """Copy one file from a local mirror (data-set or repository layout) and verify it."""
+    candidates = [mirror / rel, mirror / (renames.get(rel) or (prefix + rel))]
+    src = next((c for c in candidates if c.is_file()), None)
+    if src is None:
+        return "failed", f"not in the mirror folder {mirror} (looked for {candidates[0]} and {candidates[1]})"
+    try:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src, tmp)
+            got = sha256_file(tmp)
+            if got != digest:
+                raise ValueError(got)
+    except ValueError as exc:
+        return "failed", f"{src} has SHA-256 {str(exc)[:16]}..., expected {digest[:16]}... (not copied)"
+    except (OSError, ErftoolsError) as exc:
+        return "failed", f"copying {src} failed ({exc})"
+    return "ok", ""

@@ -99,7 +99,7 @@ def test_partial_file_resumes_with_range_request(mirror, cue_conflict, tmp_path)
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    with pytest.raises(ErftoolsError, match="could not be fetched"):
+    with pytest.raises(ErftoolsError, match="cannot reach .*no cue-conflict file was downloaded"):
         fetch("cue-conflict", tmp_path / "d", base_url="http://127.0.0.1:9/", only=["LICENSE"], progress=False)
 
 
@@ -126,3 +126,61 @@ def test_cli_fetch_reference_decisions(reference_dir, tmp_path, monkeypatch, cap
             assert sha256_file(dest / rel) == digest
     finally:
         server.stop()
+
+
+# ---- offline, non-http base URLs, local mirrors (issue 9) --------------------------------------------------------
+def _closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:  # bind, read the port, close: nothing listens there afterwards
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def test_unreachable_server_fails_fast_with_one_message(tmp_path, monkeypatch, capsys):
+    calls = []
+    real = fetch_mod._fetch_one
+    monkeypatch.setattr(fetch_mod, "_fetch_one", lambda *a: (calls.append(a[0]), real(*a))[1])
+    base = _closed_port()
+    with pytest.raises(ErftoolsError) as err:
+        fetch("cue-conflict", tmp_path / "d", base_url=base, progress=False, workers=8)
+    msg = str(err.value)
+    assert "cannot reach" in msg and "no cue-conflict file was downloaded" in msg and "1281 missing" in msg
+    assert len(calls) == 1  # the first file alone: no second attempt once it could not connect
+    # through the CLI with the default server: one message, the hint exactly once
+    monkeypatch.setattr(fetch_mod, "BASE_URL", base)
+    assert cli_main(["data", "fetch", "cue-conflict", "--dest", str(tmp_path / "e"), "--no-progress"]) == 1
+    err_text = capsys.readouterr().err
+    assert err_text.count("You may be offline") == 1 and err_text.count("cannot reach") == 1
+
+
+def test_base_url_must_be_http(tmp_path, capsys):
+    for bad in ("file:///etc/", "ftp://example.org/x/", "/etc/"):
+        with pytest.raises(ErftoolsError, match="not an http:// or https:// address.*--mirror"):
+            fetch("cue-conflict", tmp_path / "d", base_url=bad, progress=False)
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_local_mirror_folder_is_copied_and_verified(cue_conflict, tmp_path, capsys):
+    # the data set's own layout (a copy of the stimuli folder)
+    rep = fetch("cue-conflict", tmp_path / "a", mirror=cue_conflict, only=FILES, progress=False)
+    assert sorted(rep.downloaded) == sorted(FILES)
+    for rel in FILES:
+        assert sha256_file(tmp_path / "a" / rel) == _expected(cue_conflict, rel)
+    # the repository's layout, with one damaged file: refused, the others in place
+    repo = tmp_path / "repo"
+    for rel in FILES:
+        target = repo / ("DATASET_LICENSE" if rel == "LICENSE" else PREFIX.strip("/") + "/" + rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(cue_conflict / rel, target)
+    (repo / PREFIX.strip("/") / FILES[2]).write_bytes(b"damaged")
+    with pytest.raises(ErftoolsError) as err:
+        fetch("cue-conflict", tmp_path / "b", mirror=repo, only=FILES, progress=False)
+    assert f"{FILES[2]}:" in str(err.value) and "expected" in str(err.value)
+    assert "You may be offline" not in str(err.value)
+    assert not (tmp_path / "b" / FILES[2]).exists() and (tmp_path / "b" / FILES[1]).is_file()
+    # the CLI option reaches it: the other 1276 stimuli are reported as not in the mirror
+    assert cli_main(["data", "fetch", "cue-conflict", "--dest", str(tmp_path / "b"), "--mirror", str(repo),
+                     "--no-progress"]) == 1
+    assert "not in the mirror folder" in capsys.readouterr().err
