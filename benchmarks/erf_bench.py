@@ -19,12 +19,21 @@ Configurations
   ``replknet-31B / erftools, FFT conv``: the same with ``conv_backend="fft"`` (erftools.ops' FFT convolution).
   ``resnet152 / erftools`` and ``swin_base_patch4_window7_224 / erftools`` (built with ``img_size=1024``).
 
+Layer mode (``--mode layers``): the ERFs of the 4 stages of RepLKNet-31B (``compute_erfs(model, images,
+layers="stages")``: one forward pass per image, one backward pass per stage) against the final-layer ERF alone
+(``compute_erf``), both with the defaults, each in its own child process. Both pass all images in one call and
+time each image from the ``on_batch`` callback, so model preparation is outside the per-image times. The target of
+issue 14 is at most 2.5x (``stages_vs_final`` in the output).
+
 Usage::
 
     .venv/bin/python benchmarks/erf_bench.py                  # all configurations, 6 images each, 1024 px
     .venv/bin/python benchmarks/erf_bench.py --size 256 --images 2 --only replknet   # quick check
+    .venv/bin/python benchmarks/erf_bench.py --mode layers                # 4 stages vs the final layer, 1024 px
+    .venv/bin/python benchmarks/erf_bench.py --mode layers --size 256 --num-images 1   # quick check
 
-Writes ``reports/benchmarks/erf_bench.json`` and ``reports/benchmarks/erf_bench.md`` (``--out`` to change).
+Writes ``reports/benchmarks/erf_bench.json`` and ``reports/benchmarks/erf_bench.md`` (``--out`` to change);
+the layer mode ``erf_bench_layers.json`` / ``.md`` (a ``_SIZE`` suffix when not at 1024).
 """
 from __future__ import annotations
 
@@ -49,6 +58,11 @@ CONFIGS = [
     ("swin_base_patch4_window7_224 / erftools", "swin-B", "erftools", {}),
 ]
 
+LAYER_CONFIGS = [
+    ("replknet-31B / final layer (compute_erf)", "replknet-31B", "final", {}),
+    ("replknet-31B / 4 stages (compute_erfs, layers=stages)", "replknet-31B", "layers", {"layers": "stages"}),
+]
+
 
 def _rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * (1 if platform.system() == "Darwin" else 1024)
@@ -69,7 +83,7 @@ def child(args) -> dict:
     from erftools.erf import compute_erf, model_kwargs_for_size
     from erftools.models import create_model
 
-    name, model_name, mode, opts = CONFIGS[args.child]
+    name, model_name, mode, opts = (LAYER_CONFIGS if args.mode == "layers" else CONFIGS)[args.child]
     torch.manual_seed(0)
     t0 = time.perf_counter()
     model = create_model(model_name, "random", **model_kwargs_for_size(model_name, args.size))
@@ -99,6 +113,27 @@ def child(args) -> dict:
             cpu_times.append(time.process_time() - c)
             del out, centre, g, sample
         matrix_sum = float(total.sum() / len(xs))
+    elif mode in ("final", "layers"):
+        from erftools.erf import compute_erfs
+
+        marks = []
+
+        def tick(_acc):
+            marks.append((time.perf_counter(), time.process_time()))
+
+        batches = iter(xs)
+        marks.append((time.perf_counter(), time.process_time()))
+        if mode == "final":
+            r = compute_erf(model, batches, batch_size=1, device="cpu", on_batch=tick)
+            matrix_sum = float(r.matrix.sum())
+        else:
+            rs = compute_erfs(model, batches, batch_size=1, device="cpu", on_batch=tick, **opts)
+            matrix_sum = {k: float(v.matrix.sum()) for k, v in rs.items()}
+            r = next(iter(rs.values()))
+        # the first mark is taken before the call: the first interval includes the preparation (one-off)
+        times = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
+        cpu_times = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
+        opts = {**opts, "prepare_s": r.timings.get("prepare_s")}
     else:
         for x in xs:
             t, c = time.perf_counter(), time.process_time()
@@ -121,7 +156,10 @@ def child(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=1024)
-    p.add_argument("--images", type=int, default=6, help="images per configuration (default 6)")
+    p.add_argument("--images", "--num-images", type=int, default=6, help="images per configuration (default 6)")
+    p.add_argument("--mode", choices=("speed", "layers"), default="speed",
+                   help="speed: the configurations against the official baseline (default); layers: the 4 stages "
+                        "of RepLKNet-31B against its final layer")
     p.add_argument("--only", default=None, help="run only configurations whose name contains this text")
     p.add_argument("--out", default=str(ROOT / "reports" / "benchmarks"), help="output folder")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -131,11 +169,12 @@ def main(argv=None) -> int:
         return 0
     results = []
     t_all = time.perf_counter()
-    for i, (name, *_rest) in enumerate(CONFIGS):
+    for i, (name, *_rest) in enumerate(LAYER_CONFIGS if args.mode == "layers" else CONFIGS):
         if args.only and args.only.lower() not in name.lower():
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--child", str(i), "--size", str(args.size), "--images", str(args.images)]
+        cmd = [sys.executable, __file__, "--child", str(i), "--size", str(args.size), "--images", str(args.images),
+               "--mode", args.mode]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
@@ -165,6 +204,17 @@ def main(argv=None) -> int:
     suffix = "" if args.size == 1024 and not args.only else f"_{args.size}" + (f"_{args.only}" if args.only else "")
     sys.path.insert(0, str(ROOT))
     from erftools._io import write_json, write_text
+
+    if args.mode == "layers":
+        final = next((r for r in results if r.get("mode") == "final" and "error" not in r), None)
+        stages = next((r for r in results if r.get("mode") == "layers" and "error" not in r), None)
+        meta["stages_vs_final"] = (stages["steady_seconds_per_image"] / final["steady_seconds_per_image"]
+                                   if final and stages else None)
+        meta["target_stages_vs_final"] = 2.5
+        write_json(out / f"erf_bench_layers{suffix}.json", {"meta": meta, "results": results})
+        write_text(out / f"erf_bench_layers{suffix}.md", markdown_layers(meta, results))
+        print(markdown_layers(meta, results))
+        return 0
 
     write_json(out / f"erf_bench{suffix}.json", {"meta": meta, "results": results})
     write_text(out / f"erf_bench{suffix}.md", markdown(meta, results))
@@ -198,6 +248,30 @@ def markdown(meta: dict, results: list) -> str:
                      f"{r['steady_cpu_seconds_per_image']:.2f} | {r['peak_rss_bytes'] / 2**30:.2f} | "
                      f"{'' if sp is None else f'{sp:.2f}x / {cs:.2f}x'} | {'' if mr is None else f'{mr:.2f}'} |")
     lines.append("")
+    return "\n".join(lines)
+
+
+def markdown_layers(meta: dict, results: list) -> str:
+    ratio = meta.get("stages_vs_final")
+    lines = [f"# ERF of the 4 stages of RepLKNet-31B vs the final layer alone: {meta['size']}x{meta['size']}, CPU",
+             "",
+             f"{meta['cpu']} ({meta['cpu_count']} cores, {meta['threads']} torch threads), torch {meta['torch']}, "
+             f"{meta['images_per_config']} random images per configuration, {meta['date']}; each configuration alone "
+             "in a fresh child process, one call over all images, each image timed from the `on_batch` callback; "
+             "s/image is the median over the images after the first (the first includes preparation). Load average "
+             f"at the end: {', '.join(f'{v:.1f}' for v in meta['load_average_at_end'])}. Produced by "
+             "`benchmarks/erf_bench.py --mode layers`.",
+             "",
+             "| configuration | s / image | CPU s / image | peak RSS (GiB) |",
+             "|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | failed: {r['error']} | | |")
+            continue
+        lines.append(f"| {r['name']} | {r['steady_seconds_per_image']:.2f} | {r['steady_cpu_seconds_per_image']:.2f} "
+                     f"| {r['peak_rss_bytes'] / 2**30:.2f} |")
+    lines += ["", f"4 stages / final layer: **{ratio:.2f}x** (target: at most {meta['target_stages_vs_final']}x)"
+              if ratio else "4 stages / final layer: not measured (a configuration failed)", ""]
     return "\n".join(lines)
 
 

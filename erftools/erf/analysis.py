@@ -6,7 +6,10 @@ threshold ``t`` the high-contribution square is the smallest centred square of o
 area ratio is ``side / H * side / W``. The arithmetic is done in the matrix's own precision (float32 for the
 ``.npy`` files of the official script and of erftools) with the same sums, so side lengths agree exactly with the
 official analysis even at a tie-breaking boundary. Where no square qualifies the result is ``None`` (the official
-script crashes there).
+script crashes there). An all-zero matrix gives an :class:`EmptyErfWarning` (nothing depends on the input).
+
+The further statistics (Gaussian fit, radii, centre of mass, theoretical receptive field, ``erf_statistics``) are in
+:mod:`erftools.erf.statistics` and can be imported from here too.
 """
 from __future__ import annotations
 
@@ -158,3 +161,14 @@ def format_table(rows: Sequence[tuple[str, Sequence[AreaRatio]]], markdown: bool
         lines = ["  ".join(c.ljust(wd) for c, wd in zip(head, widths))]
         lines += ["  ".join(c.ljust(wd) for c, wd in zip(row, widths)) for row in body]
     return "\n".join(lines)
+
+
+_STATISTICS = ("erf_statistics", "gaussian_fit", "contribution_radii", "centre_of_mass")
+
+
+def __getattr__(name):  # the statistics live in statistics.py (which imports this module): re-exported lazily
+    if name in _STATISTICS:
+        from . import statistics
+
+        return getattr(statistics, name)
+    raise AttributeError(f"module 'erftools.erf.analysis' has no attribute {name!r}")

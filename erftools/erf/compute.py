@@ -12,6 +12,9 @@ Before the first batch the model is prepared (``prepare=True``, in place, no cop
 its convolution (``fuse_bn``), which compute the same function in eval mode with fewer layers; and on CPU the
 channels-last memory layout, for which PyTorch's CPU depthwise convolution is an order of magnitude faster. What
 was done is recorded in ``ErfResult.prepared``. ``prepare=False`` uses the model exactly as given (eval mode only).
+
+:func:`compute_erfs` measures the ERF of several layers (module names) with one shared forward pass per batch and
+one backward pass per layer; ``compute_erf(..., layer=NAME)`` does one (see :mod:`erftools.erf.layers`).
 """
 from __future__ import annotations
 
@@ -545,7 +548,7 @@ def accumulate_erfs(model: nn.Module, images, layers: str | Iterable[str], *, ba
     names = expand_layers(model, layers)
     if states is not None and set(states) != set(names):
         raise ErftoolsError(f"states has the layers {sorted(states)}, but {names} were asked for")
-    if prepare:
+    if prepare and not getattr(model, "_erftools_prepared", None):  # (preparing again changes nothing)
         check_prepare_keeps_layers(model, names)
     dev, prepared = _setup(model, device, prepare, channels_last, conv_backend)
     bs = int(batch_size or default_batch_size(dev))
