@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from ._io import ErftoolsError
@@ -15,9 +16,28 @@ from ._io import ErftoolsError
 # module name in erftools.commands, in the order shown by --help
 COMMAND_MODULES = ("models", "erf", "shape_bias", "data", "report", "dashboard")
 
+#: library errors name arguments (for notebook users); on the command line they become flags
+FLAG_ADVICE = (
+    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
+    (re.compile(r"\bresume=True\b"), "--resume"),
+    (re.compile(r"\bdevice='cpu'"), "--device cpu"),
+    (re.compile(r"\bstimuli_dir=DIR\b"), "--stimuli DIR"),
+    (re.compile(r"\ballow_incomplete=True\b"), "--allow-incomplete"),
+    (re.compile(r"\bmirror=DIR\b"), "--mirror DIR"),
+    (re.compile(r"\bbase_url=URL\b"), "--base-url URL"),
+    (re.compile(r"\bprepare=False\b"), "--no-prepare"),
+)
+
+
+def flag_advice(message: str) -> str:
+    """A library error message with its argument advice spelled as command-line flags."""
+    for pattern, flag in FLAG_ADVICE:
+        message = pattern.sub(flag, message)
+    return message
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="erftools",
@@ -47,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ErftoolsError as exc:
-        print(f"erftools {args.command}: error: {exc}", file=sys.stderr)
+        print(f"erftools {args.command}: error: {flag_advice(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"erftools {args.command}: interrupted", file=sys.stderr)

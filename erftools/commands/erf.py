@@ -62,8 +62,12 @@ def register(subparsers) -> None:
                    help="run folder (default results/erf/<model>_<weights>_<size>)")
     p.add_argument("--label", default=None, help="name shown in figures and tables (default: the model name)")
     _add_thresholds(p)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="require an interrupted run of the same settings in --out and continue it (without this "
+                        "flag such a run is continued too, and a new one is started when there is none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the interrupted or finished run in --out and start again (a run of other settings "
+                        "is never replaced without it)")
     p.add_argument("--no-prepare", action="store_true",
                    help="use the model exactly as built (no re-parameterisation, BN fusion or channels-last); "
                         "slower, for checking")
@@ -138,11 +142,11 @@ def cmd_erf(args) -> int:
                                 "command": "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])})
     except KeyboardInterrupt:
         if rank == 0:
-            argv = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")] or ["erf", "--model", args.model]
+            argv = [a for a in sys.argv[1:] if a not in ("--overwrite",)] or ["erf", "--model", args.model]
             if args.out is None:
                 argv += ["--out", str(out)]
             print(f"\nerftools erf: interrupted. Every finished batch is saved in {out / '.erf_checkpoint'}; "
-                  f"continue with:\n  erftools {' '.join(shlex.quote(a) for a in argv)} --resume", file=sys.stderr)
+                  f"continue with the same command:\n  erftools {' '.join(shlex.quote(a) for a in argv)}", file=sys.stderr)
         return 130
     if rank != 0:
         return 0

@@ -56,10 +56,13 @@ def register(subparsers) -> None:
                    help="analyse each human subject separately instead of pooling them as 'humans'")
     p.add_argument("--individual-subjects", action="store_true",
                    help="with pooling, also write one run per human subject")
+    p.add_argument("--resume", action="store_true",
+                   help="require an interrupted or finished run of the same settings in the output folder and continue "
+                        "it (without this flag such a run is continued too, and a new one is started when there is "
+                        "none)")
     p.add_argument("--overwrite", "--fresh", dest="overwrite", action="store_true",
-                   help="discard the partial or finished results of an earlier run in the output folder (without it, "
-                        "an interrupted run of the same settings continues, and a finished run of other settings "
-                        "is not replaced); --fresh is its former name")
+                   help="discard the interrupted or finished run in the output folder and start again (a run of other "
+                        "settings is never replaced without it); --fresh is its former name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-references", action="store_true", help="list the offline references and exit")
     p.set_defaults(func=main)
@@ -80,6 +83,8 @@ def main(args) -> int:
                             "(or --list-references)")
     if args.batch_size < 1:
         raise ErftoolsError("--batch-size must be at least 1")
+    if args.resume and args.overwrite:
+        raise ErftoolsError("--resume and --overwrite contradict each other; choose one")
     refs = [r for r in args.reference if r.lower() != "none"]
     for r in refs:
         get_reference(r)  # fail early on a typo
@@ -123,7 +128,8 @@ def main(args) -> int:
         out = folder_for(label or entry.name)
         rec = sbrun.run_model(name, weights=w, out=out, stimuli=stimuli, label=label, batch_size=args.batch_size,
                               device=args.device, seed=args.seed, n_boot=args.bootstrap, references=refs,
-                              progress=not args.no_progress, overwrite=args.overwrite, conv_backend=args.conv_backend)
+                              progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
+                              conv_backend=args.conv_backend)
         records.append(rec)
         folders.append(out)
         _print_summary(rec, out)

@@ -3,8 +3,15 @@
 Checkpoints
     After every batch each process writes its running sum and the names of the images it has processed (and
     skipped) to ``OUT/.erf_checkpoint/rank<R>.npz`` (atomically). A run that is interrupted (Ctrl-C, a crash, a
-    killed job) loses at most the batch in flight; ``resume=True`` (``--resume``) loads the checkpoint, refuses it
-    if the model, weights, image list, size or normalisation differ, and continues with the images not yet done.
+    killed job) loses at most the batch in flight. Running the same command again loads the checkpoint and
+    continues with the images not yet done; it refuses a checkpoint whose fingerprint (:func:`fingerprint`: the
+    network's tensors, seed, model arguments, images, size, normalisation, dtype, backend, layer) differs.
+
+Resume model (the same for ``erftools erf`` and ``erftools shape-bias``)
+    * no flag: an interrupted run with the same settings is continued; a finished run with the same settings is
+      returned as it is; a run with other settings (interrupted or finished) is refused, naming the differences;
+    * ``overwrite=True`` (``--overwrite``): whatever the folder holds is discarded and the run starts again;
+    * ``resume=True`` (``--resume``): as without a flag, but there must be a run to continue.
     The sums are float64, so the resumed result equals the uninterrupted one (to float rounding of the last bit).
     On resume the saved sums are first consolidated into ``base.npz`` under a new *generation* number; rank files
     of an older generation are ignored (they are already in the base), so a crash at any moment never counts an
@@ -179,7 +186,7 @@ def _save_state(path: Path, acc: ErfAccumulator, generation: int) -> None:
 
 def _bad_checkpoint(path: Path, cause: str) -> ErftoolsError:
     return ErftoolsError(f"the checkpoint file {path} {cause}; it cannot be resumed. Start the run again with "
-                         f"overwrite=True (--overwrite), or delete {path.parent}")
+                         f"overwrite=True, or delete {path.parent}")
 
 
 def _load_state(path: Path, size: tuple[int, int] | None = None) -> tuple[ErfAccumulator, int]:
@@ -228,15 +235,17 @@ def _check_fingerprint(ckdir: Path, fp: dict) -> None:
     try:
         saved = json.loads(meta.read_text(encoding="utf-8"))["fingerprint"]
     except Exception as exc:
-        raise ErftoolsError(f"{meta} is missing or unreadable; delete {ckdir} and start again without --resume") \
+        raise ErftoolsError(f"{meta} is missing or unreadable, so the interrupted run in {ckdir.parent} cannot be "
+                            "continued; start again with overwrite=True") \
             from exc
     diff = [k for k in FINGERPRINT_KEYS if saved.get(k) != fp.get(k)]
     if diff:
         details = "; ".join(f"{k}: checkpoint {_short(saved.get(k))}, now {_short(fp.get(k))}" for k in diff)
         raise ErftoolsError(
             f"refusing to resume: the interrupted run in {ckdir.parent} used different settings ({details}). Run "
-            "with the same --model/--weights/--seed/--images/--num-images/--sampler/--size/--conv-backend/"
-            "--layers, or choose another --out, or pass --overwrite to discard the interrupted run")
+            "with the same model, weights, seed, images, size, dtype, backend and layer, or choose another output "
+            "folder, or pass overwrite=True to discard the "
+            "interrupted run")
 
 
 def _short(v) -> str:
@@ -262,7 +271,7 @@ def load_matrix(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
                                 f"{holder.get('host', '?')}; wait until that run finishes")
         record = read_record(path, "erf")
         if not record.get("complete"):
-            raise ErftoolsError(f"{path} holds an unfinished ERF run (continue it with resume=True, --resume)")
+            raise ErftoolsError(f"{path} holds an unfinished ERF run (run the same command again to continue it)")
         path = path / ERF_MATRIX
     elif path.name == ERF_MATRIX and (path.parent / ERF_RECORD).is_file():
         try:
@@ -344,7 +353,7 @@ def _peak_rss_bytes() -> int | None:
 
 
 def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch_size: int | None = None,
-            device: str | torch.device | None = None, resume: bool = False, overwrite: bool = False,
+            device: str | torch.device | None = None, resume: bool | None = None, overwrite: bool = False,
             prepare: bool = True, conv_backend: str | None = None,
             thresholds: Iterable[float] = DEFAULT_THRESHOLDS, label: str | None = None, extra: dict | None = None,
             progress: bool = True, plot: bool = True, seed: int | None = None, model_kwargs: dict | None = None,
@@ -382,27 +391,27 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
                 existing = json.loads(record_path.read_text(encoding="utf-8"))
             except ValueError:
                 existing = None
-        if ckdir.is_dir() and not resume and not overwrite:
-            raise ErftoolsError(f"{out} holds an interrupted ERF run: pass --resume to continue it, or --overwrite "
-                                "to start again")
+        if resume and overwrite:
+            raise ErftoolsError("resume and overwrite contradict each other; choose one")
         if existing and existing.get("complete") and not overwrite and not ckdir.is_dir():
-            if resume:
-                saved = existing.get("fingerprint") or {}
-                diff = [k for k in FINGERPRINT_KEYS if saved.get(k) != fp.get(k)]
-                if diff:
-                    raise ErftoolsError(f"refusing to resume: {out} holds a finished run with different settings "
-                                        f"({', '.join(diff)}); choose another --out or pass --overwrite")
-                log.warning("%s is already complete; nothing to resume", out)
-                return existing
-            raise ErftoolsError(f"{out} already holds a finished ERF run; pass --overwrite to replace it or "
-                                "choose another --out")
+            saved = existing.get("fingerprint") or {}
+            diff = [k for k in FINGERPRINT_KEYS if saved.get(k) != fp.get(k)]
+            if diff:
+                details = "; ".join(f"{k}: finished run {_short(saved.get(k))}, now {_short(fp.get(k))}"
+                                    for k in diff)
+                raise ErftoolsError(f"{out} already holds a finished ERF run with other settings ({details}); pass "
+                                    "overwrite=True to replace it, or choose another output folder")
+            log.warning("%s already holds the finished run of these settings; nothing to compute", out)
+            return existing
         base = ErfAccumulator()
         gen = 0
         resumed = False
-        if resume and ckdir.is_dir():
+        if ckdir.is_dir() and not overwrite:
             _check_fingerprint(ckdir, fp)
             base, gen = _load_checkpoint(ckdir, (int(images.size), int(images.size)))
             resumed = True
+        elif resume and not overwrite:
+            raise ErftoolsError(f"nothing to resume in {out}: it holds no interrupted ERF run")
         dist.barrier()  # everyone has read the checkpoint before rank 0 rewrites it
         if rank == 0:
             if overwrite:

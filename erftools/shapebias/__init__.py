@@ -10,16 +10,46 @@ Flat API::
 
 ``erftools shape-bias`` (``run_model`` / ``run_decision_maker``) writes complete run folders; see docs/shape-bias.md.
 """
-from .analysis import (DecisionMaker, analyse, analyse_decision_maker, bootstrap_ci, group_decision_makers,
-                       read_decisions, shape_bias)
-from .categories import CATEGORIES, imagenet_indices, imagenet_to_category
-from .decisions import CSV_COLUMNS, Decision, aggregate_16class, decide, decision_rows, evaluate, write_rows
-from .fetch import fetch as fetch_dataset
-from .plots import plot_shape_bias, plot_shape_bias_bars
-from .reference import get_reference, list_references, published_for
-from .run import run_decision_maker, run_model
-from .stimuli import (NUM_IMAGES, Stimulus, StimuliReport, canonical_stimuli, check_stimuli, default_stimuli_dir,
-                      load_stimuli, parse_stimulus, texture_category)
+from .._lazy import lazy
+
+# public name -> module (imported on first use: the package itself imports nothing heavy)
+_NAMES = {
+    "DecisionMaker": ".analysis",
+    "analyse": ".analysis",
+    "analyse_decision_maker": ".analysis",
+    "bootstrap_ci": ".analysis",
+    "group_decision_makers": ".analysis",
+    "read_decisions": ".analysis",
+    "shape_bias": ".analysis",
+    "CATEGORIES": ".categories",
+    "imagenet_indices": ".categories",
+    "imagenet_to_category": ".categories",
+    "CSV_COLUMNS": ".decisions",
+    "Decision": ".decisions",
+    "aggregate_16class": ".decisions",
+    "decide": ".decisions",
+    "decision_rows": ".decisions",
+    "evaluate": ".decisions",
+    "write_rows": ".decisions",
+    "plot_shape_bias": ".plots",
+    "plot_shape_bias_bars": ".plots",
+    "get_reference": ".reference",
+    "list_references": ".reference",
+    "published_for": ".reference",
+    "run_decision_maker": ".run",
+    "run_model": ".run",
+    "NUM_IMAGES": ".stimuli",
+    "Stimulus": ".stimuli",
+    "StimuliReport": ".stimuli",
+    "canonical_stimuli": ".stimuli",
+    "check_stimuli": ".stimuli",
+    "default_stimuli_dir": ".stimuli",
+    "load_stimuli": ".stimuli",
+    "parse_stimulus": ".stimuli",
+    "texture_category": ".stimuli",
+    "fetch_dataset": ".fetch:fetch",
+}
+__getattr__, __dir__ = lazy(__name__, globals(), _NAMES)
 
 __all__ = [
     "CATEGORIES", "CSV_COLUMNS", "NUM_IMAGES", "Decision", "DecisionMaker", "Stimulus", "StimuliReport",

@@ -159,7 +159,7 @@ def resolve_device(device: str | None) -> str:
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ErftoolsError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise ErftoolsError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
     return str(device)
 
 

@@ -33,8 +33,8 @@ DATASETS = {
     "reference-decisions": ("reference-decisions.sha256", "raw-data/", {}),
 }
 HINT = ("You may be offline: erftools downloads from raw.githubusercontent.com. Copy the files from a machine that "
-        "has them (any folder works with --stimuli; --mirror DIR copies and verifies them from a local folder), or "
-        "pass --base-url to use an HTTP mirror.")
+        "has them (any folder works as stimuli_dir=DIR; mirror=DIR copies and verifies them from a local "
+        "folder), or pass base_url=URL to use an HTTP mirror.")
 #: after this many files that could not reach the server (and none that could), the rest are not tried
 MAX_UNREACHABLE = 3
 
@@ -63,7 +63,7 @@ def plan(dataset: str, base_url: str | None = None) -> list[tuple[str, str, str]
     manifest_name, prefix, renames = DATASETS[dataset]
     if base_url is not None and urllib.parse.urlsplit(base_url).scheme.lower() not in ("http", "https"):
         raise ErftoolsError(f"the base URL {base_url!r} is not an http:// or https:// address; for a copy on this "
-                            "machine pass its folder as mirror (--mirror DIR) instead")
+                            "machine pass its folder as mirror=DIR instead")
     base = (base_url or BASE_URL).rstrip("/") + "/"
     entries = read_manifest(data_file("shapebias", manifest_name))
     return [(rel, base + (renames[rel] if rel in renames else prefix + rel), digest)

@@ -79,7 +79,7 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
               allow_incomplete: bool = False, label: str | None = None, batch_size: int = 32,
               device: str | None = None, seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOTSTRAP,
               references: Sequence[str] = ("humans",), progress: bool = True, overwrite: bool = False,
-              fresh: bool | None = None, model=None, conv_backend: str | None = None,
+              fresh: bool | None = None, resume: bool | None = None, model=None, conv_backend: str | None = None,
               max_nonfinite_fraction: float = MAX_NONFINITE_FRACTION) -> dict:
     """Evaluate a model on the cue-conflict stimuli and write a complete run folder; return the record.
 
@@ -87,7 +87,8 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     (seed)`` so an interrupted run resumes with the same network). ``model``: an already built model (skips
     ``create_model``; ``name`` is then only a label). ``conv_backend``: RepLKNet's large-kernel convolution backend
     (see :mod:`erftools.ops`; default ``auto``). ``overwrite``: discard a partial or finished run of other settings
-    in ``out`` (``fresh`` is its former name). ``max_nonfinite_fraction``: the largest share of stimuli that may
+    in ``out`` (``fresh`` is its former name); ``resume=True``: there must be an interrupted or finished run of these
+    settings to continue (without it one is continued when present). ``max_nonfinite_fraction``: the largest share of stimuli that may
     be skipped for non-finite logits before the run fails.
     """
     import torch
@@ -96,6 +97,8 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     from ..models import create_model, get_model_info
 
     overwrite = bool(overwrite or fresh)
+    if resume and overwrite:
+        raise ErftoolsError("resume and overwrite contradict each other; choose one")
     out = Path(out)
     if stimuli is None:
         stimuli = load_stimuli(stimuli_dir, allow_incomplete=allow_incomplete)
@@ -118,6 +121,9 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
             _refuse_other_finished_run(out, fingerprint, overwrite)
             _mark_incomplete(out)
             done = {} if overwrite else _read_partial(out, fingerprint, stimuli)
+            if resume and not done:
+                raise ErftoolsError(f"nothing to resume in {out}: it holds no interrupted or finished shape-bias run "
+                                    "of these settings")
             if done:
                 log.warning("resuming %s: %d of %d images already decided", out, len(done), len(stimuli.stimuli))
             _start_partial(out, fingerprint, keep=bool(done))
@@ -237,7 +243,7 @@ def _refuse_other_finished_run(out: Path, fingerprint: dict, overwrite: bool) ->
     weights = (rec.get("weights") or {}).get("source") if isinstance(rec.get("weights"), dict) else None
     raise ErftoolsError(f"{out} already holds a finished shape-bias run of {what}"
                         + (f" (weights {weights})" if weights else "")
-                        + " with other settings; pass overwrite=True (--overwrite) to replace it, or choose another "
+                        + " with other settings; pass overwrite=True to replace it, or choose another "
                           "output folder")
 
 
@@ -292,7 +298,7 @@ def _read_partial(out: Path, fingerprint: dict, stimuli: StimuliReport | None = 
             first = fh.readline()
             lines = fh.readlines()
     except OSError as exc:
-        raise ErftoolsError(f"{part} cannot be read ({exc.strerror or exc}); pass overwrite=True (--overwrite) to "
+        raise ErftoolsError(f"{part} cannot be read ({exc.strerror or exc}); pass overwrite=True to "
                             "discard it") from exc
     if not first.startswith(PARTIAL_MAGIC):
         log.warning("%s has no fingerprint (written by an older erftools or not by erftools); it is discarded and "
@@ -307,7 +313,7 @@ def _read_partial(out: Path, fingerprint: dict, stimuli: StimuliReport | None = 
         diff = [k for k in fingerprint if other.get(k) != fingerprint[k]] or ["(unknown)"]
         raise ErftoolsError(f"{out} holds partial decisions of another run ({other.get('model', 'unknown model')}, "
                             f"weights {other.get('weights', '?')}; differing: {', '.join(diff)}); a resume must "
-                            "use the same model, weights, seed and stimuli. Pass overwrite=True (--overwrite) to "
+                            "use the same model, weights, seed and stimuli. Pass overwrite=True to "
                             "discard them, or choose another output folder")
     known = {s.relpath: s for s in stimuli.stimuli} if stimuli is not None else None
     done, bad = {}, 0

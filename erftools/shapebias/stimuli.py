@@ -152,7 +152,7 @@ def check_stimuli(root: str | os.PathLike, *, verify: bool = True, check_images:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ErftoolsError(f"stimulus folder {root} does not exist. Download the cue-conflict set with "
-                            "`erftools data fetch cue-conflict` (or pass --stimuli DIR)")
+                            "`erftools data fetch cue-conflict` (or pass stimuli_dir=DIR)")
     manifest = read_manifest()
     report = StimuliReport(root=root, verified=verify)
     found: dict[str, Stimulus] = {}
@@ -217,7 +217,7 @@ def load_stimuli(root: str | os.PathLike | None = None, *, allow_incomplete: boo
     root = Path(root).expanduser() if root is not None else default_stimuli_dir()
     if not root.is_dir() and root == default_stimuli_dir():
         raise ErftoolsError(f"no cue-conflict stimuli at {root}. Download them once with "
-                            "`erftools data fetch cue-conflict`, or pass --stimuli DIR")
+                            "`erftools data fetch cue-conflict`, or pass stimuli_dir=DIR")
     report = check_stimuli(root, verify=verify)
     if report.malformed:
         raise ErftoolsError(f"the stimulus folder {root} has images erftools cannot use: {report.problems()}. "
@@ -228,7 +228,7 @@ def load_stimuli(root: str | os.PathLike | None = None, *, allow_incomplete: boo
         raise ErftoolsError(
             f"{root} is not the complete, unmodified cue-conflict set ({len(report.stimuli)} usable of "
             f"{NUM_IMAGES} images; {report.problems()}). Re-download with `erftools data fetch cue-conflict`, or "
-            "pass --allow-incomplete to evaluate what is there (the result is then not comparable to published "
+            "pass allow_incomplete=True to evaluate what is there (the result is then not comparable to published "
             "values).")
     return report
 

@@ -101,15 +101,21 @@ def test_interrupt_then_wrong_and_right_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run_mod, "_save_state", save_then_stop)
     assert main(base + ["--size", "64"]) == 130
     err = capsys.readouterr().err
-    assert "interrupted" in err and "--resume" in err
+    assert "interrupted" in err and "continue with the same command" in err
     monkeypatch.setattr(run_mod, "_save_state", real_save)
-    assert main(base + ["--size", "64"]) == 1  # no --resume: refuses to clobber
-    assert "--resume" in capsys.readouterr().err
-    assert main(base + ["--size", "96", "--resume"]) == 1
-    assert "refusing to resume" in capsys.readouterr().err
-    assert main(base + ["--size", "64", "--resume"]) == 0
+    assert main(base + ["--size", "96"]) == 1  # other settings: refused, the flag is named
+    err = capsys.readouterr().err
+    assert "refusing to resume" in err and "size" in err and "--overwrite" in err and "overwrite=True" not in err
+    assert main(base + ["--size", "64"]) == 0  # the same command continues
     rec = read_record(out, "erf")
     assert rec["resumed"] and rec["num_images"] == 3
+    assert main(base + ["--size", "64", "--resume"]) == 0  # finished with these settings: nothing to do
+    assert read_record(out, "erf")["created"] == rec["created"]
+    assert main(base + ["--size", "96"]) == 1
+    assert "already holds a finished ERF run with other settings" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    assert main(base[:-1] + [str(fresh), "--size", "64", "--resume"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
 
 
 def test_replknet_31b_random_small(tmp_path):

@@ -89,19 +89,21 @@ def test_resume_refuses_other_settings_and_guards_finished_runs(shared, tmp_path
     with pytest.raises(KeyboardInterrupt):
         run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False, on_batch=_interrupt_after(1))
     with pytest.raises(ErftoolsError, match="refusing to resume.*size"):
-        run_erf(fixture_model(shared), _images(3, size=96), out, device="cpu", progress=False, resume=True)
+        run_erf(fixture_model(shared), _images(3, size=96), out, device="cpu", progress=False)
     with pytest.raises(ErftoolsError, match="images_sha256"):
         run_erf(fixture_model(shared), _images(2), out, device="cpu", progress=False, resume=True)
-    with pytest.raises(ErftoolsError, match="--resume"):
-        run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False)
-    rec = run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False, resume=True)
-    assert rec["complete"]
-    with pytest.raises(ErftoolsError, match="already holds a finished"):
-        run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False)
+    with pytest.raises(ErftoolsError, match="contradict"):
+        run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False, resume=True, overwrite=True)
+    rec = run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False)  # continues
+    assert rec["complete"] and rec["resumed"]
+    with pytest.raises(ErftoolsError, match="already holds a finished ERF run with other settings.*overwrite=True"):
+        run_erf(fixture_model(shared), _images(2), out, device="cpu", progress=False)
     again = run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False, resume=True)
     assert again["created"] == rec["created"]  # nothing to do
     other = run_erf(fixture_model(shared), _images(2), out, device="cpu", progress=False, overwrite=True)
     assert other["num_images"] == 2 and read_record(out, "erf")["num_images"] == 2
+    with pytest.raises(ErftoolsError, match="nothing to resume"):
+        run_erf(fixture_model(shared), _images(2), tmp_path / "new", device="cpu", progress=False, resume=True)
 
 
 def test_unreadable_images_are_skipped_with_reasons(shared, tmp_path):

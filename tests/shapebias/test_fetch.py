@@ -153,12 +153,15 @@ def test_unreachable_server_fails_fast_with_one_message(tmp_path, monkeypatch, c
     assert cli_main(["data", "fetch", "cue-conflict", "--dest", str(tmp_path / "e"), "--no-progress"]) == 1
     err_text = capsys.readouterr().err
     assert err_text.count("You may be offline") == 1 and err_text.count("cannot reach") == 1
+    assert "--mirror DIR" in err_text and "--stimuli DIR" in err_text
 
 
 def test_base_url_must_be_http(tmp_path, capsys):
     for bad in ("file:///etc/", "ftp://example.org/x/", "/etc/"):
-        with pytest.raises(ErftoolsError, match="not an http:// or https:// address.*--mirror"):
+        with pytest.raises(ErftoolsError, match="not an http:// or https:// address.*mirror=DIR"):
             fetch("cue-conflict", tmp_path / "d", base_url=bad, progress=False)
+    assert cli_main(["data", "fetch", "cue-conflict", "--base-url", "file:///etc/", "--dest", str(tmp_path / "d")]) == 1
+    assert "pass its folder as --mirror DIR" in capsys.readouterr().err
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
 
 

@@ -138,7 +138,7 @@ def test_locked_folder_is_refused(stimuli, tmp_path):
 def test_finished_run_of_another_model_is_not_replaced_without_overwrite(stimuli, tmp_path, capsys):
     out = tmp_path / "run"
     first = _run(out, stimuli)
-    with pytest.raises(ErftoolsError, match="already holds a finished shape-bias run of resnet18.*--overwrite"):
+    with pytest.raises(ErftoolsError, match="already holds a finished shape-bias run of resnet18.*overwrite=True"):
         _run(out, stimuli, model=_other_model())
     assert results.read_record(out, "shape-bias")["created"] == first["created"]
     again = _run(out, stimuli)  # the same settings: only re-analysed
@@ -164,7 +164,7 @@ def test_partial_decisions_of_another_model_are_refused(stimuli, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         _run(out, stimuli, model=_interrupt_second_batch(_model()))
-    with pytest.raises(ErftoolsError, match="partial decisions of another run.*parameters_sha256.*--overwrite"):
+    with pytest.raises(ErftoolsError, match="partial decisions of another run.*parameters_sha256.*overwrite=True"):
         _run(out, stimuli, model=_other_model())
     rec = _run(out, stimuli, model=_other_model(), overwrite=True)
     assert rec["complete"] and rec["timing"]["reused_decisions"] is False

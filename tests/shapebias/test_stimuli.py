@@ -67,7 +67,7 @@ def test_problems_are_reported_exactly(subset_dir):
 
 
 def test_load_stimuli_refuses_incomplete_unless_allowed(subset_dir, tmp_path):
-    with pytest.raises(ErftoolsError, match="--allow-incomplete"):
+    with pytest.raises(ErftoolsError, match="allow_incomplete=True"):
         load_stimuli(subset_dir)
     rep = load_stimuli(subset_dir, allow_incomplete=True)
     assert len(rep.stimuli) == 6
