@@ -269,6 +269,13 @@ class ErfResult:
     def radial_profile(self, max_points: int = 256) -> dict:
         return radial_profile(self.matrix, max_points)
 
+    def statistics(self, model: nn.Module | None = None, thresholds: Iterable[float] = DEFAULT_THRESHOLDS) -> dict:
+        """:func:`erftools.erf.statistics.erf_statistics` of the matrix; with ``model``, the theoretical receptive
+        field of this result's layer (or final feature map) too."""
+        from .statistics import erf_statistics
+
+        return erf_statistics(self.matrix, thresholds=thresholds, model=model, layer=self.layer)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # input handling: tensors, iterables of tensors, image lists

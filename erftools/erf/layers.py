@@ -85,10 +85,15 @@ def check_layers(model: nn.Module, layers: Sequence[str]) -> None:
             if getattr(model, "_erftools_prepared", None) and \
                     model._erftools_prepared.get("structural_reparam"):
                 hint = (" The model was prepared for ERF maps by an earlier call (re-parameterised, BNs folded), which "
-                        "removes or rewrites modules: build it again and ask for the layers before preparing it, or "
-                        "pass prepare=False.")
-            similar = [k for k in modules if k and (k.startswith(name.rsplit(".", 1)[0] + ".") if "." in name
-                                                   else "." not in k)][:6]
+                        "removes some modules; if the layer was one of them, build the model again and pass "
+                        "prepare=False.")
+            parent = name
+            while "." in parent and parent not in modules:
+                parent = parent.rsplit(".", 1)[0]
+            if parent in modules and parent != name:
+                similar = [f"{parent}.{k}" for k, _ in modules[parent].named_children()][:6]
+            else:
+                similar = [k for k, _ in model.named_children()][:6]
             raise ErftoolsError(f"{model_name(model)} has no module named {name!r} (layer names come from "
                                 f"model.named_modules()); e.g. {', '.join(map(repr, similar)) or _examples(model)}."
                                 + hint)
@@ -121,6 +126,13 @@ def _cpu_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _rehearse(shadow: nn.Module, rewrite) -> tuple[dict, dict]:
+    before = _snapshot(shadow)
+    with torch.no_grad():
+        rewrite(shadow)
+    return before, _snapshot(shadow)
+
+
 def preparation_changes(model: nn.Module, rewrite, names: Iterable[str] | None = None) -> dict[str, str]:
     """Which module names ``rewrite(model)`` (the structural part of model preparation) would make denote another
     tensor, or none, with the reason; found on a CPU copy, so ``model`` is not changed.
@@ -130,11 +142,15 @@ def preparation_changes(model: nn.Module, rewrite, names: Iterable[str] | None =
     were rewritten keeps its output (re-parameterisation and BN folding are exact for the block as a whole).
     ``names`` limits the answer to those names (all modules by default).
     """
-    shadow = _cpu_copy(model)
-    before = _snapshot(shadow)
-    with torch.no_grad():
-        rewrite(shadow)
-    after = _snapshot(shadow)
+    try:
+        before, after = _rehearse(_cpu_copy(model), rewrite)
+    except Exception:  # something on the model's own device that the CPU copy cannot use: copy it as it is
+        try:
+            before, after = _rehearse(copy.deepcopy(model), rewrite)
+        except Exception as exc:
+            raise ErftoolsError(f"erftools could not check which layers of {model_name(model)} preparing it would "
+                                f"change ({exc}); pass prepare=False to measure the layers on the model as given"
+                                ) from exc
     wanted = set(before) if names is None else set(names)
     changes = {}
     for name in wanted:

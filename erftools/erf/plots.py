@@ -12,7 +12,8 @@ import numpy as np
 
 from .analysis import DEFAULT_THRESHOLDS, area_ratios, normalize
 
-__all__ = ["erf_colormap", "plot_erf", "plot_comparison", "plot_radial_profiles", "draw_theoretical_rf"]
+__all__ = ["erf_colormap", "plot_erf", "plot_comparison", "plot_radial_profiles", "draw_theoretical_rf",
+           "plot_layer_growth"]
 
 _SQUARE_COLOURS = ("#1f3bb3", "#7b2cbf", "#d00000", "#111111", "#ff8800", "#008b8b")
 _STYLE = {"font.family": "serif", "font.serif": ["DejaVu Serif"], "font.size": 11, "axes.titlesize": 13,
@@ -164,6 +165,57 @@ def plot_radial_profiles(profiles: Sequence[dict], labels: Sequence[str], *, pat
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
+        if path is not None:
+            from .._io import save_figure
+
+            save_figure(path, fig)
+    return fig
+
+
+def plot_layer_growth(series: dict, *, thresholds: Iterable[float] | None = None, path=None, figsize=(6.4, 4.4),
+                      dpi: int = 100):
+    """How the ERF grows with depth: the area ratio (%) at each threshold against the layer, one line per model
+    and threshold (colour: model, line style: threshold).
+
+    ``series``: ``{label: [(layer_name, area_ratios), ...]}`` in depth order, ``area_ratios`` a list of
+    :class:`~erftools.erf.analysis.AreaRatio` or of their dicts (``threshold``, ``side``, ``area_ratio``); a missing
+    square (``None``) leaves a gap. ``thresholds`` limits the thresholds drawn (default: all).
+    """
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    if not series:
+        raise ValueError("nothing to plot: series is empty")
+    styles = ("-", "--", ":", "-.")
+    wanted = None if thresholds is None else [float(t) for t in thresholds]
+    with rc_context(_STYLE):
+        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        ax = fig.add_subplot()
+        names: list[str] = []
+        for label, points in series.items():
+            for layer, _ in points:
+                if layer not in names:
+                    names.append(layer)
+        for (label, points), colour in zip(series.items(), _SQUARE_COLOURS * 4):
+            by_t: dict = {}
+            for layer, ratios in points:
+                for r in ratios:
+                    d = r if isinstance(r, dict) else r.to_dict()
+                    t = float(d["threshold"])
+                    if wanted is not None and t not in wanted:
+                        continue
+                    ratio = d.get("area_ratio")
+                    by_t.setdefault(t, []).append((names.index(layer), None if ratio is None else 100 * ratio))
+            for (t, pts), ls in zip(sorted(by_t.items()), styles * 4):
+                xs = [p[0] for p in pts]
+                ys = [np.nan if p[1] is None else p[1] for p in pts]
+                ax.plot(xs, ys, ls=ls, marker="o", ms=4, color=colour, label=f"{label}, t={t * 100:g}%")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_xlabel("layer")
+        ax.set_ylabel("high-contribution area ratio (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
         if path is not None:
             from .._io import save_figure
 

@@ -75,6 +75,10 @@ def test_a_layer_that_preparation_removes_is_refused_before_anything_changes(sha
         compute_erf(model, x, device="cpu", layer="stages.0.blocks.0.prelkb_bn")
     res = compute_erf(model, x, device="cpu", layer=name, prepare=False)  # the model as given
     assert res.matrix.max() > 0 and res.feature_shape == (1, 16, 32, 32)
+    compute_erf(model, x, device="cpu")  # prepared now: the module is gone, and the error says why
+    with pytest.raises(ErftoolsError, match=r"no module named .*lkb_origin\.bn.*lkb_reparam.*prepared .*"
+                                            r"build the model again and pass prepare=False"):
+        compute_erf(model, x, device="cpu", layer=name)
 
 
 def test_an_enclosing_module_is_kept_by_preparation(shared):
@@ -167,3 +171,12 @@ def test_a_shared_module_is_refused():
 
     with pytest.raises(ErftoolsError, match="'act' runs 2 times"):
         compute_erf(Shared(), torch.randn(1, 3, 8, 8), layer="act", device="cpu", prepare=False)
+
+
+def test_result_statistics_use_the_layer():
+    model = tiny_resnet()
+    res = compute_erfs(model, torch.randn(1, 3, 64, 64), layers="layer1,layer2", device="cpu")
+    stats = res["layer1"].statistics(model)
+    assert stats["theoretical_rf"]["target"] == "layer1" and stats["theoretical_rf"]["side"] == [43, 43]
+    assert res["layer2"].statistics(model)["theoretical_rf"]["side"] == [99, 99]
+    assert stats["shape"] == [64, 64] and stats["gaussian"]["ok"]

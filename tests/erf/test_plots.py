@@ -1,6 +1,7 @@
 import numpy as np
 
-from erftools.erf.plots import draw_theoretical_rf, plot_erf
+from erftools.erf.analysis import AreaRatio
+from erftools.erf.plots import draw_theoretical_rf, plot_erf, plot_layer_growth
 
 
 def _rf_patches(fig):
@@ -29,3 +30,18 @@ def test_draw_returns_none_without_a_field():
     assert draw_theoretical_rf(ax, None, (9, 9)) is None
     assert draw_theoretical_rf(ax, {"side": None}, (9, 9)) is None
     assert draw_theoretical_rf(ax, (3, 5), (9, 9)).get_width() == 5
+
+
+def test_growth_with_depth_figure(tmp_path):
+    a = [("stages.0", [AreaRatio(0.2, 7, 0.01), AreaRatio(0.5, 15, 0.05)]),
+         ("stages.1", [AreaRatio(0.2, 11, 0.02), AreaRatio(0.5, None, None)])]
+    b = [("stages.0", [{"threshold": 0.2, "side": 9, "area_ratio": 0.03}])]
+    fig = plot_layer_growth({"trained": a, "random": b}, path=tmp_path / "g.png")
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["trained, t=20%", "trained, t=50%", "random, t=20%"]
+    np.testing.assert_allclose(lines[0].get_ydata(), [1.0, 2.0])  # percent
+    assert np.isnan(lines[1].get_ydata()[1])  # no square: a gap
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["stages.0", "stages.1"]
+    only = plot_layer_growth({"trained": a}, thresholds=[0.5])
+    assert [ln.get_label() for ln in only.axes[0].get_lines()] == ["trained, t=50%"]
+    assert (tmp_path / "g.png").stat().st_size > 0
