@@ -99,6 +99,44 @@ def tiny_model_checks():
             "triton_vs_native": rel(y_tri, y_nat.double())}
 
 
+def selfcheck_checks():
+    """The first-use self-check through the interpreter: the real kernels pass (fp32, fp16); a broken launcher is
+    caught, disabled, and native runs instead."""
+    from erftools.ops import _triton, backend_report, reset_backend_report
+
+    reset_backend_report(self_checks=True)
+    out = {"case": "selfcheck"}
+    for dt, k in (("fp32", 7), ("fp16", 5)):
+        x = torch.randn(1, 2, 9, 10).to(DT[dt])
+        wt = (torch.randn(2, 1, k, k) / k).to(DT[dt])
+        dwconv2d(x, wt, backend="triton")
+    rep = backend_report()
+    out["checks"] = rep["self_checks"]
+    out["runs"] = rep["runs"]
+    reset_backend_report(self_checks=True)
+    real_conv = _triton._conv
+
+    def broken(x, w2, bias, path):  # a tile-offset style bug: the right values, one row down
+        return torch.roll(real_conv(x, w2, bias, path), 1, dims=-2)
+
+    _triton._conv = broken
+    try:
+        x = torch.randn(1, 2, 9, 10)
+        wt = torch.randn(2, 1, 7, 7) / 7
+        y = dwconv2d(x, wt, backend="triton")
+        ref = F.conv2d(x.double(), wt.double(), padding=3, groups=2)
+        rep = backend_report()
+        out["broken_checks"] = rep["self_checks"]
+        out["broken_disabled"] = rep["disabled"]
+        out["broken_runs"] = rep["runs"]
+        out["broken_output_error"] = rel(y, ref)
+        out["broken_resolved"] = resolve_backend("triton", x, 7)
+    finally:
+        _triton._conv = real_conv
+        reset_backend_report(self_checks=True)
+    return out
+
+
 def main():
     only = set(sys.argv[1:])
     for case in CASES:
@@ -109,6 +147,8 @@ def main():
         print(json.dumps(dispatch_checks()), flush=True)
     if not only or "tiny-model" in only:
         print(json.dumps(tiny_model_checks()), flush=True)
+    if not only or "selfcheck" in only:
+        print(json.dumps(selfcheck_checks()), flush=True)
 
 
 if __name__ == "__main__":

@@ -71,11 +71,29 @@ def test_triton_channels_last_and_toeplitz_fp32_on_cuda():
         assert rel(y, ref) <= 2e-6, path
 
 
-def test_auto_on_cuda():
+def test_auto_on_cuda_follows_the_measurement_table():
+    from erftools.ops import _cuda_table, _dispatch
     x = torch.randn(1, 4, 8, 8, device="cuda")
     assert resolve_backend("auto", x, 5) == "native"
-    expected = "triton" if "triton" in available_backends("cuda") else "fft"
-    assert resolve_backend("auto", x, 31) == expected
+    arch = _dispatch._cuda_arch(x.device)
+    if not any(e["arch"] == arch for e in _cuda_table.load_table()["entries"]):
+        for k in (13, 27, 31):  # nothing measured on this architecture: PyTorch's convolution, never a guess
+            assert resolve_backend("auto", x, k) == "native"
+            assert resolve_backend("auto", x.bfloat16(), k, weight_grad=False) == "native"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_selfcheck_passes_on_cuda(dtype):
+    from erftools.ops import backend_report, reset_backend_report
+    reset_backend_report(self_checks=True)
+    x = torch.randn(2, 8, 40, 40, device="cuda", dtype=dtype)
+    w = torch.randn(8, 1, 31, 31, device="cuda", dtype=dtype) / 31
+    for b in available_backends("cuda")[1:]:
+        dwconv2d(x, w, backend=b)
+    rep = backend_report()
+    assert rep["disabled"] == [], rep
+    assert {c["backend"] for c in rep["self_checks"] if c["ok"]} == set(available_backends("cuda")[1:])
+    reset_backend_report(self_checks=True)
 
 
 def test_replknet31b_cuda_backends_equal_native():

@@ -64,3 +64,23 @@ def test_tiny_model_triton_error_not_above_native(results):
     r = results["tiny-model"]
     assert r["triton_vs_native"] <= 1e-5
     assert r["err_triton"] <= 1.25 * r["err_native"] + 1e-7, r
+
+
+def test_selfcheck_passes_for_the_real_kernels(results):
+    r = results["selfcheck"]
+    checks = {(c["dtype"], c["kernel_size"]): c for c in r["checks"]}
+    assert set(checks) == {("float32", 7), ("float16", 5)}
+    assert all(c["backend"] == "triton" and c["device"] == "cpu" and c["ok"] for c in checks.values())
+    assert checks[("float32", 7)]["forward_error"] <= TOL["fp32"]
+    assert checks[("float16", 5)]["input_grad_error"] <= TOL["fp16"]
+    assert {x["backend"] for x in r["runs"]} == {"triton"}
+
+
+def test_selfcheck_disables_a_broken_triton_launcher(results):
+    r = results["selfcheck"]
+    (chk,) = r["broken_checks"]
+    assert chk["ok"] is False and chk["forward_error"] > chk["tolerance"]
+    assert r["broken_disabled"][0]["backend"] == "triton"
+    assert r["broken_resolved"] == "native"
+    assert {x["backend"] for x in r["broken_runs"]} == {"native"}
+    assert r["broken_output_error"] <= TOL["fp32"]  # native's result, not the shifted one
