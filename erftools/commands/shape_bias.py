@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,13 @@ def register(subparsers) -> None:
                    help="evaluate a subset or modified copy of the stimuli (recorded; not comparable to papers)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default 32)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="fp32 (default, the protocol's) or bf16 (autocast; every batch is also run in fp32 and the "
+                        "decisions that change are counted in the record)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="image-decoding processes (default: half the cores, at most 8, on CUDA; 1 on CPU)")
+    p.add_argument("--no-prepare", action="store_true",
+                   help="run the model exactly as built (no re-parameterisation, BN folding or channels-last)")
     p.add_argument("--conv-backend", default=None, choices=("auto", "native", "fft", "triton"),
                    help="large-kernel convolution backend of RepLKNet models (default: $ERFTOOLS_CONV_BACKEND, "
                         "else auto)")
@@ -83,6 +91,8 @@ def main(args) -> int:
                             "(or --list-references)")
     if args.batch_size < 1:
         raise ErftoolsError("--batch-size must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise ErftoolsError("--workers must be 0 or more")
     if args.resume and args.overwrite:
         raise ErftoolsError("--resume and --overwrite contradict each other; choose one")
     refs = [r for r in args.reference if r.lower() != "none"]
@@ -110,6 +120,7 @@ def main(args) -> int:
             print(f"warning: non-standard stimuli ({stimuli.problems(limit=3)}); results are not comparable to "
                   "published values", file=sys.stderr)
     records, folders, used = [], [], set()
+    rank = int(os.environ.get("RANK", "0") or 0)
 
     def folder_for(label: str) -> Path:
         if single:
@@ -129,10 +140,14 @@ def main(args) -> int:
         rec = sbrun.run_model(name, weights=w, out=out, stimuli=stimuli, label=label, batch_size=args.batch_size,
                               device=args.device, seed=args.seed, n_boot=args.bootstrap, references=refs,
                               progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
-                              conv_backend=args.conv_backend)
+                              conv_backend=args.conv_backend, precision=args.precision,
+                              prepare=not args.no_prepare, workers=args.workers)
         records.append(rec)
         folders.append(out)
-        _print_summary(rec, out)
+        if rank == 0:
+            _print_summary(rec, out)
+    if rank != 0:
+        return 0  # torchrun: rank 0 analyses decision files and writes the combined plots
     for dm in dms:
         out = folder_for(dm.label)
         rec = sbrun.run_decision_maker(dm, out=out, stimuli_dir=args.stimuli, seed=args.seed,
@@ -160,6 +175,10 @@ def _print_summary(rec: dict, out: Path) -> None:
     pub = rec.get("published")
     if pub:
         extra += f"; paper Fig. 5: {pub['shape_bias']:.4f}"
+    check = rec.get("precision_check")
+    if check:
+        extra += (f"; {rec['precision']}: {check['changed_decisions']} of {check['compared']} decisions differ from "
+                  "fp32")
     if rec.get("num_nonfinite"):
         extra += f"; {rec['num_nonfinite']} images skipped (non-finite logits)"
     print(f"{rec['label']}: shape bias {_num(rec['shape_bias'])} (95% CI {_num(lo)}-{_num(hi)}), "

@@ -38,6 +38,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from .._dist import Dist
 from .._io import ErftoolsError, atomic_path, save_npy, write_json
 from ..results import ERF_FIGURE, ERF_MATRIX, ERF_RECORD, base_record
 from .analysis import DEFAULT_THRESHOLDS, area_ratios, radial_profile
@@ -56,65 +57,6 @@ __all__ = ["run_erf", "load_matrix", "read_run", "CHECKPOINT_DIR", "fingerprint"
 # ---------------------------------------------------------------------------------------------------------------
 # distributed helpers (no-ops in a single process)
 # ---------------------------------------------------------------------------------------------------------------
-class _Dist:
-    def __init__(self):
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.created = False
-        if dist.is_available() and dist.is_initialized():
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        else:
-            self.world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-            self.rank = int(os.environ.get("RANK", "0") or 0)
-        self.device = torch.device("cpu")
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    def setup(self, device: torch.device) -> None:
-        if not self.active:
-            return
-        if not self.dist.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            self.dist.init_process_group(backend=backend)
-            self.created = True
-            self.rank, self.world = self.dist.get_rank(), self.dist.get_world_size()
-        self.device = device if self.dist.get_backend() == "nccl" else torch.device("cpu")
-
-    def barrier(self) -> None:
-        if self.active:
-            self.dist.barrier()
-
-    def sum_array(self, a: np.ndarray) -> np.ndarray:
-        if not self.active:
-            return a
-        t = torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
-        self.dist.all_reduce(t)
-        return t.cpu().numpy()
-
-    def gather(self, obj) -> list:
-        if not self.active:
-            return [obj]
-        out = [None] * self.world
-        self.dist.all_gather_object(out, obj)
-        return out
-
-    def broadcast(self, obj):
-        if not self.active:
-            return obj
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def close(self) -> None:
-        if self.created:
-            self.dist.destroy_process_group()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------------------------
@@ -376,7 +318,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
     info = get_model_info(model)
     fp = fingerprint(info, images, model=model, seed=seed, model_kwargs=model_kwargs, conv_backend=conv_backend,
                      prepare=prepare)
-    dist = _Dist()
+    dist = Dist()
     dev = resolve_device(device)
     dist.setup(dev)
     rank, world = dist.rank, dist.world

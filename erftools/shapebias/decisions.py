@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -78,52 +77,121 @@ class Decision:
     probabilities: np.ndarray  # (16,) float64
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+class _StimulusImages:
+    """A map-style dataset of stimuli (decoded in DataLoader worker processes)."""
+
+    def __init__(self, stimuli: Sequence[Stimulus], root: Path):
+        self.stimuli, self.root = list(stimuli), root
+
+    def __len__(self) -> int:
+        return len(self.stimuli)
+
+    def __getitem__(self, i: int):
+        return load_image(self.root / self.stimuli[i].relpath)
+
+
+def default_workers(device: str) -> int:
+    """Decoding processes: on CUDA enough to keep the GPU fed, on CPU one (the model needs the cores)."""
+    n = os.cpu_count() or 1
+    return max(1, min(8, n // 2)) if str(device).startswith("cuda") else (1 if n > 1 else 0)
+
+
+def prepare_for_inference(model, device: str) -> dict:
+    """The ERF path's preparation, for classification: eval mode, parameters frozen, RepLKNet re-parameterised and
+    every BatchNorm folded into its convolution (timm ResNets too), channels-last weights on CPU (with oneDNN's depthwise
+    kernel for RepLKNet). Changes the model in place and returns what was done (stored in the run record); the
+    logits equal the unprepared model's to float rounding."""
+    import torch
+
+    from ..erf.compute import rewrite_model
+    from ..models import RepLKNet
+
+    model.eval()
+    done = {"eval": True, "frozen_parameters": True}
+    done.update(rewrite_model(model))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    channels_last = not str(device).startswith("cuda")  # on CUDA the layout stays as it is until measured
+    if isinstance(model, RepLKNet) and not str(device).startswith("cuda") \
+            and not os.environ.get("ERFTOOLS_CONV_BACKEND") and all(
+                getattr(m, "backend", "auto") in ("auto", None) for m in model.modules() if hasattr(m, "backend")):
+        model.set_conv_backend("native")  # oneDNN's channels-last depthwise kernel beats the FFT on CPU
+        done["conv_backend"] = "native"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    done["channels_last"] = channels_last
+    return done
+
+
 def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, batch_size: int = 32,
              device: str | None = None, progress: bool = True, done: dict[str, Decision] | None = None,
              on_batch: Callable[[list[Decision]], None] | None = None,
-             skipped: list | None = None) -> list[Decision]:
+             skipped: list | None = None, precision: str = "fp32", workers: int | None = None,
+             prepare: bool = False, precision_check: dict | None = None) -> list[Decision]:
     """Run ``model`` on the stimuli (in order) and return one :class:`Decision` per stimulus with finite logits.
 
     ``done`` holds decisions of an interrupted run (by relpath): those images are skipped. ``on_batch`` is called
     with each new batch of decisions (the CLI appends them to a resume file). An image whose logits hold NaN or
     infinity gets no decision: it is left out of the result and appended to ``skipped`` as ``{"file", "reason"}``.
+    ``workers``: image-decoding processes (default :func:`default_workers`); on CUDA the batches go through pinned
+    memory. ``prepare``: :func:`prepare_for_inference` first (faster; same logits to float rounding).
+    ``precision``: ``fp32`` (the protocol's) or ``bf16`` (autocast); with ``bf16`` every batch is also run in fp32
+    and ``precision_check`` (a dict) receives the number of decisions that differ and the largest probability
+    difference, so the cost of the lower precision is always known.
     """
     import torch
+    from torch.utils.data import DataLoader
 
     from ..models import get_model_info
 
+    if precision not in PRECISIONS:
+        raise ErftoolsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     check_imagenet_head(model)
     info = get_model_info(model)
     device = resolve_device(device)
+    if prepare:
+        prepare_for_inference(model, device)
     model = model.to(device).eval()
+    dev = torch.device(device)
     root = Path(root)
     done = dict(done or {})
     bad: list[dict] = []
+    check = {"reference": "fp32", "compared": 0, "changed_decisions": 0, "changed": [], "max_abs_probability_diff": 0.0}
     todo = [s for s in stimuli if s.relpath not in done]
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    workers = default_workers(device) if workers is None else max(0, int(workers))
+    loader = DataLoader(_StimulusImages(todo, root), batch_size=batch_size, shuffle=False,
+                        num_workers=workers if todo else 0, pin_memory=dev.type == "cuda",
+                        persistent_workers=False, prefetch_factor=2 if workers and todo else None)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(stimuli), initial=len(stimuli) - len(todo), unit="img", desc=info.name)
 
-    def load(batch):
-        return torch.stack([load_image(root / s.relpath) for s in batch])
+    def forward(x, dtype):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            logits = model(x)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        if logits.ndim != 2 or logits.shape[-1] != NUM_IMAGENET_CLASSES:
+            raise ErftoolsError(_head_message(model, tuple(logits.shape[1:])))
+        return logits.float()
 
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
-            future = pool.submit(load, batches[0]) if batches else None
-            for k, batch in enumerate(batches):
-                x = future.result()
-                if k + 1 < len(batches):
-                    future = pool.submit(load, batches[k + 1])  # decode the next batch while the model runs
-                x = info.preprocessing.normalize(x).to(device)
-                logits = model(x)
-                if isinstance(logits, (tuple, list)):
-                    logits = logits[0]
-                if logits.ndim != 2 or logits.shape[-1] != NUM_IMAGENET_CLASSES:
-                    raise ErftoolsError(_head_message(model, tuple(logits.shape[1:])))
+        with torch.inference_mode():
+            start = 0
+            for x in loader:
+                batch = todo[start:start + len(x)]
+                start += len(x)
+                x = info.preprocessing.normalize(x.to(dev, non_blocking=True))
+                logits = forward(x, precision)
+                ref = forward(x, "fp32") if precision != "fp32" else None
                 finite = torch.isfinite(logits).all(dim=-1).cpu().tolist()
+                keep = list(range(len(batch)))
                 if not all(finite):
                     n_nan = torch.isnan(logits).sum(dim=-1).cpu().tolist()
                     for s, ok, k in zip(batch, finite, n_nan):
@@ -132,35 +200,43 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
                                       "infinite logits")
                             bad.append({"file": s.relpath, "reason": reason})
                     keep = [i for i, ok in enumerate(finite) if ok]
-                    batch = [batch[i] for i in keep]
-                    logits = logits[keep]
-                probs = torch.softmax(logits.double(), dim=-1)
-                agg = aggregate_16class(probs).cpu().numpy()
-                new = [Decision(s, r, p) for s, r, p in zip(batch, decide(agg), agg)]
+                kept = [batch[i] for i in keep]
+                agg = aggregate_16class(torch.softmax(logits[keep].double(), dim=-1)).cpu().numpy()
+                new = [Decision(s, r, p) for s, r, p in zip(kept, decide(agg), agg)]
+                if ref is not None and keep:
+                    ref_agg = aggregate_16class(torch.softmax(ref[keep].double(), dim=-1)).cpu().numpy()
+                    finite_ref = np.isfinite(ref_agg).all(axis=1)
+                    for d, r, fr, pr in zip(new, decide(ref_agg), finite_ref, ref_agg):
+                        check["compared"] += int(fr)
+                        if fr and r != d.response:
+                            check["changed_decisions"] += 1
+                            check["changed"].append({"file": d.stimulus.relpath, precision: d.response, "fp32": r})
+                    diff = np.abs(agg - ref_agg)[finite_ref]
+                    if diff.size:
+                        check["max_abs_probability_diff"] = max(check["max_abs_probability_diff"], float(diff.max()))
                 for d in new:
                     done[d.stimulus.relpath] = d
                 if on_batch is not None:
                     on_batch(new)
                 if bar is not None:
-                    bar.update(len(batches[k]))
+                    bar.update(len(batch))
     finally:
         if bar is not None:
             bar.close()
     if skipped is not None:
         skipped.extend(bad)
+    if precision_check is not None and precision != "fp32":
+        precision_check.update(check)
     if bad:
         log.warning("%d image(s) gave non-finite logits and get no decision (first: %s)", len(bad), bad[0]["file"])
     return [done[s.relpath] for s in stimuli if s.relpath in done]
 
 
 def resolve_device(device: str | None) -> str:
-    import torch
+    """The device as a string (``cpu``, ``cuda:0``, ...): see :func:`erftools._device.resolve_device`."""
+    from .._device import resolve_device as _resolve
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ErftoolsError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-    return str(device)
+    return str(_resolve(device))
 
 
 def decision_rows(decisions: Sequence[Decision], subj: str) -> list[dict]:

@@ -39,7 +39,7 @@ from .._lock import run_lock
 from .analysis import (DEFAULT_BOOTSTRAP, DEFAULT_SEED, DecisionMaker, analyse_decision_maker,
                        group_decision_makers, read_decisions)
 from .categories import CATEGORIES
-from .decisions import Decision, decision_rows, evaluate, resolve_device, write_rows
+from .decisions import PRECISIONS, Decision, decision_rows, evaluate, resolve_device, write_rows
 from .plots import entry_from_record, plot_shape_bias, plot_shape_bias_bars
 from .reference import get_reference, published_for
 from .stimuli import StimuliReport, load_stimuli, manifest_sha256, parse_stimulus
@@ -80,7 +80,8 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
               device: str | None = None, seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOTSTRAP,
               references: Sequence[str] = ("humans",), progress: bool = True, overwrite: bool = False,
               fresh: bool | None = None, resume: bool | None = None, model=None, conv_backend: str | None = None,
-              max_nonfinite_fraction: float = MAX_NONFINITE_FRACTION) -> dict:
+              max_nonfinite_fraction: float = MAX_NONFINITE_FRACTION, precision: str = "fp32",
+              prepare: bool = True, workers: int | None = None) -> dict:
     """Evaluate a model on the cue-conflict stimuli and write a complete run folder; return the record.
 
     ``weights``: as :func:`erftools.create_model` (``"random"`` weights are initialised after ``torch.manual_seed
@@ -88,17 +89,25 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     ``create_model``; ``name`` is then only a label). ``conv_backend``: RepLKNet's large-kernel convolution backend
     (see :mod:`erftools.ops`; default ``auto``). ``overwrite``: discard a partial or finished run of other settings
     in ``out`` (``fresh`` is its former name); ``resume=True``: there must be an interrupted or finished run of these
-    settings to continue (without it one is continued when present). ``max_nonfinite_fraction``: the largest share of stimuli that may
-    be skipped for non-finite logits before the run fails.
+    settings to continue (without it one is continued when present). ``max_nonfinite_fraction``: the largest share
+    of stimuli that may be skipped for non-finite logits before the run fails. ``precision``: ``fp32`` (default, the
+    protocol's) or ``bf16`` (every batch is also run in fp32 and the changed decisions are recorded).
+    ``prepare``: re-parameterise, fold BatchNorms and use channels-last first (see
+    :func:`erftools.shapebias.decisions.prepare_for_inference`). ``workers``: image-decoding processes.
+
+    Under ``torchrun`` the stimuli are split across the processes; rank 0 writes the same files as one process.
     """
     import torch
 
+    from .._dist import Dist
     from ..erf.run import parameters_sha256
     from ..models import create_model, get_model_info
 
     overwrite = bool(overwrite or fresh)
     if resume and overwrite:
         raise ErftoolsError("resume and overwrite contradict each other; choose one")
+    if precision not in PRECISIONS:
+        raise ErftoolsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     out = Path(out)
     if stimuli is None:
         stimuli = load_stimuli(stimuli_dir, allow_incomplete=allow_incomplete)
@@ -112,11 +121,38 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
                    "weights_sha256": info.weights_sha256, "seed": seed if info.weights == "random" else None,
                    "parameters_sha256": parameters_sha256(model),
                    "preprocessing": info.preprocessing.to_dict(), "stimuli_sha256": stimuli.sha256,
-                   "stimuli": sha256_strings(s.relpath for s in stimuli.stimuli)}
-    with run_lock(out, what="shape-bias run"):
-        t0 = time.perf_counter()
+                   "stimuli": sha256_strings(s.relpath for s in stimuli.stimuli),
+                   "precision": precision, "prepare": bool(prepare)}
+    dist = Dist()
+    import contextlib
+
+    dist.setup(torch.device(device))
+    try:
+        with contextlib.ExitStack() as stack:
+            if dist.rank == 0:
+                stack.enter_context(run_lock(out, what="shape-bias run"))
+            return _run_model_locked(
+                dist, model, info, label, out, stimuli, fingerprint, overwrite=overwrite, resume=resume,
+                batch_size=batch_size, device=device, seed=seed, n_boot=n_boot, references=references,
+                progress=progress, max_nonfinite_fraction=max_nonfinite_fraction, precision=precision,
+                prepare=prepare, workers=workers)
+    finally:
+        dist.close()
+
+
+def _partial_file(out: Path, rank: int) -> Path:
+    return out / (PARTIAL if rank == 0 else f"{PARTIAL[:-4]}.r{rank}.csv")
+
+
+def _run_model_locked(dist, model, info, label, out, stimuli, fingerprint, *, overwrite, resume, batch_size, device,
+                      seed, n_boot, references, progress, max_nonfinite_fraction, precision, prepare,
+                      workers) -> dict:
+    t0 = time.perf_counter()
+    rank, world = dist.rank, dist.world
+    state: dict = {}
+    done: dict = {}
+    if rank == 0:  # what the folder holds: decided by rank 0 alone, then shared
         decisions, nonfinite = (None, []) if overwrite else _reuse_complete(out, fingerprint, stimuli)
-        reused = decisions is not None
         if decisions is None:
             _refuse_other_finished_run(out, fingerprint, overwrite)
             _mark_incomplete(out)
@@ -127,39 +163,90 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
             if done:
                 log.warning("resuming %s: %d of %d images already decided", out, len(done), len(stimuli.stimuli))
             _start_partial(out, fingerprint, keep=bool(done))
-            nonfinite = []
-            decisions = evaluate(model, stimuli.stimuli, stimuli.root, batch_size=batch_size, device=device,
-                                 progress=progress, done=done, on_batch=lambda new: _append_partial(out, new),
-                                 skipped=nonfinite)
-        seconds = time.perf_counter() - t0
-        _check_nonfinite(nonfinite, len(stimuli.stimuli), max_nonfinite_fraction, info)
-        rows = decision_rows(decisions, label)
-        write_rows(out / results.SB_DECISIONS, rows)
-        with atomic_path(out / PROBABILITIES) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.stack([d.probabilities for d in decisions]).astype(np.float32))
-        dm = DecisionMaker(label, rows, "model", [label], [str(out / results.SB_DECISIONS)])
-        analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
-        pub = published_for(info.name, info.weights)
-        record = results.base_record(
-            "shape-bias", label=label, source="model", decision_maker_kind="model", model=info.to_dict(),
-            weights={"source": info.weights, "sha256": info.weights_sha256,
-                     "seed": seed if info.weights == "random" else None},
-            preprocessing=dict(info.preprocessing.to_dict(), resize=None, crop=None, note=PREPROCESSING_NOTE),
-            stimuli=_stimuli_record(stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
-            categories=list(CATEGORIES), device=device, batch_size=batch_size, conv_backend=_conv_backends(model),
-            timing={"seconds": None if reused else round(seconds, 3),
-                    "images_per_second": None if reused or not seconds else round(len(decisions) / seconds, 2),
-                    "reused_decisions": reused},
-            num_nonfinite=len(nonfinite), nonfinite=nonfinite,
-            published=pub, fingerprint=fingerprint)
-        record.update(analysis)
-        refs = list(references)
-        if pub and pub["name"] not in refs:
-            refs.append(pub["name"])  # the paper's value for these weights, drawn next to ours
-        _finish(out, record, refs)
-        _remove_partial(out)
-        return record
+        state = {"reused": decisions is not None, "done": sorted(done),
+                 "decisions": decisions, "nonfinite": nonfinite}
+    if world > 1:
+        shared = dist.broadcast({k: v for k, v in state.items() if k != "decisions"} if rank == 0 else None)
+        if rank != 0:
+            state = dict(shared, decisions=None)
+    reused = state["reused"]
+    prepared = None
+    check: dict = {}
+    if not reused:
+        done_rel = set(state["done"])
+        todo = [s for s in stimuli.stimuli if s.relpath not in done_rel]
+        shard = todo[rank::world]
+        part = _partial_file(out, rank)
+        if rank != 0 and not part.exists():
+            _start_rank_partial(part, fingerprint)
+        if prepare:
+            from .decisions import prepare_for_inference
+
+            prepared = prepare_for_inference(model, device)
+        nonfinite: list = []
+        mine = evaluate(model, shard, stimuli.root, batch_size=batch_size, device=device,
+                        progress=progress and rank == 0, on_batch=lambda new: _append_partial(part, new),
+                        skipped=nonfinite, precision=precision, workers=workers, precision_check=check)
+        parts = dist.gather({"decisions": mine, "nonfinite": nonfinite, "check": check})
+        if rank != 0:
+            dist.barrier()
+            return dist.broadcast(None)
+        by_rel = dict(done)
+        for p in parts:
+            by_rel.update({d.stimulus.relpath: d for d in p["decisions"]})
+        decisions = [by_rel[s.relpath] for s in stimuli.stimuli if s.relpath in by_rel]
+        skipped = {d["file"]: d for p in parts for d in p["nonfinite"]}
+        order = {s.relpath: i for i, s in enumerate(stimuli.stimuli)}
+        nonfinite = sorted(skipped.values(), key=lambda d: order.get(d["file"], len(order)))
+        check = _merge_checks([p["check"] for p in parts]) if precision != "fp32" else {}
+    else:
+        if rank != 0:
+            dist.barrier()
+            return dist.broadcast(None)
+        decisions, nonfinite = state["decisions"], state["nonfinite"]
+    seconds = time.perf_counter() - t0
+    _check_nonfinite(nonfinite, len(stimuli.stimuli), max_nonfinite_fraction, info)
+    rows = decision_rows(decisions, label)
+    write_rows(out / results.SB_DECISIONS, rows)
+    with atomic_path(out / PROBABILITIES) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.stack([d.probabilities for d in decisions]).astype(np.float32))
+    dm = DecisionMaker(label, rows, "model", [label], [str(out / results.SB_DECISIONS)])
+    analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
+    pub = published_for(info.name, info.weights)
+    record = results.base_record(
+        "shape-bias", label=label, source="model", decision_maker_kind="model", model=info.to_dict(),
+        weights={"source": info.weights, "sha256": info.weights_sha256,
+                 "seed": seed if info.weights == "random" else None},
+        preprocessing=dict(info.preprocessing.to_dict(), resize=None, crop=None, note=PREPROCESSING_NOTE),
+        stimuli=_stimuli_record(stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
+        categories=list(CATEGORIES), device=device, batch_size=batch_size, conv_backend=_conv_backends(model),
+        precision=precision, precision_check=check or None, prepared=prepared, world_size=world,
+        timing={"seconds": None if reused else round(seconds, 3),
+                "images_per_second": None if reused or not seconds else round(len(decisions) / seconds, 2),
+                "reused_decisions": reused},
+        num_nonfinite=len(nonfinite), nonfinite=nonfinite,
+        published=pub, fingerprint=fingerprint)
+    record.update(analysis)
+    refs = list(references)
+    if pub and pub["name"] not in refs:
+        refs.append(pub["name"])  # the paper's value for these weights, drawn next to ours
+    _finish(out, record, refs)
+    _remove_partial(out)
+    dist.barrier()
+    return dist.broadcast(record)
+
+
+def _merge_checks(checks: list[dict]) -> dict:
+    out = {"reference": "fp32", "compared": 0, "changed_decisions": 0, "changed": [], "max_abs_probability_diff": 0.0}
+    for c in checks:
+        if not c:
+            continue
+        out["compared"] += c["compared"]
+        out["changed_decisions"] += c["changed_decisions"]
+        out["changed"] += c["changed"]
+        out["max_abs_probability_diff"] = max(out["max_abs_probability_diff"], c["max_abs_probability_diff"])
+    return out
 
 
 def _check_nonfinite(nonfinite: list[dict], total: int, max_fraction: float, info) -> None:
@@ -255,20 +342,33 @@ def _with_crc(text: str) -> str:
     return f"{text},{zlib.crc32(text.encode('utf-8')):08x}\n"
 
 
+def _partial_files(out: Path) -> list[Path]:
+    """The partial decision files in ``out``: rank 0's, then those of the other ranks of a torchrun run."""
+    main = [out / PARTIAL] if (out / PARTIAL).is_file() else []
+    return main + sorted(out.glob(f"{PARTIAL[:-4]}.r*.csv"))
+
+
+def _start_rank_partial(path: Path, fingerprint: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(PARTIAL_MAGIC + _fingerprint_hash(fingerprint) + "\n"
+                       + ",".join(["relpath", "object_response"] + list(CATEGORIES) + ["crc32"]) + "\n",
+                       encoding="utf-8")
+
+
 def _start_partial(out: Path, fingerprint: dict, keep: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not keep:
-        with atomic_path(out / PARTIAL) as tmp:
-            tmp.write_text(PARTIAL_MAGIC + _fingerprint_hash(fingerprint) + "\n"
-                           + ",".join(["relpath", "object_response"] + list(CATEGORIES) + ["crc32"]) + "\n",
-                           encoding="utf-8")
+        for f in _partial_files(out):
+            f.unlink(missing_ok=True)
+        _start_rank_partial(out / PARTIAL, fingerprint)
+    elif not (out / PARTIAL).is_file():
+        _start_rank_partial(out / PARTIAL, fingerprint)
     write_json(out / PARTIAL_META, fingerprint)
 
 
-def _append_partial(out: Path, new: Sequence[Decision]) -> None:
-    """Append one batch: one write, then fsync. On failure the file is cut back to its previous end, so no torn
-    row is left, and the error says how many decisions are safe."""
-    path = out / PARTIAL
+def _append_partial(path: Path, new: Sequence[Decision]) -> None:
+    """Append one batch to the partial file ``path``: one write, then fsync. On failure the file is cut back to its
+    previous end, so no torn row is left, and the error says how many decisions are safe."""
     block = "".join(_with_crc(",".join([d.stimulus.relpath, d.response] + [repr(float(x)) for x in d.probabilities]))
                     for d in new)
     with open(path, "a", encoding="utf-8", newline="") as fh:
@@ -289,10 +389,15 @@ def _append_partial(out: Path, new: Sequence[Decision]) -> None:
 
 
 def _read_partial(out: Path, fingerprint: dict, stimuli: StimuliReport | None = None) -> dict[str, Decision]:
-    """The verified rows of a partial file of this run; a partial file of another run is refused."""
-    meta, part = out / PARTIAL_META, out / PARTIAL
-    if not part.is_file():
-        return {}
+    """The verified rows of the partial files of this run; a partial file of another run is refused."""
+    done: dict[str, Decision] = {}
+    for part in _partial_files(out):
+        done.update(_read_partial_file(part, out, fingerprint, stimuli))
+    return done
+
+
+def _read_partial_file(part: Path, out: Path, fingerprint: dict, stimuli: StimuliReport | None):
+    meta = out / PARTIAL_META
     try:
         with open(part, encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
@@ -341,7 +446,8 @@ def _read_partial(out: Path, fingerprint: dict, stimuli: StimuliReport | None = 
 
 
 def _remove_partial(out: Path) -> None:
-    (out / PARTIAL).unlink(missing_ok=True)
+    for f in _partial_files(out):
+        f.unlink(missing_ok=True)
     (out / PARTIAL_META).unlink(missing_ok=True)
 
 

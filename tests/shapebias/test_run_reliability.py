@@ -239,3 +239,53 @@ def test_decision_file_problems_get_clear_errors(reference_dir, tmp_path, capsys
     with caplog.at_level("WARNING"):
         dms = sbrun.load_decision_makers([src, src, copy])
     assert [len(d.rows) for d in dms] == [1280] and caplog.text.count("counted once") == 2
+
+
+# ---- issue 11: shape bias on several processes, bf16 with its cost recorded, prepared models -----------------------
+def test_torchrun_two_processes_write_what_one_process_writes(subset_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    args = ["shape-bias", "--model", MODEL, "--weights", "random", "--seed", str(SEED), "--stimuli",
+            str(subset_dir), "--allow-incomplete", "--batch-size", "2", "--no-progress", "--bootstrap", "20"]
+    assert cli_main(args + ["--out", str(one)]) == 0
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "erftools.cli", *args, "--out", str(two), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("shape bias") == 1  # rank 0 reports
+    a, b = results.read_record(one, "shape-bias"), results.read_record(two, "shape-bias")
+    assert b["world_size"] == 2 and b["complete"]
+    # the same network on the same images: identical decisions, probabilities equal to fp32 noise
+    assert list(csv.DictReader(open(one / "decisions.csv"))) == list(csv.DictReader(open(two / "decisions.csv")))
+    np.testing.assert_allclose(np.load(two / "probabilities_16class.npy"), np.load(one / "probabilities_16class.npy"),
+                               rtol=1e-5, atol=1e-7)
+    assert a["shape_bias"] == b["shape_bias"]
+    assert not list(two.glob(".decisions.partial*")) and not (two / ".erftools.lock").exists()
+
+
+def test_bf16_records_how_many_decisions_change(stimuli, tmp_path):
+    rec = _run(tmp_path / "bf16", stimuli, precision="bf16")
+    check = rec["precision_check"]
+    assert rec["precision"] == "bf16" and check["reference"] == "fp32" and check["compared"] == 6
+    assert 0 <= check["changed_decisions"] <= 6 and len(check["changed"]) == check["changed_decisions"]
+    # bf16 keeps ~3 significant digits: the 16-class probabilities (each ~1/16) move by far less than 1e-2
+    assert 0 < check["max_abs_probability_diff"] < 1e-2
+    fp32 = _run(tmp_path / "fp32", stimuli)
+    assert fp32["precision"] == "fp32" and fp32["precision_check"] is None
+    assert fp32["fingerprint"]["precision"] != rec["fingerprint"]["precision"]
+
+
+def test_prepared_and_unprepared_models_decide_alike(stimuli, tmp_path):
+    a = _run(tmp_path / "prepared", stimuli)
+    b = _run(tmp_path / "plain", stimuli, prepare=False)
+    assert a["prepared"]["fuse_bn"] is True and b["prepared"] is None
+    # BN folding changes the logits by float rounding only (~1e-6 relative)
+    np.testing.assert_allclose(np.load(tmp_path / "prepared" / "probabilities_16class.npy"),
+                               np.load(tmp_path / "plain" / "probabilities_16class.npy"), rtol=1e-4, atol=1e-6)
