@@ -11,13 +11,13 @@ from .compute import (ErfAccumulator, ErfResult, compute_erf, compute_erfs, cont
 from .baseline import random_baseline
 from .layers import expand_layers, stage_layers
 from .statistics import centre_of_mass, contribution_radii, erf_statistics, gaussian_fit
-from .theoretical import TheoreticalRF, theoretical_rf
+from .theoretical import TheoreticalRF, theoretical_rf, theoretical_rfs
 
 __all__ = ["compute_erf", "ErfResult", "ErfAccumulator", "contribution_maps", "prepare_model", "resolve_device",
            "feature_map", "FeatureAdapter", "model_kwargs_for_size", "area_ratios", "AreaRatio", "normalize",
            "radial_profile", "format_table", "DEFAULT_THRESHOLDS", "run_erf", "load_matrix", "plot_erf",
            "plot_comparison", "compute_erfs", "expand_layers", "stage_layers", "random_baseline", "erf_statistics",
-           "gaussian_fit", "contribution_radii", "centre_of_mass", "theoretical_rf", "TheoreticalRF"]
+           "gaussian_fit", "contribution_radii", "centre_of_mass", "theoretical_rf", "theoretical_rfs", "TheoreticalRF"]
 
 
 def __getattr__(name):  # run orchestration and plots import lazily (matplotlib, torch.distributed)

@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from .adapters import feature_map, model_name
 
-__all__ = ["TheoreticalRF", "theoretical_rf"]
+__all__ = ["TheoreticalRF", "theoretical_rf", "theoretical_rfs"]
 
 
 @dataclass(frozen=True)
@@ -167,30 +167,54 @@ def theoretical_rf(model: nn.Module, layer: str | None = None, *, input_size: tu
     """The theoretical receptive field of the centre of ``layer``'s output (a module name; default: the family's
     final feature map, as :func:`erftools.erf.adapters.feature_map`) in ``model``.
 
-    Traced with one forward pass without gradients on a small zero input (``probe_size``, default 64 px, enough
-    for the strides of RepLKNet, ResNet and ConvNeXt; the size of the field does not depend on the input size);
-    ``input_size`` is only a fallback probe when the small one fails. Returns side None with a reason for
-    transformers (attention) and for targets behind an operation that mixes the whole input.
+    Traced with one forward pass without gradients on a small zero input (``probe_size``, default 64 px, doubled
+    while some traced tensor is only 1 pixel wide, where a global operation could not be told from a local one;
+    the size of the field does not depend on the input size); ``input_size`` is a fallback probe when the small
+    one fails. Returns side None with a reason for transformers (attention) and for targets behind an operation
+    that mixes the whole input.
     """
-    target = layer or "final feature map"
+    return theoretical_rfs(model, [layer], input_size=input_size, probe_size=probe_size)[layer]
+
+
+def theoretical_rfs(model: nn.Module, layers, *, input_size: tuple[int, int] | int = 64,
+                    probe_size: int | None = None) -> dict:
+    """:func:`theoretical_rf` of several layers from one traced forward pass: ``{layer: TheoreticalRF}`` (the
+    name ``None`` stands for the final feature map and is traced separately)."""
+    layers = list(layers)
+    out = {}
     att = _has_attention(model)
     if att:
-        return TheoreticalRF(None, None, target, f"{model_name(model)} has attention ({att}): its receptive field is "
-                                                 "not set by kernel sizes and strides (a transformer)")
-    sizes = [probe_size or 64]
+        for layer in layers:
+            out[layer] = TheoreticalRF(None, None, layer or "final feature map",
+                                       f"{model_name(model)} has attention ({att}): its receptive field is not set by "
+                                       "kernel sizes and strides (a transformer)")
+        return out
+    groups = [[n for n in layers if n is not None]] + ([[None]] if None in layers else [])
     fallback = input_size if isinstance(input_size, int) else max(input_size)
-    if fallback not in sizes:
-        sizes.append(int(fallback))
-    last_exc = None
-    for size in sizes:
-        try:
-            return _trace(model, layer, target, size)
-        except Exception as exc:  # the probe was too small for the network: try the real input size
-            last_exc = exc
-    return TheoreticalRF(None, None, target, f"tracing the model failed: {last_exc}")
+    for group in groups:
+        if not group:
+            continue
+        size, last_exc, result = int(probe_size or 64), None, None
+        while result is None:
+            try:
+                result, smallest = _trace(model, group, size)
+            except Exception as exc:  # the probe was too small for the network: try the real input size
+                if size >= max(fallback, 64):
+                    result = {n: TheoreticalRF(None, None, n or "final feature map",
+                                               f"tracing the model failed: {exc}") for n in group}
+                    break
+                last_exc, size = exc, max(fallback, 64)
+                continue
+            if smallest <= 1 and size < 1024:  # retry larger: a 1-pixel map hides global operations
+                result, size = None, size * 2
+        del last_exc
+        out.update(result)
+    return {n: out[n] for n in layers}
 
 
-def _trace(model: nn.Module, layer: str | None, target: str, size: int) -> TheoreticalRF:
+def _trace(model: nn.Module, layers: list, size: int) -> tuple[dict, int]:
+    """Trace ``layers`` (module names, or ``[None]`` for the final feature map) with a ``size`` px probe; returns
+    the fields and the smallest spatial size of any traced tensor."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     tracer = _Tracer()
@@ -214,35 +238,46 @@ def _trace(model: nn.Module, layer: str | None, target: str, size: int) -> Theor
         for t in _tensors(output):
             tracer.set(t, f)
 
+    def keep(name):
+        return lambda mod, a, o: captured.setdefault(name, o)
+
     modules = dict(model.named_modules())
-    if layer is not None and layer not in modules:
+    names = [n for n in layers if n is not None]
+    missing = [n for n in names if n not in modules]
+    if missing:
         from .layers import check_layers
 
-        check_layers(model, [layer])
+        check_layers(model, missing)
     was_training = model.training
     try:
         for m in model.modules():
             if isinstance(m, _WINDOW_MODULES):
                 handles.append(m.register_forward_pre_hook(pre))
                 handles.append(m.register_forward_hook(post))
-        if layer is not None:
-            handles.append(modules[layer].register_forward_hook(lambda mod, a, o: captured.setdefault("y", o)))
+        for n in names:
+            handles.append(modules[n].register_forward_hook(keep(n)))
         model.eval()
-        x = torch.zeros(1, 3, size, size, device=device)
+        # channels-last: the same logical NCHW shapes, and PyTorch's fast CPU path for (large) depthwise kernels
+        x = torch.zeros(1, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), tracer:
             tracer.source(x)
-            if layer is None:
-                y = feature_map(model)(x)
-            else:
+            if names:
                 model(x)
-                y = captured.get("y")
+            else:
+                captured[None] = feature_map(model)(x)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    f = tracer.get(y)
-    if f is None:
-        return TheoreticalRF(None, None, target, "the target is not computed from the input (nothing to trace)")
-    if isinstance(f, _Global):
-        return TheoreticalRF(None, None, target, f.reason)
-    return TheoreticalRF(f.r, f.j, target)
+    smallest = min((min(f.size) for f in tracer.fields.values() if isinstance(f, _Field)), default=size)
+    out = {}
+    for n in layers:
+        target = n or "final feature map"
+        f = tracer.get(captured.get(n))
+        if f is None:
+            out[n] = TheoreticalRF(None, None, target, "the target is not computed from the input (nothing to trace)")
+        elif isinstance(f, _Global):
+            out[n] = TheoreticalRF(None, None, target, f.reason)
+        else:
+            out[n] = TheoreticalRF(f.r, f.j, target)
+    return out, smallest

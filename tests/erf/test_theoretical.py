@@ -109,3 +109,26 @@ def test_statistics_with_a_model(shared):
     ratios = stats["effective_to_theoretical"]
     sides = {str(r["threshold"]): r["side"] for r in stats["area_ratios"]}
     assert ratios["0.5"] == pytest.approx(sides["0.5"] / 59)
+
+
+def test_several_layers_in_one_trace():
+    from erftools.erf.theoretical import theoretical_rfs
+
+    rfs = theoretical_rfs(tiny_resnet(), ["layer2", None, "layer1"])
+    assert list(rfs) == ["layer2", None, "layer1"]
+    assert [rfs[k].side[0] for k in rfs] == [99, 435, 43]
+
+
+class _Gate(nn.Module):
+    def forward(self, x):
+        return x * x.mean((2, 3), keepdim=True)
+
+
+def test_a_one_pixel_probe_is_enlarged_so_global_operations_are_seen():
+    # six 2x2 stride-2 convolutions: r = 1 + 1 + 2 + 4 + 8 + 16 + 32 = 64, j = 64; a 64 px probe leaves 1 pixel,
+    # where a mean over the map would look local: the trace is repeated at 128 px
+    convs = [nn.Conv2d(3 if i == 0 else 4, 4, 2, stride=2) for i in range(6)]
+    net = nn.Sequential(*convs, _Gate())
+    assert theoretical_rf(net, "5").side == (64, 64) and theoretical_rf(net, "5").stride == (64, 64)
+    gated = theoretical_rf(net, "6", probe_size=64)
+    assert gated.side is None and "whole input" in gated.reason
