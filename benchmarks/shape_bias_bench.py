@@ -1,8 +1,12 @@
 """Time the shape-bias evaluation: the 1280 cue-conflict images through replknet-31B, resnet-152 and swin-B.
 
 Random weights (the timing does not depend on them), the full erftools pipeline (PNG decoding, normalisation,
-forward pass, softmax, 16-class aggregation) under ``torch.inference_mode``. Writes
-``reports/benchmarks/shape_bias.json`` and ``reports/benchmarks/shape_bias.md``.
+forward pass, softmax, 16-class aggregation) under ``torch.inference_mode``, side by side in one process for each
+model: ``plain`` (the model as built, decoding in a thread: erftools 0.1) and ``prepared`` (erftools' default:
+re-parameterised, every BN folded, channels-last weights, decoding in a worker process). For each model the lower
+bound of this CPU is its dense work (every multiply-add of the forward pass, counted by ``FlopCounterMode``) at this
+CPU's measured fp32 GEMM rate (``erf_lower_bound.gemm_rate``). Writes ``reports/benchmarks/shape_bias.json`` and
+``reports/benchmarks/shape_bias.md``.
 
     python benchmarks/shape_bias_bench.py [--stimuli DIR] [--models replknet-31B resnet-152 swin-B]
                                           [--batch-size 16] [--device cpu] [--limit N]
@@ -47,54 +51,103 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "reports" / "benchmarks"))
     args = p.parse_args(argv)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from erf_lower_bound import gemm_rate
+
+    from erftools.shapebias.decisions import prepare_for_inference
+
     report = load_stimuli(args.stimuli, allow_incomplete=args.limit is not None)
     stimuli = report.stimuli[: args.limit] if args.limit else report.stimuli
+    gemm = gemm_rate()
+    print(f"fp32 GEMM rate: {gemm['best_gflops']:.1f} GFLOP/s", flush=True)
     rows = []
     for name in args.models:
-        torch.manual_seed(0)
-        model = create_model(name, weights="random")
-        info = get_model_info(model)
-        # warm-up (allocator, oneDNN primitive selection), not timed
-        evaluate(model, stimuli[: args.batch_size], report.root, batch_size=args.batch_size, device=args.device,
-                 progress=False)
-        t0 = time.perf_counter()
-        evaluate(model, stimuli, report.root, batch_size=args.batch_size, device=args.device, progress=True)
-        sec = time.perf_counter() - t0
-        rows.append({"model": name, "arch": info.arch, "parameters": info.num_parameters, "images": len(stimuli),
-                     "seconds": round(sec, 2), "images_per_second": round(len(stimuli) / sec, 2),
-                     "ms_per_image": round(1000 * sec / len(stimuli), 1)})
-        print(f"{name}: {sec:.1f} s for {len(stimuli)} images ({len(stimuli) / sec:.2f} img/s)", flush=True)
-        del model
-        gc.collect()
-        out = _write(args, rows)  # after every model, so an interrupted benchmark keeps what it measured
+        row = {"model": name, "images": len(stimuli), "total_images": report.n_images if hasattr(report, "n_images")
+               else 1280}
+        for variant in ("plain", "prepared"):
+            torch.manual_seed(0)
+            model = create_model(name, weights="random")
+            info = get_model_info(model)
+            row.setdefault("arch", info.arch)
+            row.setdefault("parameters", info.num_parameters)
+            if "gflop_per_image" not in row:
+                row["gflop_per_image"] = _gflop(model)
+            kw = {"prepare": variant == "prepared", "workers": None if variant == "prepared" else 0}
+            if variant == "prepared":
+                row["prepared"] = prepare_for_inference(model, args.device)
+                kw["prepare"] = False
+            # warm-up (allocator, oneDNN primitive selection), not timed
+            evaluate(model, stimuli[: args.batch_size], report.root, batch_size=args.batch_size, device=args.device,
+                     progress=False, **kw)
+            t0 = time.perf_counter()
+            evaluate(model, stimuli, report.root, batch_size=args.batch_size, device=args.device, progress=False,
+                     **kw)
+            sec = time.perf_counter() - t0
+            row[variant] = {"seconds": round(sec, 2), "images_per_second": round(len(stimuli) / sec, 2),
+                            "ms_per_image": round(1000 * sec / len(stimuli), 1),
+                            "seconds_for_1280": round(sec * 1280 / len(stimuli), 1)}
+            print(f"{name} {variant}: {sec:.1f} s for {len(stimuli)} images ({len(stimuli) / sec:.2f} img/s)",
+                  flush=True)
+            del model
+            gc.collect()
+        bound = row["gflop_per_image"] * 1280 / gemm["best_gflops"]
+        row["bound_seconds_for_1280"] = round(bound, 1)
+        row["prepared_over_bound"] = round(row["prepared"]["seconds_for_1280"] / bound, 2)
+        row["speedup_prepared_vs_plain"] = round(row["plain"]["seconds"] / row["prepared"]["seconds"], 2)
+        rows.append(row)
+        out = _write(args, rows, gemm)  # after every model, so an interrupted benchmark keeps what it measured
 
     print(f"wrote {out / 'shape_bias.json'} and {out / 'shape_bias.md'}")
     return 0
 
 
-def _write(args, rows):
+def _gflop(model) -> float:
+    """Forward GFLOP (2 x multiply-adds) of one 224x224 image, counted by PyTorch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 224, 224))
+    return round(counter.get_total_flops() / 1e9, 3)
+
+
+def _write(args, rows, gemm):
     import torch
 
     from erftools._io import versions, write_json, write_text
 
     env = {"device": args.device, "cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size, "weights": "random",
-           "dtype": "float32", "mode": "torch.inference_mode", "versions": versions(),
+           "dtype": "float32", "mode": "torch.inference_mode", "versions": versions(), "gemm": gemm,
+           "images_timed": rows[0]["images"] if rows else None,
            "note": "wall time of erftools.shapebias.evaluate (PNG decode + forward + softmax + 16-class mapping); "
-                   "one warm-up batch not timed; the machine's 2 cores were shared with other jobs"}
+                   "one warm-up batch not timed; plain and prepared measured one after the other in one process; "
+                   "the machine's 2 cores were shared with other jobs"}
     out = Path(args.out)
     write_json(out / "shape_bias.json", {"benchmark": "shape-bias cue-conflict evaluation", "environment": env,
                                          "results": rows})
+    n = rows[0]["images"] if rows else 0
     lines = ["# Shape-bias evaluation speed (1280 cue-conflict images)", "",
              f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs, torch threads {env['torch_threads']}), "
              f"device {args.device}, batch {args.batch_size}, float32, random weights, torch "
-             f"{env['versions'].get('torch')}, timm {env['versions'].get('timm')}.", "",
-             "| model | parameters | images | seconds | images/s | ms/image |", "|---|---:|---:|---:|---:|---:|"]
+             f"{env['versions'].get('torch')}, timm {env['versions'].get('timm')}; fp32 GEMM rate "
+             f"{gemm['best_gflops']:.1f} GFLOP/s.",
+             "",
+             f"Timed on {n} of the 1280 stimuli and scaled to 1280 (the cost per image is constant)." if n != 1280
+             else "Timed on all 1280 stimuli.", "",
+             "| model | parameters | GFLOP/image | plain (s, 1280) | prepared (s, 1280) | speed-up | bound (s) | "
+             "prepared / bound |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['parameters'] / 1e6:.1f}M | {r['images']} | {r['seconds']:.1f} | "
-                     f"{r['images_per_second']:.2f} | {r['ms_per_image']:.1f} |")
-    lines += ["", "Produced by `python benchmarks/shape_bias_bench.py`; the measurement shares the machine with other "
-              "jobs, so treat the numbers as indicative.", ""]
+        lines.append(f"| {r['model']} | {r['parameters'] / 1e6:.1f}M | {r['gflop_per_image']:.1f} | "
+                     f"{r['plain']['seconds_for_1280']:.1f} | {r['prepared']['seconds_for_1280']:.1f} | "
+                     f"{r['speedup_prepared_vs_plain']:.2f}x | {r['bound_seconds_for_1280']:.1f} | "
+                     f"{r['prepared_over_bound']:.2f} |")
+    lines += ["", "plain: the model as built, images decoded in a thread (erftools 0.1). prepared: erftools' default "
+              "(`prepare_for_inference`: re-parameterised, BatchNorms folded, channels-last weights; decoding in a "
+              "worker process). bound: the forward pass's FLOPs at the measured GEMM rate.", "",
+              "Produced by `python benchmarks/shape_bias_bench.py`; the measurement shares the machine with other "
+              "jobs, so treat the numbers as indicative; the ratios are measured side by side.", ""]
     write_text(out / "shape_bias.md", "\n".join(lines))
     return out
 
