@@ -38,7 +38,7 @@ def streamlit_command(port: int, address: str) -> list[str]:
 def run(args) -> int:
     from .._io import ErftoolsError
     from ..dashboard import ENV_RESULTS, ENV_STIMULI
-    from ..dashboard.data import results_root
+    from ..results import results_root
 
     if not 0 <= args.port <= 65535:
         raise ErftoolsError(f"--port {args.port} is not a port number (0-65535)")

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..dashboard.data import results_root
+    from ..results import results_root
     from ..report import build_report
 
     results = results_root(args.results) if args.results else results_root(None)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from .. import figures as F
 from .. import results as R
 from ..results import ResultError, Run, md_code, md_text
+from ..results import views as V
 from . import ENV_STIMULI
-from . import data as D
-from . import figures as F
 
 PAGES = {"ERF": "erf", "Shape bias": "shape-bias", "Runs": "runs"}
 SCALES = {"log (paper)": "log", "linear": "linear"}
@@ -48,11 +48,9 @@ def _stamp(path: Path) -> tuple[str, float, int]:
 def _matrix(folder: str, root: str, stamp_npy: tuple, stamp_json: tuple) -> tuple:
     """(mean matrix, downsample, full size) of an ERF run folder below the results folder ``root``, reduced for
     display; cached."""
-    run = Run("erf", Path(folder), R.read_record(folder, "erf", root=root), root=Path(root))
-    m, f = D.load_erf_matrix(run, max_side=MAX_DISPLAY_SIDE)
-    size = run.record.get("size")
-    full = tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else (m.shape[0] * f, m.shape[1] * f)
-    return m, f, full
+    run = R.load_run(folder, "erf", root=root)
+    m, f = R.load_erf_matrix(run, max_side=MAX_DISPLAY_SIDE)
+    return m, f, R.store.full_size(run, m, f)
 
 
 def _key(run: Run) -> tuple:
@@ -70,18 +68,19 @@ def _heatmap_png(keys: tuple, titles: tuple, scale: str, threshold: float, cmap:
     panels = []
     for key, title in zip(keys, titles):
         m, f, full = _matrix(*key)
-        side, _ = D.area_ratio_at(m, threshold, f, full)
+        side, _ = V.area_ratio_at(m, threshold, f, full)
         panels.append(F.ErfPanel(title, m, f, side))
     return F.png_bytes(F.erf_heatmaps(panels, scale=scale, threshold=threshold, cmap=cmap, zoom=zoom))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _decisions(path: str, stamp_csv: tuple):
-    return D.load_decisions(path)
+    return V.decisions_frame(R.load_decisions(path))
 
 
 def _lines(lines: tuple) -> list:
-    return [F.ShapeBiasLine(name, dict(pc), sb, kind, ci) for name, pc, sb, kind, ci in lines]
+    return [F.ShapeBiasLine(name=name, kind=kind, shape_bias=sb, per_category=dict(pc), ci95=ci)
+            for name, pc, sb, kind, ci in lines]
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -113,41 +112,23 @@ def guard(what: str):
         st.error(f"{md_text(what)}: malformed result ({type(exc).__name__}: {md_text(exc)})")
 
 
-def unique_titles(runs: list[Run], root: Path) -> dict[str, Run]:
-    out: dict[str, Run] = {}
-    for run in runs:
-        title = D.run_title(run)
-        if title in out:
-            title = f"{title} [{D.display_path(run.path, root)}]"
-        out[title] = run
-    return out
-
-
 def metadata_panel(title: str, run: Run, root: Path) -> None:
     with st.expander(f"Run metadata: {md_text(title)}"):
-        st.caption(f"folder: {md_code(D.display_path(run.path, root))}")
-        prov = D.provenance(run.record)
+        st.caption(f"folder: {md_code(R.display_path(run.path, root))}")
+        prov = V.provenance(run.record)
         st.dataframe({"field": list(prov), "value": [str(v) for v in prov.values()]}, hide_index=True,
                      width="stretch")  # not st.table: it renders its cells as Markdown
-        st.json(run.record, expanded=False)
-
-
-def _pct(v) -> str:
-    """An area ratio in percent: one decimal, more for the tiny squares of untrained ResNets."""
-    if v is None:
-        return "none"
-    v = 100 * float(v)
-    return f"{v:.1f}" if v >= 0.1 or v == 0 else f"{v:.3f}"
+        st.json(run.record.to_dict(), expanded=False)
 
 
 # ----------------------------------------------------------------------------------------------------- ERF page
-def erf_page(listing: D.Listing, root: Path) -> None:
+def erf_page(listing: R.Listing, root: Path) -> None:
     st.header("Effective receptive fields")
     if not listing.erf:
-        st.info(f"No finished ERF run below {md_code(D.display_path(listing.root, root))}. Write one with "
+        st.info(f"No finished ERF run below {md_code(R.display_path(listing.root, root))}. Write one with "
                 "`erftools erf --model replknet-31B --out results/erf/replknet-31B`.")
         return
-    titles = unique_titles(listing.erf, root)
+    titles = V.unique_titles(listing.erf, root)
     names = list(titles)
     chosen = st.multiselect("Models", names, default=names[:4], key="erf_models")
     c1, c2, c3, c4 = st.columns([1.2, 2, 0.9, 1])
@@ -166,11 +147,11 @@ def erf_page(listing: D.Listing, root: Path) -> None:
         run = titles[title]
         with guard(title):
             m, f, full = erf_matrix(run)
-            side, ratio = D.area_ratio_at(m, threshold, f, full)
+            side, ratio = V.area_ratio_at(m, threshold, f, full)
             good.append((title, run))
-            rows.append({"model": title, "weights": D.weights_text(run.record),
+            rows.append({"model": title, "weights": V.weights_text(run.record),
                          "square side (px)": "none" if side is None else side,
-                         f"area ratio at t={threshold:.2f} (%)": _pct(ratio),
+                         f"area ratio at t={threshold:.2f} (%)": V.pct(ratio),
                          "computed on": f"{m.shape[0]}x{m.shape[1]}" + (f" (1/{f} of {full[0]}x{full[1]})"
                                                                       if f > 1 else "")})
     if not good:
@@ -183,7 +164,7 @@ def erf_page(listing: D.Listing, root: Path) -> None:
         st.image(png, caption=f"ERF, {'log10(M+1)/max as in the paper' if scale == 'log' else 'M/max'}; "
                               f"dashed square: the high-contribution square at t = {threshold:.0%}"
                               + (f"; central 1/{zoom} of each map" if zoom > 1 else ""))
-    if any(D.is_untrained(r.record) for _, r in good):
+    if any(V.is_untrained(r.record) for _, r in good):
         st.caption("Runs marked *(random init)* are untrained architectures: their maps show what the architecture "
                    "alone does; the paper's numbers are for trained models.")
 
@@ -199,7 +180,7 @@ def erf_page(listing: D.Listing, root: Path) -> None:
     for title, run in good:
         with guard(f"{title} radial profile"):
             m, f, _ = erf_matrix(run)
-            prof = D.radial_profile(run.record, m, f)
+            prof = V.radial_profile(run.record, m, f)
             if prof is not None:
                 curves.append((title, tuple(map(float, prof[0])), tuple(map(float, prof[1]))))
     if curves:
@@ -214,45 +195,45 @@ def erf_page(listing: D.Listing, root: Path) -> None:
 
 def table10_rows(good: list[tuple[str, Run]]) -> list[dict]:
     try:
-        table = D.paper_table10()
+        table = V.paper_table10()
     except ResultError as exc:
         st.warning(md_text(exc))
         table = {"models": []}
     rows = []
-    for title, run in good:
-        rec = D.recorded_area_ratios(run.record)
-        paper = D.paper_erf_entry(run.record, table)
-        row = {"model": title}
-        for t in D.THRESHOLDS:
-            row[f"ours t={t:.0%}"] = _pct(rec[t]) if t in rec else "n/a"
-            pv = (paper or {}).get("area_ratio_percent", {}).get(str(t))
-            row[f"paper t={t:.0%}"] = "" if pv is None else f"{pv:.1f}"
-        row["paper model"] = paper["name"] if paper else "(not in Table 10)"
+    for r in V.table10_rows(good, table):
+        row = {"model": r.title}
+        for t in V.THRESHOLDS:
+            row[f"ours t={t:.0%}"] = V.pct(r.ours[t]) if t in r.ours else "n/a"
+            row[f"paper t={t:.0%}"] = V.paper_pct(r.paper[t])
+        row["paper model"] = r.paper_model or "(not in Table 10)"
         rows.append(row)
     return rows
 
 
 # --------------------------------------------------------------------------------------------- shape-bias page
-def shape_bias_page(listing: D.Listing, root: Path) -> None:
+def _line(row: V.ShapeBiasRow) -> tuple:
+    """A row as a hashable tuple (the cache key of the plots)."""
+    return (row.name, tuple(sorted((k, v) for k, v in row.per_category.items() if v is not None)), row.shape_bias,
+            row.kind, row.ci95)
+
+
+def shape_bias_page(listing: R.Listing, root: Path) -> None:
     st.header("Shape bias on cue-conflict images")
-    reference = D.shapebias_reference()
-    runs = unique_titles(D.shape_bias_order(listing.shape_bias), root)
+    reference = V.shapebias_reference()
+    runs = V.unique_titles(V.shape_bias_order(listing.shape_bias), root)
     names = list(runs)
-    refs = {**{f"{k} (reference)": ("human", v) for k, v in reference["humans"].items()},
-            **{f"{k} (reference)": ("cnn", v) for k, v in reference["cnns"].items()},
-            **{f"{k} (reference)": ("human" if v.get("kind") == "human" else "cnn", v)
-               for k, v in reference["other"].items()},
-            **{k if "paper" in k.lower() else f"{k} (paper)": ("paper", v) for k, v in reference["paper"].items()}}
+    refs = {**{f"{k} (reference)": v for group in ("humans", "cnns", "other") for k, v in reference[group].items()},
+            **{k if "paper" in k.lower() else f"{k} (paper)": v for k, v in reference["paper"].items()}}
     if not names and not refs:
-        st.info(f"No finished shape-bias run below {md_code(D.display_path(listing.root, root))}. Write one with "
+        st.info(f"No finished shape-bias run below {md_code(R.display_path(listing.root, root))}. Write one with "
                 "`erftools shape-bias --model replknet-31B --out results/shape-bias/replknet-31B`.")
         return
-    default = names if len(names) <= 8 else [n for n in names if D.classify(runs[n]) != "cnn"][:8]
+    default = names if len(names) <= 8 else [n for n in names if V.classify(runs[n]) != R.NETWORK][:8]
     chosen = st.multiselect("Decision makers (runs)", names, default=default, key="sb_models")
-    run_keys = set().union(*(D.model_keys(runs[n].record) for n in chosen)) if chosen else set()
-    ref_default = [k for k, (kind, v) in refs.items() if kind in ("human", "cnn") and
-                   (v in reference["humans"].values() or v in reference["cnns"].values())
-                   and not ({D._norm(v.get("key")), D._norm(v.get("label"))} & run_keys)]
+    run_keys = set().union(*(V.model_keys(runs[n].record) for n in chosen)) if chosen else set()
+    featured = list(reference["humans"].values()) + list(reference["cnns"].values())
+    ref_default = [k for k, v in refs.items() if any(v is f for f in featured)
+                   and not ({V.norm_name(v.get("key")), V.norm_name(v.get("label"))} & run_keys)]
     chosen_refs = st.multiselect("Humans and reference networks (published decisions; paper Fig. 5 lines)",
                                  list(refs), default=ref_default, key="sb_refs")
 
@@ -261,34 +242,14 @@ def shape_bias_page(listing: D.Listing, root: Path) -> None:
     for title in chosen:
         run = runs[title]
         with guard(title):
-            rec = run.record
-            sb = rec.get("shape_bias")
-            sb = None if sb is None else float(sb)
-            pc = D.per_category(rec)
-            ci = rec.get("ci95") or [None, None]
-            paper = D.paper_fig5_entry(rec, reference)
-            row = {"decision maker": title, "shape bias": _f3(sb),
-                   "95% CI": f"[{_f3(ci[0])}, {_f3(ci[1])}]" if ci and ci[0] is not None else "",
-                   "fraction shape": _f3(rec.get("fraction_correct_shape")),
-                   "fraction texture": _f3(rec.get("fraction_correct_texture")),
-                   "accuracy (no conflict)": _f3(rec.get("accuracy_no_conflict")),
-                   "trials": _text(rec.get("num_trials")),
-                   "paper Fig. 5": f"{_f3(paper[1].get('shape_bias'))} ({paper[0]})" if paper else ""}
-            ci_t = tuple(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 and ci[0] is not None else None
-            lines.append((title, tuple(sorted(pc.items())), sb, D.classify(run), ci_t))
-            table.append(row)
+            row = V.shape_bias_row(title, run, reference)
+            lines.append(_line(row))
+            table.append(row.cells())
             chosen_runs.append((title, run))
     for name in chosen_refs:
-        kind, item = refs[name]
-        pc = tuple(sorted((k, v) for k, v in item["per_category"].items() if v is not None))
-        ci = item.get("ci95") or [None, None]
-        lines.append((name, pc, item.get("shape_bias"), kind, tuple(ci) if ci[0] is not None else None))
-        table.append({"decision maker": name, "shape bias": _f3(item.get("shape_bias")),
-                      "95% CI": f"[{_f3(ci[0])}, {_f3(ci[1])}]" if ci[0] is not None else "",
-                      "fraction shape": _f3(item.get("fraction_correct_shape")),
-                      "fraction texture": _f3(item.get("fraction_correct_texture")),
-                      "accuracy (no conflict)": _f3(item.get("accuracy_no_conflict")),
-                      "trials": _text(item.get("num_trials")), "paper Fig. 5": ""})
+        row = V.reference_row(name, refs[name])
+        lines.append(_line(row))
+        table.append(dict(row.cells(), **{"paper Fig. 5": ""}))
     if lines:
         left, right = st.columns([3, 2])
         with left, st.container(key="shape-bias-plot"):
@@ -308,26 +269,14 @@ def shape_bias_page(listing: D.Listing, root: Path) -> None:
         st.dataframe(table, hide_index=True, width="stretch")
     if reference["paper"]:
         with st.expander("The paper's Fig. 5 (RepLKNet, CVPR 2022)"):
-            st.dataframe([{"decision maker": k, "shape bias": _f3(v.get("shape_bias")),
-                           **{c: _f3(v["per_category"].get(c)) for c in D.CATEGORIES}}
+            st.dataframe([{"decision maker": k, "shape bias": V.f3(v.get("shape_bias")),
+                           **{c: V.f3(v["per_category"].get(c)) for c in V.CATEGORIES}}
                           for k, v in reference["paper"].items()], hide_index=True, width="stretch")
     else:
         st.caption("The paper's Fig. 5 values are not installed (data/shapebias/published_fig5.json).")
     for title, run in chosen_runs:
         metadata_panel(title, run, root)
     stimuli_browser(chosen_runs, root)
-
-
-def _text(v) -> str:
-    """A record value for a table cell: always text, so a crafted record cannot mix types within a column."""
-    return "" if v is None else str(v)
-
-
-def _f3(v) -> str:
-    try:
-        return "" if v is None else f"{float(v):.3f}"
-    except (TypeError, ValueError):
-        return str(v)
 
 
 def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
@@ -342,20 +291,20 @@ def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
             frames[title] = _decisions(str(path), _stamp(path))
     if not frames:
         return
-    merged = D.merge_decisions(frames)
-    sdir = D.stimuli_dir_for(os.environ.get(ENV_STIMULI))  # the operator's folder; never one named by a record
+    merged = V.merge_decisions(frames)
+    sdir = R.stimuli_dir_for(os.environ.get(ENV_STIMULI))  # the operator's folder; never one named by a record
     c1, c2, c3 = st.columns(3)
     by = c1.selectbox("Filter by the decision of", list(frames), key="stim_by")
     cls = c2.radio("Decided by", ["all", "shape", "texture", "other", "no conflict"], horizontal=True,
                    key="stim_class")
-    cat = c3.selectbox("Shape category", ["all", *D.CATEGORIES], key="stim_cat")
+    cat = c3.selectbox("Shape category", ["all", *V.CATEGORIES], key="stim_cat")
     rows = merged
     if cls != "all":
         rows = rows[rows[f"{by} :: class"] == cls]
     if cat != "all":
         rows = rows[rows["shape"] == cat]
     counts = merged[f"{by} :: class"].value_counts().to_dict()
-    st.caption(f"{md_text(by)}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in D.DECISION_CLASSES)
+    st.caption(f"{md_text(by)}: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in V.DECISION_CLASSES)
                + f"; showing {len(rows)} stimuli")
     if sdir is None:
         st.info("The stimuli folder is not known, so only the decisions are listed. Start the "
@@ -373,7 +322,7 @@ def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
     for i, (_, row) in enumerate(part.iterrows()):
         with cols[i % 4]:
             try:
-                path = D.stimulus_path(sdir, row["shape"], row["stimulus"], allowed)
+                path = R.stimulus_path(sdir, row["shape"], row["stimulus"], allowed)
                 st.image(path.read_bytes(), width="stretch")
             except (ResultError, OSError) as exc:
                 st.warning(md_text(exc))
@@ -387,25 +336,25 @@ def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- runs page
-def runs_page(listing: D.Listing, root: Path) -> None:
+def runs_page(listing: R.Listing, root: Path) -> None:
     st.header("Runs")
     rows = []
     for run in listing.erf + listing.shape_bias:
-        rows.append({"kind": run.kind, "name": D.run_title(run), "folder": D.display_path(run.path, root),
-                     "created": _text(run.record.get("created")), "weights / data": D.weights_text(run.record)})
+        rows.append({"kind": run.kind, "name": V.run_title(run), "folder": R.display_path(run.path, root),
+                     "created": V.cell_text(run.record.created), "weights / data": V.weights_text(run.record)})
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
     else:
-        st.info(f"No finished run below {md_code(D.display_path(listing.root, root))}.")
+        st.info(f"No finished run below {md_code(R.display_path(listing.root, root))}.")
     for run in listing.erf + listing.shape_bias:
-        metadata_panel(D.run_title(run), run, root)
+        metadata_panel(V.run_title(run), run, root)
 
 
 # ---------------------------------------------------------------------------------------------------------- main
 def main() -> None:
     st.set_page_config(page_title="erftools dashboard", layout="wide")
     try:
-        root = D.results_root()
+        root = R.results_root()
     except ResultError as exc:
         st.title("erftools dashboard")
         st.error(md_text(exc))
@@ -425,7 +374,7 @@ def main() -> None:
 
     try:
         folder = R.safe_path(root, sub.strip() or ".")
-        listing = D.list_runs(folder, include_incomplete=include_incomplete)
+        listing = R.list_runs(folder, include_incomplete=include_incomplete)
     except ResultError as exc:
         st.error(md_text(str(exc).replace(str(root), "<results root>")))
         return
@@ -433,7 +382,7 @@ def main() -> None:
         st.warning(f"Skipped a malformed result folder: {md_text(msg)}")
     if listing.incomplete and not include_incomplete:
         st.warning("Unfinished runs (interrupted or still running) are hidden: "
-                   + ", ".join(md_code(D.display_path(r.path, root)) for r in listing.incomplete))
+                   + ", ".join(md_code(R.display_path(r.path, root)) for r in listing.incomplete))
 
     page = PAGES[label]
     if page == "erf":

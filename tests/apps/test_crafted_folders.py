@@ -11,11 +11,10 @@ from streamlit.testing.v1 import AppTest
 
 from erftools import results as R
 from erftools.dashboard import ENV_RESULTS, ENV_STIMULI
-from erftools.dashboard import data as D
-from erftools.dashboard.examples import finalize
 from erftools.results import ResultError
+from erftools.results import views as V
 
-from .conftest import (HTML_PAYLOAD, IMAGE_PAYLOAD, REPO, SECRET, link, make_linked_results, make_outside,
+from .conftest import (IMAGE_PAYLOAD, REPO, SECRET, link, make_linked_results, make_outside,
                        make_payload_results, make_sb_run, make_stimuli)
 
 APP = str(REPO / "apps" / "dashboard.py")
@@ -38,13 +37,13 @@ def linked(tmp_path, outside):
     return make_linked_results(tmp_path / "results", outside)
 
 
-def titles(listing: D.Listing) -> list[str]:
-    return [D.run_title(r) for r in listing.erf + listing.shape_bias]
+def titles(listing: R.Listing) -> list[str]:
+    return [V.run_title(r) for r in listing.erf + listing.shape_bias]
 
 
 # ------------------------------------------------------------------------------------------------- data layer
 def test_record_linked_outside_is_refused(linked):
-    listing = D.list_runs(linked)
+    listing = R.list_runs(linked)
     assert not any(SECRET in t for t in titles(listing))
     problems = "\n".join(listing.problems)
     assert "erf/json-link/erf.json" in problems and "sb/json-link/summary.json" in problems
@@ -53,7 +52,7 @@ def test_record_linked_outside_is_refused(linked):
 
 
 def test_linked_run_folder_is_skipped_and_named(linked):
-    listing = D.list_runs(linked)
+    listing = R.list_runs(linked)
     assert not any(SECRET in t for t in titles(listing))
     problems = "\n".join(listing.problems)
     assert "erf/folder-link" in problems and "sb/folder-link" in problems  # the user learns why it is not shown
@@ -61,51 +60,30 @@ def test_linked_run_folder_is_skipped_and_named(linked):
 
 
 def test_matrix_linked_outside_is_refused(linked):
-    run = next(r for r in D.list_runs(linked).erf if r.path.name == "npy-link")
+    run = next(r for r in R.list_runs(linked).erf if r.path.name == "npy-link")
     with pytest.raises(ResultError, match=r"npy-link.*erf\.npy.*outside the results folder"):
-        D.load_erf_matrix(run)
-    good = next(r for r in D.list_runs(linked).erf if r.path.name == "good")
-    assert D.load_erf_matrix(good)[0].shape == (64, 64)
+        R.load_erf_matrix(run)
+    good = next(r for r in R.list_runs(linked).erf if r.path.name == "good")
+    assert R.load_erf_matrix(good)[0].shape == (64, 64)
 
 
 def test_decisions_linked_outside_are_refused(linked):
-    runs = {r.path.name: r for r in D.list_runs(linked).shape_bias}
+    runs = {r.path.name: r for r in R.list_runs(linked).shape_bias}
     with pytest.raises(ResultError, match=r"decisions\.csv.*outside the results folder"):
-        D.load_decisions(runs["csv-link"])
-    assert len(D.load_decisions(runs["good"])) == 64
+        R.load_decisions(runs["csv-link"])
+    assert len(R.load_decisions(runs["good"])) == 64
 
 
 def test_a_run_without_a_root_is_confined_to_its_folder(linked, outside):
-    run = R.Run("erf", linked / "erf" / "npy-link", R.read_record(linked / "erf" / "npy-link", "erf"))
+    run = R.Run("erf", linked / "erf" / "npy-link", R.load_record(linked / "erf" / "npy-link", "erf"))
     with pytest.raises(ResultError, match="outside"):
-        D.load_erf_matrix(run)
+        R.load_erf_matrix(run)
 
 
 def test_stimuli_folder_comes_only_from_the_operator(tmp_path, outside):
     # the test session's cache (conftest) holds no stimuli, so without an override there is no folder at all
-    assert D.stimuli_dir_for(None) is None
-    assert D.stimuli_dir_for(outside / "stimuli") == (outside / "stimuli").resolve()
-
-
-def test_examples_finalize_deletes_only_plots_inside_the_run(tmp_path):
-    victim = tmp_path / "victim.png"
-    victim.write_bytes(b"keep me")
-    root = tmp_path / "examples"
-    make_sb_run(root / "sb", "vgg16", plots=["../../victim.png", str(victim), "own.png"])
-    (root / "sb" / "own.png").write_bytes(b"plot")
-    finalize(root)
-    assert victim.read_bytes() == b"keep me"
-    assert not (root / "sb" / "own.png").exists()
-
-
-def test_examples_finalize_does_not_copy_outside_files_in(tmp_path, outside):
-    root = tmp_path / "examples"
-    make_linked_results(root, outside)
-    before = (outside / "erf-run" / "erf.npy").read_bytes()
-    finalize(root, side=16)
-    assert (outside / "erf-run" / "erf.npy").read_bytes() == before  # the outside file is untouched
-    npy = root / "erf" / "npy-link" / "erf.npy"
-    assert npy.is_symlink()  # not replaced by a copy of the outside matrix
+    assert R.stimuli_dir_for(None) is None
+    assert R.stimuli_dir_for(outside / "stimuli") == (outside / "stimuli").resolve()
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -215,9 +193,23 @@ def test_text_from_result_files_is_not_rendered(monkeypatch, tmp_path, page):
     assert not at.table  # st.table renders its cells as Markdown
     shown = all_text(at)
     assert IMAGE_PAYLOAD in shown  # the text itself is still shown, as plain text (a table cell or an option)
-    if page == "Shape bias":
+    if page == "Shape bias":  # the decision makers' names on the stimulus cards are escaped
         cards = [str(m.value) for m in at.markdown if "sb " in str(m.value)]
-        assert cards and all(r"\!\[x\]" in c or r"\<img" in c for c in cards)  # responses escaped in the cards
+        assert cards and all(r"sb \!\[x\]" in c for c in cards)
+
+
+def test_decisions_holding_payloads_are_refused_as_plain_text(monkeypatch, tmp_path):
+    """A decisions.csv answering with Markdown/HTML is malformed: the decisions reader refuses it and the page
+    shows the message, quoting the payload, as plain text."""
+    root = make_payload_results(tmp_path / "results", payload_decisions=True)
+    monkeypatch.setenv(ENV_STIMULI, str(make_stimuli(tmp_path / "stim")))
+    at = start(monkeypatch, root, "Shape bias")
+    select_all(at, "sb_models")
+    errors = [str(e.value) for e in at.error]
+    assert any("md-csv/decisions.csv, line 2: unknown object_response" in e.replace("\\", "") for e in errors), errors
+    assert not any(UNSAFE.search(e) for e in errors)
+    assert str(tmp_path) not in "\n".join(errors)  # the file is named by its run folder, not the server's path
+    assert not [s for s in markdown_strings(at) if UNSAFE.search(s)]
 
 
 def test_math_in_a_label_does_not_break_the_figures(monkeypatch, tmp_path):
@@ -248,4 +240,4 @@ def test_stimulus_linked_out_of_the_operator_folder_is_refused(tmp_path, outside
     target = stim / "cat" / "cat2-chair1.png"
     link(target, outside / "stimuli" / "cat" / "cat2-chair1.png")
     with pytest.raises(ResultError, match="outside"):
-        D.stimulus_path(stim.resolve(), "cat", "cat2-chair1.png", {("cat", "cat2-chair1.png")})
+        R.stimulus_path(stim.resolve(), "cat", "cat2-chair1.png", {("cat", "cat2-chair1.png")})

@@ -1,6 +1,8 @@
-"""Make result folders fit to commit: the example results in ``reports/examples``.
+"""Changing result folders on purpose: shrinking ERF matrices and making portable example copies.
 
-``python -m erftools.dashboard.examples reports/examples`` (after the ``erftools erf`` / ``erftools shape-bias``
+This is the only part of the results package that writes; the report and the dashboard only read.
+
+``python -m erftools.results.maintenance reports/examples`` (after the ``erftools erf`` / ``erftools shape-bias``
 commands listed in ``reports/examples/README.md``):
 
 * block-sums every ``erf.npy`` to at most 256 x 256 (``stored_downsample`` records the factor; the area ratios and
@@ -18,13 +20,54 @@ import os
 import sys
 from pathlib import Path
 
-from .. import results as R
-from ..results import ResultError
-from .._io import write_json
-from ..report import shrink_erf_run
-from .data import source_root
+import numpy as np
+
+from .._io import save_npy, write_json
+from .records import COMBINED_KIND, ERF_FIGURE, ERF_MATRIX, ERF_RECORD, RECORD_FILES, ResultError
+from .store import Run, block_reduce, checked_path, load_erf_matrix, load_record, read_record, scan, source_root
+from .text import plot_text
+from .views import run_title
 
 ANCHORS = ("reference-decisions/", "cue-conflict/", "data/images/")
+
+
+def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = True,
+                   root: str | os.PathLike | None = None) -> int:
+    """Block-sum ``erf.npy`` of an ERF run folder to at most ``side`` pixels a side, in place; return the factor.
+
+    ``stored_downsample`` in ``erf.json`` is multiplied by the factor; the record's area ratios and radial profile
+    (computed at full resolution) are kept. With ``figure`` the run's ``erf.png`` is redrawn small from the result.
+    The record and the matrix are read only from inside ``root`` (default: the run folder itself), so a link to a
+    file elsewhere is refused rather than copied into the folder.
+    """
+    folder = Path(folder)
+    root = folder if root is None else Path(root)
+    record = load_record(folder, "erf", root=root)
+    run = Run("erf", folder, record, root=root)
+    matrix = run.file(ERF_MATRIX)
+    try:
+        arr = np.load(matrix, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"{folder}: {ERF_MATRIX} is missing or unreadable ({exc})") from exc
+    if arr.ndim != 2:
+        raise ResultError(f"{folder}: {ERF_MATRIX} is not a 2-D matrix")
+    f = 1
+    while max(arr.shape) // f > side and arr.shape[0] % (2 * f) == 0 and arr.shape[1] % (2 * f) == 0:
+        f *= 2
+    if f > 1:
+        small = block_reduce(arr.astype(np.float64), f).astype(np.float32)
+        record.stored_downsample = record.stored_downsample * f
+        record.complete = False  # a reader never sees the new matrix with the old factor as complete
+        write_json(folder / ERF_RECORD, record.to_dict())
+        save_npy(folder / ERF_MATRIX, small)
+        record.complete = True
+        write_json(folder / ERF_RECORD, record.to_dict())
+    if figure:
+        m, _ = load_erf_matrix(run)
+        from ..erf.plots import plot_erf
+
+        plot_erf(m, title=plot_text(run_title(run)), path=folder / ERF_FIGURE, figsize=(4.0, 4.4), dpi=80)
+    return f
 
 
 def portable(value: str, repo: Path) -> str:
@@ -68,7 +111,7 @@ def finalize(root: str | os.PathLike, side: int = 256, drop_run_plots: bool = Tr
     """Shrink, scrub and lighten every run below ``root``; return what was done (one line each)."""
     root = Path(root)
     repo = source_root()
-    runs, problems = R.scan(root)
+    runs, problems = scan(root)
     done = [f"skipped: {p}" for p in problems]
     for run in runs:
         if not run.complete:
@@ -79,7 +122,7 @@ def finalize(root: str | os.PathLike, side: int = 256, drop_run_plots: bool = Tr
                 f = shrink_erf_run(run.path, side=side, root=root)
                 if f > 1:
                     done.append(f"{run.path.name}: erf.npy block-summed by {f}")
-            record = R.read_record(run.path, run.kind, root=root)
+            record = read_record(run.path, run.kind, root=root)
         except ResultError as exc:  # e.g. a file linked from outside the folder: left as it is
             done.append(f"skipped {run.path.name}: {exc}")
             continue
@@ -92,28 +135,28 @@ def finalize(root: str | os.PathLike, side: int = 256, drop_run_plots: bool = Tr
                 record["plots"] = []
         scrubbed = _scrub(record, repo)
         if scrubbed != record:
-            done.append(f"{run.path.name}: {R.RECORD_FILES[run.kind]} made portable")
-        write_json(run.path / R.RECORD_FILES[run.kind], scrubbed)
+            done.append(f"{run.path.name}: {RECORD_FILES[run.kind]} made portable")
+        write_json(run.path / RECORD_FILES[run.kind], scrubbed)
     for extra in root.rglob("*.json"):  # the combined files of `erftools shape-bias` with several decision makers
-        if extra.name in R.RECORD_FILES.values():
+        if extra.name in RECORD_FILES.values():
             continue
         try:
-            doc = json.loads(R.checked_path(root, extra).read_text(encoding="utf-8"))
+            doc = json.loads(checked_path(root, extra).read_text(encoding="utf-8"))
         except (OSError, ValueError, ResultError):
             continue
-        if drop_run_plots and isinstance(doc, dict) and doc.get("kind") == "shape-bias-combined" and doc.get("plots"):
+        if drop_run_plots and isinstance(doc, dict) and doc.get("kind") == COMBINED_KIND and doc.get("plots"):
             for name in doc["plots"]:
                 _remove_plot(extra.parent, name)
             doc = dict(doc, plots=[], plots_removed="combined plots removed to keep the examples small; "
                                                     "`erftools report` and the dashboard draw them")
             done.append(f"{extra.name}: combined plots removed")
-        scrubbed = _scrub(doc, repo)
-        write_json(extra, scrubbed)
+        write_json(extra, _scrub(doc, repo))
     return done
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m erftools.dashboard.examples", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m erftools.results.maintenance",
+                                description="Make result folders fit to commit (shrink, portable paths, no plots).")
     p.add_argument("root", help="the folder of example results (reports/examples)")
     p.add_argument("--side", type=int, default=256, help="largest side of a stored ERF matrix (default 256)")
     args = p.parse_args(argv)

@@ -1,8 +1,10 @@
-"""Figures shared by the dashboard and ``erftools report``.
+"""Figures shared by the dashboard and ``erftools report`` (they draw only through this module).
 
-The shape-bias plot and the radial profiles are the engines' own (:mod:`erftools.shapebias.plots`,
-:mod:`erftools.erf.plots`); the ERF heatmap grid is drawn here because the dashboard needs what the engine's
-comparison figure does not do: a live threshold with its numbers, and a linear scale next to the paper's log scale.
+The shape-bias plots, the ERF comparison and the radial profiles are the engines' own (:mod:`erftools.shapebias.plots`,
+:mod:`erftools.erf.plots`), fed from :mod:`erftools.results.views`; the ERF heatmap grid is drawn here because the
+dashboard needs what the engine's comparison figure does not do: a live threshold with its numbers, and a linear
+scale next to the paper's log scale. Every label from a result file goes through
+:func:`erftools.results.text.plot_text` (never mathtext).
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..results import plot_text
-from .data import linear_normalise, log_normalise
+from .results.text import plot_text
+from .results.views import THRESHOLDS, ShapeBiasRow, linear_normalise, log_normalise
 
 PAPER_CMAP = "paper (RdYlGn, upper half)"
 
@@ -29,7 +31,7 @@ class ErfPanel:
 
 def _cmap(name: str):
     if name == PAPER_CMAP:
-        from ..erf.plots import erf_colormap
+        from .erf.plots import erf_colormap
 
         return erf_colormap()
     return name
@@ -86,41 +88,41 @@ def _window(n: int, zoom: int) -> tuple[int, int]:
     return max(0, n // 2 - half), min(n, n // 2 + half + 1)
 
 
+def erf_comparison(panels: list[ErfPanel], thresholds=THRESHOLDS, panel_size: float = 3.2):
+    """The ERF engine's comparison figure (log-normalised maps on one scale, squares at ``thresholds``)."""
+    from .erf.plots import plot_comparison
+
+    return plot_comparison([p.matrix for p in panels], [plot_text(p.title) for p in panels],
+                           thresholds=list(thresholds), panel_size=panel_size)
+
+
 def radial_profiles(curves: list[tuple[str, np.ndarray, np.ndarray]]):
     """Cumulative contribution against distance from the centre, one line per model (the ERF engine's figure)."""
-    from ..erf.plots import plot_radial_profiles
+    from .erf.plots import plot_radial_profiles
 
     return plot_radial_profiles([{"radius": r, "cumulative": c} for _, r, c in curves],
                                 [plot_text(n) for n, _, _ in curves])
 
 
-@dataclass
-class ShapeBiasLine:
-    name: str
-    per_category: dict  # category -> shape bias (shape decisions / (shape + texture decisions))
-    shape_bias: float | None
-    kind: str = "model"  # "model", "human", "cnn" or "paper"
-    ci95: tuple | None = None
-
-
-_KINDS = {"human": "humans", "cnn": "network", "model": "model", "paper": "published"}
+#: a decision maker drawn in the shape-bias plots (``kind``: one of :data:`erftools.results.records.MAKER_KINDS`)
+ShapeBiasLine = ShapeBiasRow
 
 
 def shape_bias_plot(lines: list[ShapeBiasLine]):
     """The category-by-category plot (Geirhos et al.; the paper's Fig. 5): the shape-bias engine's figure."""
-    from ..shapebias.plots import plot_shape_bias
+    from .shapebias.plots import plot_shape_bias
 
     return plot_shape_bias(_entries(lines))
 
 
 def _entries(lines: list[ShapeBiasLine]) -> list[dict]:
-    return [{"label": plot_text(l.name), "shape_bias": l.shape_bias, "per_category": dict(l.per_category),
-             "kind": _KINDS.get(l.kind, "model"), "ci95": list(l.ci95) if l.ci95 else None} for l in lines]
+    return [{"label": plot_text(line.name), "shape_bias": line.shape_bias, "per_category": dict(line.per_category),
+             "kind": line.kind, "ci95": list(line.ci95) if line.ci95 else None} for line in lines]
 
 
 def shape_bias_bars(lines: list[ShapeBiasLine]):
     """Pooled shape bias per decision maker with its 95% interval (the shape-bias engine's bar chart)."""
-    from ..shapebias.plots import plot_shape_bias_bars
+    from .shapebias.plots import plot_shape_bias_bars
 
     return plot_shape_bias_bars(_entries(lines))
 

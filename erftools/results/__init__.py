@@ -1,0 +1,48 @@
+"""The results layer: the on-disk format of a run, and the one place that reads and views result folders.
+
+A *run folder* holds the results of one measurement of one model:
+
+ERF run (``erftools erf --out DIR``)
+    ``erf.json``   the record (:class:`ErfRecord`, ``"kind": "erf"``): model info, weights source and sha256, image
+                   list and its hash, size, counts, area ratios, radial profile, timings, versions
+    ``erf.npy``    float32 (H, W) mean contribution matrix (``stored_downsample`` > 1 in the record when it was
+                   block-summed for display, e.g. the committed examples)
+    ``erf.png``    the heatmap
+
+Shape-bias run (``erftools shape-bias --out DIR``)
+    ``summary.json``   the record (:class:`ShapeBiasRecord`, ``"kind": "shape-bias"``): shape bias, fractions, per
+                       category, ci95, ...
+    ``decisions.csv``  per-trial decisions, model-vs-human schema
+    ``*.png``          plots
+
+Every record is written atomically and carries ``"schema": 1`` and ``"complete": true`` only once everything else
+in the folder is written, so a reader can tell a finished run from an interrupted one.
+
+Modules (``docs/results.md``):
+
+* :mod:`~erftools.results.records`: the typed records (the schema; standard library only, the engines import it);
+* :mod:`~erftools.results.store`: run discovery, paths confined to the results folder, a run's files;
+* :mod:`~erftools.results.views`: tables and comparisons computed from records (imported on use: numpy, pandas);
+* :mod:`~erftools.results.maintenance`: shrinking matrices and portable example copies (the only writer);
+* :mod:`~erftools.results.text`: text from result files shown safely (Markdown, matplotlib).
+"""
+from __future__ import annotations
+
+from .records import (COMBINED_KIND, ERF_FIGURE, ERF_KIND, ERF_MATRIX, ERF_RECORD, HUMAN, HUMANS, MAKER_KINDS, MODEL,
+                      NETWORK, PUBLISHED, RECORD_FILES, RECORD_TYPES, SB_COMBINED, SB_DECISIONS, SB_KIND, SB_RECORD,
+                      SCHEMA, ErfRecord, Record, ResultError, ShapeBiasRecord, base_record, maker_kind,
+                      read_json_record, record_from_dict, validate)
+from .store import (ENV_RESULTS, Listing, Run, block_reduce, checked_path, default_results_dir, display_path,
+                    find_runs, list_runs, load_decisions, load_erf_matrix, load_record, load_run, read_record,
+                    results_root, safe_path, scan, source_root, stimuli_dir_for, stimulus_path)
+from .text import md_code, md_text, plot_text
+
+__all__ = [
+    "COMBINED_KIND", "ENV_RESULTS", "ERF_FIGURE", "ERF_KIND", "ERF_MATRIX", "ERF_RECORD", "HUMAN", "HUMANS",
+    "MAKER_KINDS", "MODEL", "NETWORK", "PUBLISHED", "RECORD_FILES", "RECORD_TYPES", "SB_COMBINED", "SB_DECISIONS",
+    "SB_KIND", "SB_RECORD", "SCHEMA", "ErfRecord", "Listing", "Record", "ResultError", "Run", "ShapeBiasRecord",
+    "base_record", "block_reduce", "checked_path", "default_results_dir", "display_path", "find_runs", "list_runs",
+    "load_decisions", "load_erf_matrix", "load_record", "load_run", "maker_kind", "md_code", "md_text",
+    "plot_text", "read_json_record", "read_record", "record_from_dict", "results_root", "safe_path", "scan",
+    "source_root", "stimuli_dir_for", "stimulus_path", "validate",
+]

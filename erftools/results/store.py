@@ -1,0 +1,313 @@
+"""Where results are and how they are read: run discovery, paths confined to the results folder, the files of a
+run (its record, matrix and decisions).
+
+Every file the report and the dashboard read goes through :func:`safe_path` / :func:`checked_path` (a run's files
+through :meth:`Run.file`): a symbolic link or ``..`` leading out of the results folder is refused, and a path
+written inside a result file is never used.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .records import (ERF_KIND, ERF_MATRIX, RECORD_FILES, RECORD_TYPES, SB_DECISIONS, SB_KIND, ErfRecord, Record,
+                      ResultError, ShapeBiasRecord, read_json_record)
+
+ENV_RESULTS = "ERFTOOLS_RESULTS"  # the results root the dashboard serves (set by ``erftools dashboard``)
+_STIMULUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
+
+
+# ------------------------------------------------------------------------------------------------------- paths
+def safe_path(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
+    """The real path of ``root / relative``, refusing (:class:`ResultError`) any path that resolves outside
+    ``root``: ``..``, absolute paths, and symbolic links (to files or folders) leading out.
+
+    Every file the dashboard and ``erftools report`` read goes through this function (or :func:`checked_path`),
+    and so does every path typed by a viewer; a path written inside a result file is never used.
+    """
+    return checked_path(root, Path(root) / relative, shown=relative)
+
+
+def checked_path(root: str | os.PathLike, path: str | os.PathLike, shown: str | os.PathLike | None = None) -> Path:
+    """The real path of ``path`` (already joined to ``root``, or absolute) when it lies inside ``root``; else
+    :class:`ResultError`. The message names ``path`` relative to ``root`` (or ``shown``), never where it leads."""
+    root_r = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(path))
+    if target != root_r and root_r not in target.parents:
+        if shown is None:
+            try:
+                shown = Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+            except ValueError:
+                shown = Path(path).name
+        raise ResultError(f"refusing to read {shown}: it resolves outside the results folder "
+                          "(a symbolic link or '..' leading out of it)")
+    return target
+
+
+def display_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` relative to ``root`` when inside it (absolute paths of the server are not shown needlessly)."""
+    try:
+        rel = Path(path).resolve().relative_to(Path(root).resolve())
+        return "." if str(rel) == "." else rel.as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def source_root() -> Path:
+    """The repository root of a source checkout (the folder holding ``erftools/``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_results_dir() -> Path:
+    """The example results committed in ``reports/examples`` of the source checkout."""
+    path = source_root() / "reports" / "examples"
+    if not path.is_dir():
+        raise ResultError(
+            f"the example results are not here ({path}): they ship with a source checkout of erftools. "
+            "Pass the folder written by `erftools erf` / `erftools shape-bias` (--results DIR).")
+    return path
+
+
+def results_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The results root: ``explicit``, else ``$ERFTOOLS_RESULTS``, else the committed examples."""
+    chosen = explicit or os.environ.get(ENV_RESULTS)
+    if chosen:
+        path = Path(chosen).expanduser().resolve()
+        if not path.is_dir():
+            raise ResultError(f"results folder {path} does not exist")
+        return path
+    return default_results_dir().resolve()
+
+
+# ------------------------------------------------------------------------------------------------------- runs
+@dataclass
+class Run:
+    """A run folder and its typed record (:class:`~erftools.results.records.ErfRecord` or
+    :class:`~erftools.results.records.ShapeBiasRecord`)."""
+    kind: str  # "erf" or "shape-bias"
+    path: Path  # the run folder
+    record: Record
+    root: Path | None = None  # the results folder it was found in; its files are read only from inside it
+
+    def file(self, name: str) -> Path:
+        """The real path of the file ``name`` of this run, refused (:class:`ResultError`) when it resolves outside
+        the results folder (or, for a run made by hand without ``root``, outside the run folder)."""
+        return checked_path(self.root if self.root is not None else self.path, self.path / name)
+
+    @property
+    def name(self) -> str:
+        return self.record.name or self.path.name
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.record.complete)
+
+
+def read_record(folder: str | os.PathLike, kind: str, root: str | os.PathLike | None = None) -> dict:
+    """The JSON object of a run folder's record, checked to be of ``kind``; :class:`ResultError` otherwise.
+
+    With ``root`` (the results folder) the record is read only when its real path lies inside ``root``.
+    """
+    folder = Path(folder)
+    path = checked_path(root, folder / RECORD_FILES[kind]) if root is not None else None
+    return read_json_record(folder, kind, path=path)
+
+
+def load_record(folder: str | os.PathLike, kind: str, root: str | os.PathLike | None = None) -> Record:
+    """The typed, validated record of a run folder (see :func:`read_record`)."""
+    folder = Path(folder)
+    data = read_record(folder, kind, root=root)
+    return RECORD_TYPES[kind].from_dict(data, source=folder / RECORD_FILES[kind])
+
+
+def load_run(folder: str | os.PathLike, kind: str, root: str | os.PathLike | None = None) -> Run:
+    """The :class:`Run` of one folder (files confined to ``root``, default the folder itself)."""
+    folder = Path(folder)
+    return Run(kind, folder, load_record(folder, kind, root=root), root=Path(root) if root is not None else None)
+
+
+def find_runs(root: str | os.PathLike, kind: str | None = None, max_depth: int = 4) -> list[Run]:
+    """All run folders below ``root`` (sorted by path). Malformed records are skipped; use :func:`scan` to see them."""
+    return scan(root, kind, max_depth)[0]
+
+
+def scan(root: str | os.PathLike, kind: str | None = None, max_depth: int = 4) -> tuple[list[Run], list[str]]:
+    """Like :func:`find_runs`, also returning a message for every folder whose record could not be read (not
+    JSON, another kind, a field of the wrong type, ...).
+
+    Only what lies inside ``root`` is read: a record that is a link leading outside, or a linked folder leading
+    outside, is not read and gets a message (links to folders inside ``root`` are skipped silently: the folder
+    itself is scanned where it is).
+    """
+    root = Path(root)
+    runs: list[Run] = []
+    problems: list[str] = []
+    if not root.is_dir():
+        raise ResultError(f"results folder {root} does not exist")
+    kinds = [kind] if kind else list(RECORD_FILES)
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).relative_to(root).parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < max_depth else []
+        for d in dirnames:
+            sub = Path(dirpath) / d
+            if sub.is_symlink():  # os.walk does not follow it; say so when it leads out of the results folder
+                try:
+                    checked_path(root, sub)
+                except ResultError as exc:
+                    problems.append(f"{exc}; the linked folder is skipped")
+        for k in kinds:
+            if RECORD_FILES[k] in filenames:
+                try:
+                    runs.append(load_run(dirpath, k, root=root))
+                except ResultError as exc:
+                    problems.append(str(exc))
+    runs.sort(key=lambda r: str(r.path))
+    return runs, problems
+
+
+@dataclass
+class Listing:
+    """The runs below a results folder, the ones that are not finished, and the problems found."""
+    root: Path
+    erf: list[Run]
+    shape_bias: list[Run]
+    incomplete: list[Run]
+    problems: list[str]
+
+
+def list_runs(root: str | os.PathLike, include_incomplete: bool = False) -> Listing:
+    """Scan ``root``; malformed records become ``problems`` (messages naming folders relative to ``root``),
+    unfinished runs go to ``incomplete`` (and to the lists too with ``include_incomplete``)."""
+    root = Path(root)
+    runs, problems = scan(root)
+    done = [r for r in runs if r.complete or include_incomplete]
+    incomplete = [r for r in runs if not r.complete]
+    rel = [p.replace(str(root.resolve()), ".").replace(str(root), ".") for p in problems]
+    return Listing(root, [r for r in done if r.kind == ERF_KIND], [r for r in done if r.kind == SB_KIND],
+                   incomplete, rel)
+
+
+# ------------------------------------------------------------------------------------------------ ERF matrix
+def load_erf_matrix(run: Run, max_side: int | None = None):
+    """The run's contribution matrix as a per-pixel mean (float64 numpy array) and the factor it is downsampled by.
+
+    ``erf.npy`` may have been block-summed by ``stored_downsample`` = f (the committed examples): it is divided by
+    f*f here so that every pixel is again a mean contribution. With ``max_side`` the matrix is block-averaged further
+    for display (the factor returned includes it). The file is refused when it leads outside the results folder.
+    """
+    import numpy as np
+
+    record: ErfRecord = run.record  # type: ignore[assignment]
+    path = run.file(ERF_MATRIX)
+    if not path.is_file():
+        raise ResultError(f"{run.path.name}: {ERF_MATRIX} is missing (the run did not finish?)")
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"{run.path.name}: {ERF_MATRIX} is unreadable ({exc})") from exc
+    if arr.ndim != 2 or min(arr.shape) < 3 or arr.dtype.kind not in "fiu":
+        raise ResultError(f"{run.path.name}: {ERF_MATRIX} should be a 2-D numeric matrix, "
+                          f"got shape {arr.shape} dtype {arr.dtype}")
+    f = record.stored_downsample or 1
+    m = np.asarray(arr, dtype=np.float64) / float(f * f)
+    if not np.all(np.isfinite(m)):
+        raise ResultError(f"{run.path.name}: {ERF_MATRIX} contains NaN or inf values")
+    if record.size:
+        expect = (record.size[0] // f, record.size[1] // f)
+        if m.shape != expect:
+            raise ResultError(f"{run.path.name}: {ERF_MATRIX} has shape {m.shape} but the record says size "
+                              f"{record.size} stored downsampled by {f} ({expect})")
+    if max_side and max(m.shape) > max_side:
+        g = int(math.ceil(max(m.shape) / max_side))
+        m = block_reduce(m, g) / float(g * g)
+        f *= g
+    return m, f
+
+
+def full_size(run: Run, matrix, downsample: int) -> tuple[int, int]:
+    """(H, W) of the full-resolution matrix: the record's ``size``, else the stored shape times the factor."""
+    size = getattr(run.record, "size", None)
+    if size:
+        return int(size[0]), int(size[1])
+    return matrix.shape[0] * downsample, matrix.shape[1] * downsample
+
+
+def block_reduce(m, f: int):
+    """Sum ``f`` x ``f`` blocks (rows/columns beyond a multiple of ``f`` are dropped symmetrically)."""
+    import numpy as np
+
+    if f <= 1:
+        return np.asarray(m)
+    h, w = (m.shape[0] // f) * f, (m.shape[1] // f) * f
+    top, left = (m.shape[0] - h) // 2, (m.shape[1] - w) // 2
+    m = np.asarray(m)[top:top + h, left:left + w]
+    return m.reshape(h // f, f, w // f, f).sum(axis=(1, 3))
+
+
+# ------------------------------------------------------------------------------------------------- decisions
+def load_decisions(source: Run | str | os.PathLike) -> list[dict]:
+    """The per-trial rows of a decisions file, read and checked by the shape-bias engine's reader
+    (:func:`erftools.shapebias.analysis.read_decisions`, the one decisions reader of erftools).
+
+    ``source`` is a shape-bias run (its ``decisions.csv``, refused when it leads outside the results folder) or the
+    path of a decisions file. Every problem is a :class:`ResultError` naming the file by its run folder (never by
+    the server's absolute path).
+    """
+    from .._io import ErftoolsError
+    from ..shapebias.analysis import read_decisions
+
+    path = source.file(SB_DECISIONS) if isinstance(source, Run) else Path(source)
+    shown = f"{path.parent.name}/{path.name}"
+    if not path.is_file():
+        raise ResultError(f"{shown} is missing")
+    try:
+        return read_decisions(path)
+    except ErftoolsError as exc:
+        raise ResultError(str(exc).replace(str(path), shown)) from None
+
+
+# --------------------------------------------------------------------------------------------------- stimuli
+def stimuli_dir_for(override: str | os.PathLike | None = None) -> Path | None:
+    """The cue-conflict stimuli folder: the operator's ``override`` (``erftools dashboard --stimuli``), else the
+    ``erftools data fetch cue-conflict`` cache; None when neither exists.
+
+    A folder named inside a run's record (``stimuli.dir`` in ``summary.json``) is never used: whoever wrote the
+    result folder could point it anywhere on the server.
+    """
+    candidates: list[Path] = []
+    if override:
+        candidates.append(Path(override).expanduser())
+    try:  # where `erftools data fetch cue-conflict` puts the stimuli
+        from ..shapebias.stimuli import default_stimuli_dir
+
+        candidates.append(default_stimuli_dir())
+    except Exception:  # pragma: no cover - shape-bias engine missing
+        pass
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    return None
+
+
+def stimulus_path(stimuli_dir: Path, shape: str, stimulus: str, allowed: set[tuple[str, str]]) -> Path:
+    """The file of one stimulus, only if (shape, stimulus) is a decision row's image and it lies inside the folder."""
+    if (shape, stimulus) not in allowed:
+        raise ResultError(f"refusing to show {shape}/{stimulus}: not an image named in the decisions")
+    if not re.fullmatch(r"[a-z]+", shape) or not _STIMULUS_NAME.match(stimulus):
+        raise ResultError(f"refusing to show {shape}/{stimulus}: not a cue-conflict file name")
+    path = safe_path(stimuli_dir, Path(shape) / stimulus)
+    if not path.is_file():
+        flat = safe_path(stimuli_dir, stimulus)  # a flat folder of stimuli
+        if flat.is_file():
+            return flat
+        raise ResultError(f"{shape}/{stimulus} is not in the stimuli folder")
+    return path
+
+
+__all__ = ["ENV_RESULTS", "Listing", "Run", "block_reduce", "checked_path", "default_results_dir", "display_path",
+           "find_runs", "full_size", "list_runs", "load_decisions", "load_erf_matrix", "load_record", "load_run",
+           "read_record", "results_root", "safe_path", "scan", "source_root", "stimuli_dir_for", "stimulus_path",
+           "ErfRecord", "ShapeBiasRecord"]

@@ -1,0 +1,443 @@
+"""Tables and comparisons computed from run records: what the report and the dashboard show.
+
+* names and provenance of a run (:func:`run_title`, :func:`weights_text`, :func:`provenance`);
+* ERF: the area ratio at any threshold recomputed from a matrix (:func:`area_ratio_at`, with the ERF engine's
+  :func:`erftools.erf.analysis.area_ratios`), the radial profile, and the comparison with the paper's Table 10
+  (:func:`table10_rows`);
+* shape bias: the kind of each decision maker (:func:`classify`), the reference lines (humans, CNNs, the paper's
+  Fig. 5, :func:`shapebias_reference`), one table row per decision maker (:func:`shape_bias_row`), and per-stimulus
+  decisions (:func:`decisions_frame`, :func:`merge_decisions`; pandas);
+* the number formatters both the report and the dashboard use (:func:`pct`, :func:`f3`, :func:`cell_text`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..erf.analysis import DEFAULT_THRESHOLDS
+from ..shapebias.categories import CATEGORIES
+from .records import (HUMAN, HUMANS, MODEL, NETWORK, PUBLISHED, ErfRecord, Record, ResultError, ShapeBiasRecord,
+                      maker_kind)
+from .store import Run
+
+#: the thresholds of the paper's Table 10 (the ERF engine's defaults)
+THRESHOLDS = tuple(DEFAULT_THRESHOLDS)
+DECISION_CLASSES = ("shape", "texture", "other", "no conflict")
+PAPER_TABLE10 = "paper_table10.json"
+__all__ = ["CATEGORIES", "DECISION_CLASSES", "THRESHOLDS"]  # and the functions below
+
+
+# ------------------------------------------------------------------------------------------------ formatters
+def pct(v: Any) -> str:
+    """An area ratio (a fraction) in percent: one decimal, three for the tiny squares of untrained ResNets;
+    ``none`` when no square was found."""
+    if v is None:
+        return "none"
+    v = 100 * float(v)
+    return f"{v:.1f}" if v >= 0.1 or v == 0 else f"{v:.3f}"
+
+
+def f3(v: Any) -> str:
+    """A number with three decimals; empty for None."""
+    try:
+        return "" if v is None else f"{float(v):.3f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def paper_pct(v: Any) -> str:
+    """A percentage printed in the paper (one decimal); empty when the paper has none."""
+    return "" if v is None else f"{float(v):.1f}"
+
+
+def ci_text(ci: Any) -> str:
+    """A 95% interval as ``[lo, hi]``; empty when unknown."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or ci[0] is None or ci[1] is None:
+        return ""
+    return f"[{f3(ci[0])}, {f3(ci[1])}]"
+
+
+def cell_text(v: Any) -> str:
+    """A record value for a table cell: always text (a column never mixes types)."""
+    return "" if v is None else str(v)
+
+
+# ------------------------------------------------------------------------------------------- names, provenance
+def is_untrained(record: Record) -> bool:
+    weights = (record.model or {}).get("weights")
+    text = json.dumps(weights).lower() if weights is not None else "null"
+    return weights in (None, "random", "none") or '"random"' in text or "random init" in text
+
+
+def run_title(run: Run) -> str:
+    """A short title: the label, plus ``(random init)`` for an ERF run of untrained weights."""
+    name = run.name
+    if run.kind == "erf" and is_untrained(run.record) and "untrained" not in name.lower() \
+            and "random" not in name.lower():
+        name += " (random init)"
+    return name
+
+
+def unique_titles(runs: list[Run], root) -> dict[str, Run]:
+    """``{title: run}``; a repeated title gets the run's folder (relative to ``root``) appended."""
+    from .store import display_path
+
+    out: dict[str, Run] = {}
+    for run in runs:
+        title = run_title(run)
+        if title in out:
+            title = f"{title} [{display_path(run.path, root)}]"
+        out[title] = run
+    return out
+
+
+def weights_text(record: Record) -> str:
+    weights = (record.model or {}).get("weights")
+    if weights is None or weights == "random":
+        return "random init (untrained)"
+    if isinstance(weights, dict):
+        for key in ("tag", "source", "description", "path", "url", "hf_hub_id"):
+            if weights.get(key):
+                text = str(weights[key])
+                return "random init (untrained)" if text == "random" else text
+        return json.dumps(weights)[:80]
+    return str(weights)
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value.get("name") or value.get("type") or json.dumps(value)[:60]
+    return value
+
+
+def provenance(record: Record) -> dict[str, Any]:
+    """The fields that say where a number comes from (the metadata panel and the report)."""
+    model = record.model or {}
+    out: dict[str, Any] = {"model": model.get("name"), "weights": weights_text(record),
+                           "weights sha256": model.get("weights_sha256")}
+    if isinstance(record, ErfRecord):
+        images = record.images or {}
+        out.update({
+            "image set": images.get("source"), "images sha256": images.get("sha256"),
+            "sampler": images.get("sampler"), "seed": images.get("seed"),
+            "size": "x".join(str(s) for s in record.size) if record.size else None,
+            "images used": record.num_images, "images skipped": record.num_skipped,
+            "stored downsample": record.stored_downsample,
+        })
+    elif isinstance(record, ShapeBiasRecord):
+        stimuli = record.stimuli or {}
+        out.update({"trials": record.num_trials, "stimuli sha256": stimuli.get("sha256")})
+    versions = record.versions or {}
+    out.update({"device": _short(record.device), "created": record.created,
+                "erftools": versions.get("erftools"), "torch": versions.get("torch")})
+    return {k: v for k, v in out.items() if v not in (None, "", [])}
+
+
+# ------------------------------------------------------------------------------------------------------- ERF
+def log_normalise(matrix: np.ndarray) -> np.ndarray:
+    """The paper's normalisation ``log10(M + 1) / max`` (:func:`erftools.erf.analysis.normalize`)."""
+    from ..erf.analysis import normalize
+
+    return normalize(matrix)
+
+
+def linear_normalise(matrix: np.ndarray) -> np.ndarray:
+    """``M / max``: the raw contributions on the same 0..1 scale."""
+    m = np.asarray(matrix, dtype=np.float64)
+    top = m.max() if m.size else 0.0
+    return m / top if top > 0 else np.zeros_like(m)
+
+
+def area_ratio_at(matrix: np.ndarray, threshold: float, downsample: int = 1,
+                  full_size: tuple[int, int] | None = None) -> tuple[int | None, float | None]:
+    """(side in full-resolution pixels, area ratio) of the high-contribution square of a mean matrix at any
+    threshold, recomputed with :func:`erftools.erf.analysis.area_ratios`.
+
+    On a downsampled matrix the square is found on the coarse grid, so the side is a multiple of ``downsample``
+    (an approximation; the record's own area ratios were computed at full resolution by ``erftools erf``).
+    """
+    from ..erf.analysis import area_ratios
+
+    side = area_ratios(matrix, [threshold])[0].side
+    if side is None:
+        return None, None
+    h, w = full_size or (matrix.shape[0] * downsample, matrix.shape[1] * downsample)
+    side_full = side * downsample
+    return side_full, side_full * side_full / float(h * w)
+
+
+def radial_profile(record: ErfRecord, matrix: np.ndarray | None = None, downsample: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(radius in full-resolution pixels, cumulative share of the contribution): the record's, else computed."""
+    prof = record.radial_profile
+    if prof and prof.get("radius"):
+        return np.asarray(prof["radius"], dtype=float), np.asarray(prof["cumulative"], dtype=float)
+    if matrix is None:
+        return None
+    from ..erf.analysis import radial_profile as compute
+
+    prof = compute(matrix)
+    return np.asarray(prof["radius"], float) * downsample, np.asarray(prof["cumulative"], float)
+
+
+def norm_name(name: Any) -> str:
+    """A name reduced to lower-case letters and digits, for matching runs to published rows."""
+    return re.sub(r"[^a-z0-9]", "", str(name or "").lower())
+
+
+def model_keys(record: Record) -> set[str]:
+    """Normalised names a run may be known by (label, model name, timm name without its tag, arch, the subjects
+    of a decision file), with and without a parenthesised remark such as "(torchvision)"."""
+    model = record.model or {}
+    keys = set()
+    subjects = model.get("subjects") if isinstance(model.get("subjects"), list) else []
+    for v in (model.get("name"), model.get("arch"), record.label, *subjects):
+        if v:
+            keys.add(norm_name(v))
+            keys.add(norm_name(str(v).split(".")[0]))
+            keys.add(norm_name(re.sub(r"\(.*?\)", "", str(v))))
+    keys.discard("")
+    return keys
+
+
+def paper_table10() -> dict:
+    """The paper's Table 10 (area ratios of trained models), shipped in ``data/``."""
+    from .._paths import data_dir
+
+    path = data_dir() / PAPER_TABLE10
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"the paper's Table 10 ({path.name}) is missing or unreadable: {exc}") from exc
+
+
+def paper_erf_entry(record: Record, table: dict | None = None) -> dict | None:
+    """The Table 10 row for this run's model, or None."""
+    try:
+        table = table or paper_table10()
+    except ResultError:
+        return None
+    keys = model_keys(record)
+    for row in table.get("models", []):
+        names = {norm_name(row.get("name"))} | {norm_name(a) for a in row.get("aliases", [])}
+        if keys & names:
+            return row
+    return None
+
+
+@dataclass
+class Table10Row:
+    """One model's area ratios next to the paper's: ``ours`` and ``sides`` as recorded (full resolution; a
+    threshold the run did not measure is absent), ``paper`` in percent."""
+    title: str
+    ours: dict[float, float | None]
+    sides: dict[float, int | None]
+    paper: dict[float, float | None]
+    paper_model: str | None
+
+
+def table10_rows(runs: list[tuple[str, Run]], table: dict | None = None) -> list[Table10Row]:
+    """Our recorded area ratios at :data:`THRESHOLDS` next to the paper's Table 10, one row per ``(title, run)``."""
+    rows = []
+    for title, run in runs:
+        rec: ErfRecord = run.record  # type: ignore[assignment]
+        entry = paper_erf_entry(rec, table)
+        paper = {t: (entry or {}).get("area_ratio_percent", {}).get(str(t)) for t in THRESHOLDS}
+        rows.append(Table10Row(title, rec.area_ratio_map(), rec.side_map(), paper,
+                               entry["name"] if entry else None))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ shape bias
+def classify(run: Run) -> str:
+    """The decision maker's kind (:data:`erftools.results.records.MAKER_KINDS`); a run without a recorded kind
+    whose name says human or subject counts as human."""
+    rec: ShapeBiasRecord = run.record  # type: ignore[assignment]
+    if maker_kind(rec.decision_maker_kind) is not None:
+        return rec.maker_kind
+    text = " ".join(str(x) for x in (rec.label, rec.model_name)).lower()
+    if "human" in text or "subject" in text:
+        return HUMANS
+    return rec.maker_kind
+
+
+def is_human(kind: str) -> bool:
+    return kind in (HUMAN, HUMANS)
+
+
+_ORDER = {HUMANS: 0, HUMAN: 0, MODEL: 1, NETWORK: 2, PUBLISHED: 3}
+
+
+def shape_bias_order(runs: list[Run]) -> list[Run]:
+    """Humans first, then measured models, then the reference networks; by name within each group."""
+    return sorted(runs, key=lambda r: (_ORDER.get(classify(r), 1), run_title(r).lower()))
+
+
+def per_category(record: ShapeBiasRecord) -> dict[str, float | None]:
+    """``{category: shape bias}`` of a shape-bias record."""
+    return {c: (None if v is None else float(v)) for c, v in record.category_bias().items()}
+
+
+def _ref_item(e: dict, key: str) -> dict:
+    pc = e.get("per_category") or {}
+    item = dict(e)
+    item["key"] = key
+    item["per_category"] = {str(k): (v.get("shape_bias") if isinstance(v, dict) else v) for k, v in pc.items()}
+    return item
+
+
+def shapebias_reference() -> dict[str, dict[str, dict]]:
+    """The reference shape-bias numbers of the shape-bias engine (:mod:`erftools.shapebias.reference`).
+
+    ``{"paper": {label: entry}, "humans": {...}, "cnns": {...}, "other": {...}}``; every entry has ``shape_bias``,
+    ``per_category`` ({category: shape bias}) and ``kind`` (one of the decision-maker kinds); paper entries also
+    ``model`` and ``weights_tags``. ``humans`` holds the pooled observers, ``cnns`` the ImageNet-trained
+    torchvision networks, ``other`` the single observers, the Caffe networks and the Open Images ResNet. Missing
+    files give empty groups.
+    """
+    from ..shapebias import reference as ref
+
+    out: dict[str, dict[str, dict]] = {"paper": {}, "humans": {}, "cnns": {}, "other": {}}
+    try:
+        published = ref.load_published()
+    except (OSError, ValueError):
+        published = {}
+    for key, e in (published.get("entries") or {}).items():
+        if isinstance(e, dict) and "shape_bias" in e:
+            out["paper"][e.get("label") or key] = dict(_ref_item(e, key), kind=PUBLISHED)
+    try:
+        summary = ref.load_summary()
+    except (OSError, ValueError):
+        summary = {}
+    for key, e in (summary.get("references") or {}).items():
+        if not isinstance(e, dict) or "shape_bias" not in e:
+            continue
+        kind = maker_kind(e.get("kind")) or NETWORK
+        label = e.get("label") or key
+        files = " ".join(e.get("files") or [])
+        if kind == HUMANS:
+            group = "humans"
+        elif kind == NETWORK and "trained-CNNs" in files and "oidv2" not in key:
+            group = "cnns"
+        else:
+            group = "other"
+        out[group][label] = dict(_ref_item(e, key), kind=kind)
+    return out
+
+
+def paper_fig5_entry(record: Record, reference: dict | None = None) -> tuple[str, dict] | None:
+    """The paper's Fig. 5 line for this run: same model (and weight tag when it says which), humans for humans."""
+    reference = reference if reference is not None else shapebias_reference()
+    paper = reference.get("paper", {})
+    keys = model_keys(record)
+    if any("human" in k for k in keys):
+        for label, item in paper.items():
+            if item.get("model") is None and "human" in label.lower():
+                return label, item
+        return None
+    weights = (record.model or {}).get("weights")
+    tag = weights.get("tag") if isinstance(weights, dict) else weights
+    candidates = [(label, item) for label, item in paper.items()
+                  if item.get("model") and norm_name(item["model"]) in keys]
+    for label, item in candidates:
+        if tag and tag in (item.get("weights_tags") or []):
+            return label, item
+    for label, item in candidates:  # default: the ImageNet-1K line
+        if "22k" not in label.lower():
+            return label, item
+    return candidates[0] if candidates else None
+
+
+@dataclass
+class ShapeBiasRow:
+    """One decision maker in the shape-bias table and plot (a run or a reference)."""
+    name: str
+    kind: str  # one of MAKER_KINDS
+    shape_bias: float | None
+    per_category: dict[str, float | None] = field(default_factory=dict)
+    ci95: tuple | None = None
+    fraction_shape: float | None = None
+    fraction_texture: float | None = None
+    accuracy_no_conflict: float | None = None
+    num_trials: int | None = None
+    paper: tuple[str, float | None] | None = None  # (the paper's label, its shape bias)
+
+    def cells(self) -> dict[str, str]:
+        """The table columns as text (the report shows a subset, the dashboard all)."""
+        return {"decision maker": self.name, "shape bias": f3(self.shape_bias), "95% CI": ci_text(self.ci95),
+                "fraction shape": f3(self.fraction_shape), "fraction texture": f3(self.fraction_texture),
+                "accuracy (no conflict)": f3(self.accuracy_no_conflict), "trials": cell_text(self.num_trials),
+                "paper Fig. 5": f"{f3(self.paper[1])} ({self.paper[0]})" if self.paper else ""}
+
+
+def _ci(ci: Any) -> tuple | None:
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and ci[0] is not None and ci[1] is not None:
+        return float(ci[0]), float(ci[1])
+    return None
+
+
+def shape_bias_row(title: str, run: Run, reference: dict | None = None) -> ShapeBiasRow:
+    """The row of a shape-bias run (with the paper's Fig. 5 value for its model when there is one)."""
+    rec: ShapeBiasRecord = run.record  # type: ignore[assignment]
+    paper = paper_fig5_entry(rec, reference)
+    return ShapeBiasRow(title, classify(run), rec.shape_bias, per_category(rec), _ci(rec.ci95),
+                        rec.fraction_correct_shape, rec.fraction_correct_texture, rec.accuracy_no_conflict,
+                        rec.num_trials, (paper[0], paper[1].get("shape_bias")) if paper else None)
+
+
+def reference_row(name: str, item: dict, kind: str | None = None) -> ShapeBiasRow:
+    """The row of a reference entry of :func:`shapebias_reference`."""
+    pc = {k: v for k, v in item.get("per_category", {}).items() if v is not None}
+    return ShapeBiasRow(name, kind or maker_kind(item.get("kind")) or NETWORK, item.get("shape_bias"), pc,
+                        _ci(item.get("ci95")), item.get("fraction_correct_shape"),
+                        item.get("fraction_correct_texture"), item.get("accuracy_no_conflict"),
+                        item.get("num_trials"))
+
+
+# ------------------------------------------------------------------------------------------------- decisions
+def decisions_frame(rows: list[dict]):
+    """Decision rows (:func:`erftools.results.store.load_decisions`) as a DataFrame with the derived columns
+    ``stimulus`` (file name), ``shape``, ``texture`` and ``decided`` (shape, texture, other or no conflict)."""
+    import pandas as pd
+
+    from ..shapebias.stimuli import stimulus_file, texture_category
+
+    cols = ["subj", "object_response", "category", "imagename"]
+    df = pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
+    df["stimulus"] = df["imagename"].map(stimulus_file)
+    df["shape"] = df["category"]
+    df["texture"] = df["imagename"].map(texture_category)
+    resp = df["object_response"]
+    df["decided"] = np.where(df["shape"] == df["texture"], "no conflict",
+                             np.where(resp == df["shape"], "shape", np.where(resp == df["texture"], "texture", "other")))
+    return df
+
+
+def merge_decisions(frames: dict[str, Any]):
+    """One row per stimulus (shape category + file): per decision maker a decision column and a ``:: class``
+    column. A pooled decision maker (the humans: several trials per stimulus) shows its most frequent answer and
+    how many of its trials gave it, e.g. ``cat (7/10)``."""
+    import pandas as pd
+
+    from ..shapebias.stimuli import texture_category
+
+    merged = None
+    for name, df in frames.items():
+        g = df.groupby(["shape", "stimulus"], sort=False)
+        counts = df.groupby(["shape", "stimulus", "object_response", "decided"], sort=False).size()
+        counts = counts.reset_index(name="k").sort_values("k", ascending=False, kind="stable")
+        top = counts.drop_duplicates(subset=["shape", "stimulus"]).copy()
+        total = g.size().rename("n").reset_index()
+        top = top.merge(total, on=["shape", "stimulus"])
+        top[name] = np.where(top["n"] > 1, top["object_response"] + " (" + top["k"].astype(str) + "/"
+                             + top["n"].astype(str) + ")", top["object_response"])
+        part = top[["shape", "stimulus", name, "decided"]].rename(columns={"decided": f"{name} :: class"})
+        merged = part if merged is None else merged.merge(part, on=["shape", "stimulus"], how="outer")
+    if merged is None:
+        return pd.DataFrame(columns=["shape", "stimulus", "texture"])
+    merged.insert(2, "texture", merged["stimulus"].map(texture_category))
+    return merged.sort_values(["shape", "stimulus"]).reset_index(drop=True)
