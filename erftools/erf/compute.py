@@ -108,7 +108,7 @@ def prepare_model(model: nn.Module, device: torch.device | str | None = None, *,
         model.to(memory_format=torch.channels_last)
         done["channels_last"] = True
     done["input_grad_only_layers"] = freeze_convolutions(model)
-    model._erftools_prepared = dict(done)
+    model._erftools_prepared = {**done, "rewritten": bool(fuse)}  # rewriting again would change nothing
     return done
 
 
@@ -555,7 +555,7 @@ def accumulate_erfs(model: nn.Module, images, layers: str | Iterable[str], *, ba
     names = expand_layers(model, layers)
     if states is not None and set(states) != set(names):
         raise ErftoolsError(f"states has the layers {sorted(states)}, but {names} were asked for")
-    if prepare and not getattr(model, "_erftools_prepared", None):  # (preparing again changes nothing)
+    if prepare and not (getattr(model, "_erftools_prepared", None) or {}).get("rewritten"):
         check_prepare_keeps_layers(model, names)
     dev, prepared = _setup(model, device, prepare, channels_last, conv_backend)
     bs = int(batch_size or default_batch_size(dev))
