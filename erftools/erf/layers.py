@@ -33,7 +33,8 @@ def stage_layers(model: nn.Module) -> list[str]:
     """The module names of the stages of a known family, shallow to deep.
 
     RepLKNet ``stages.0 .. stages.3``; timm ResNet ``layer1 .. layer4``; timm Swin (v1, v2) ``layers.0 .. layers.3``;
-    timm ConvNeXt ``stages.0 .. stages.3``. Raises :class:`ErftoolsError` for any other model.
+    timm ConvNeXt ``stages.0 .. stages.3``; any other model with a ``stages`` ``ModuleList``/``Sequential``: its
+    children. Raises :class:`ErftoolsError` for any other model.
     """
     name = model_name(model)
     if _is_replknet(model):
@@ -45,6 +46,9 @@ def stage_layers(model: nn.Module) -> list[str]:
         return [f"layers.{i}" for i in range(len(model.layers))]
     if _timm_class(model, "convnext", "ConvNeXt"):
         return [f"stages.{i}" for i in range(len(model.stages))]
+    stages = getattr(model, "stages", None)
+    if isinstance(stages, (nn.ModuleList, nn.Sequential)) and len(stages) > 0:  # the common layout of other models
+        return [f"stages.{k}" for k, _ in stages.named_children()]
     raise ErftoolsError(
         f"erftools does not know the stages of {name} ({type(model).__name__}); the shortcut {STAGE_SHORTCUT!r} "
         "works for RepLKNet, timm ResNet, Swin and ConvNeXt. Pass module names from model.named_modules() instead, "
@@ -58,7 +62,7 @@ def _examples(model: nn.Module, n: int = 4) -> str:
 
 def expand_layers(model: nn.Module, layers: str | Iterable[str]) -> list[str]:
     """Module names from ``layers``: a name, a comma-separated string or a list; ``"stages"`` expands to
-    :func:`stage_layers` (unless the model has a module called ``stages`` that is not a known family's stage list).
+    :func:`stage_layers`.
     Duplicates are dropped, the order is kept. The names are checked with :func:`check_layers`."""
     if isinstance(layers, str):
         items = [s.strip() for s in layers.split(",")]

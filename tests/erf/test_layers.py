@@ -111,6 +111,14 @@ def test_stage_shortcuts_of_known_families():
     assert expand_layers(swin, "stages,layers.0") == ["layers.0", "layers.1"]
     with pytest.raises(ErftoolsError, match="does not know the stages of Sequential.*named_modules"):
         expand_layers(nn.Sequential(nn.Conv2d(3, 3, 1)), "stages")
+
+    class Staged(nn.Module):  # another model with the common layout: a stages list
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3)
+            self.stages = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3))
+
+    assert expand_layers(Staged(), "stem,stages") == ["stem", "stages.0", "stages.1"]
     with pytest.raises(ErftoolsError, match="no module named 'layer9'"):
         expand_layers(tiny_resnet(), ["layer9"])
     with pytest.raises(ErftoolsError, match="one, use compute_erfs"):
