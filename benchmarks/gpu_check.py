@@ -25,7 +25,8 @@ keeps what it measured):
               model, batch 1, parameters requiring grad, NCHW, fp32, native convolution) against erftools' default
               ``compute_erf``; matrices compared (max-relative error, the high-contribution square sides of
               ``erftools.erf.area_ratios``), images/s and peak GPU memory of each; ResNet-152 and Swin-B at 1024 with
-              ``compute_erf``. erftools is timed on a second call (the first, on one image, prepares the model).
+              ``compute_erf``. erftools is timed on a second call (the first, on one image, prepares the model
+              and warms up).
 ``shapebias`` (d) ``erftools.shapebias.evaluate`` over the 1280 cue-conflict stimuli (``--stimuli``, default
               ``$ERFTOOLS_SHARED/data/cue-conflict`` or ``../shared/data/cue-conflict``; 1280 random 224 px PNGs when
               absent) for RepLKNet-31B, ResNet-152 and Swin-B (random weights) in fp32 and bf16 (``torch.autocast``
@@ -98,13 +99,14 @@ SMOKE = {
 
 
 # ================================================================================================== small helpers
-#: fault injection for the test suite: "erf:<model>" fails that model's ERF, "<part>:crash" kills the part's process
-#: right after its first record (as a CUDA fault or an out-of-memory kill would)
+#: fault injection for the test suite (comma-separated): "erf:<model>" fails that model's ERF, "<part>:crash" kills
+#: the part's process right after its first record (as a CUDA fault or an out-of-memory kill would),
+#: "<part>:crash-once" does so only in the first attempt
 INJECT_ENV = "ERFTOOLS_GPU_CHECK_INJECT"
 
 
 def _injected(part: str, what: str) -> bool:
-    return os.environ.get(INJECT_ENV, "") == f"{part}:{what}"
+    return f"{part}:{what}" in os.environ.get(INJECT_ENV, "").split(",")
 
 
 def _now() -> float:
@@ -115,7 +117,7 @@ def _emit(path: Path, rec: dict) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(rec, default=str) + "\n")
         fh.flush()
-    if _injected(path.stem, "crash"):
+    if _injected(path.stem, "crash") or (_injected(path.stem, "crash-once") and len(_read_jsonl(path)) == 1):
         os._exit(3)
 
 
@@ -274,28 +276,44 @@ def part_kernels(args, cfg, dev, out_path: Path, deadline: float) -> None:
 
     fns = _backend_fns()
     interp = _triton.interpreting()
-    try:
-        ceil = matmul_ceilings(dev, args.smoke)
-    except Exception as exc:  # noqa: BLE001
-        ceil = {"error": f"{type(exc).__name__}: {exc}"}
-    _emit(out_path, {"kind": "ceilings", "matmul_tflops": ceil})
+    skip = {b for b in (args.skip_backends or "").split(",") if b}
+    prior = _read_jsonl(out_path)  # a restarted attempt continues where the last one died
+    finished = {_key(r) for r in prior if r.get("kind") == "case" and not r.get("fatal")}
+    started = {_key(r) for r in prior if r.get("kind") == "start"}
+    died_in = started - {_key(r) for r in prior if r.get("kind") == "case"}
+    for key in sorted(died_in):
+        _emit(out_path, {"kind": "case", "shape": key[0], "k": key[1], "dtype": key[2], "backends": {},
+                         "error": "the process died during this case (a crash, not a Python error); skipped"})
+    if not any(r.get("kind") == "ceilings" for r in prior):
+        try:
+            ceil = matmul_ceilings(dev, args.smoke)
+        except Exception as exc:  # noqa: BLE001
+            ceil = {"error": f"{type(exc).__name__}: {exc}"}
+        _emit(out_path, {"kind": "ceilings", "matmul_tflops": ceil})
     shapes = {s[0]: s for s in cfg["shapes"]}
     order = list(cfg["priority"])
     if not cfg.get("only_priority"):
         order += [(s[0], k) for k in sorted(cfg["ks"], reverse=True) for s in cfg["shapes"]
                   if (s[0], k) not in cfg["priority"]]
+    if args.ks:
+        only = {int(k) for k in args.ks.split(",")}
+        order = [(sn, k) for sn, k in order if k in only]
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     for case_i, (sname, k) in enumerate(order):
         _, n, c, h = shapes[sname]
         for dname, dt in dtypes.items():
             rec = {"kind": "case", "shape": sname, "n": n, "c": c, "h": h, "w": h, "k": k, "dtype": dname,
                    "flops": useful_flops(n, c, h, h, k), "backends": {}, "convert_ms": None}
+            if (sname, k, dname) in finished | died_in:
+                continue
             if _now() > deadline:
                 rec["skipped"] = "time budget spent"
                 _emit(out_path, rec)
                 continue
+            _emit(out_path, {"kind": "start", "shape": sname, "k": k, "dtype": dname})
             try:
-                _kernel_case(rec, fns, dev, dt, cfg, deadline, interp, seed=1000 * case_i + (dname == "bf16"))
+                _kernel_case(rec, fns, dev, dt, cfg, deadline, interp, seed=1000 * case_i + (dname == "bf16"),
+                             skip=skip)
             except Exception as exc:  # noqa: BLE001 - recorded, and the next case runs
                 rec["error"] = f"{type(exc).__name__}: {exc}"[:800]
                 if _fatal_cuda(exc):
@@ -307,7 +325,21 @@ def part_kernels(args, cfg, dev, out_path: Path, deadline: float) -> None:
                 torch.cuda.empty_cache()
 
 
-def _kernel_case(rec, fns, dev, dt, cfg, deadline, interp, seed):
+def _key(rec) -> tuple:
+    return (rec.get("shape"), rec.get("k"), rec.get("dtype"))
+
+
+def kernel_cases(records: list[dict]) -> list[dict]:
+    """The case records of a kernels part, the last one of each (shape, K, dtype) (a restart re-measures a case)."""
+    last = {}
+    for r in records:
+        if r.get("kind") == "case":
+            last.pop(_key(r), None)
+            last[_key(r)] = r
+    return list(last.values())
+
+
+def _kernel_case(rec, fns, dev, dt, cfg, deadline, interp, seed, skip=()):
     import torch
     import torch.nn.functional as F
 
@@ -335,6 +367,9 @@ def _kernel_case(rec, fns, dev, dt, cfg, deadline, interp, seed):
         if b == "triton" and interp and dt == torch.bfloat16:
             r["skipped"] = "Triton's CPU interpreter has no bf16 arithmetic (checked on a GPU only)"
             continue
+        if b in skip:
+            r["skipped"] = "not run after a fatal CUDA error of this backend in an earlier attempt"
+            continue
         if _now() > deadline:
             r["skipped"] = "time budget spent"
             continue
@@ -357,19 +392,20 @@ def _kernel_case(rec, fns, dev, dt, cfg, deadline, interp, seed):
             xg = xb.detach().requires_grad_()
             yd = fn(xg, w)
             r["ms"]["dgrad"], r["reps"]["dgrad"], few = _measure(
-                lambda: torch.autograd.grad(yd, xg, gyb, retain_graph=True), dev, cfg)
+                lambda yd=yd, xg=xg: torch.autograd.grad(yd, xg, gyb, retain_graph=True), dev, cfg)
             r["few_reps"] |= few
             del yd, xg
             if _now() <= deadline:
                 wg = w.detach().requires_grad_()
                 yw = fn(xb, wg)
                 r["ms"]["wgrad"], r["reps"]["wgrad"], few = _measure(
-                    lambda: torch.autograd.grad(yw, wg, gyb, retain_graph=True), dev, cfg)
+                    lambda yw=yw, wg=wg: torch.autograd.grad(yw, wg, gyb, retain_graph=True), dev, cfg)
                 r["few_reps"] |= few
                 del yw, wg
         except Exception as exc:  # noqa: BLE001
             r["error"] = f"{type(exc).__name__}: {exc}"[:800]
             if _fatal_cuda(exc):
+                rec["fatal_backend"] = b
                 raise
     _derive_rates(rec)
 
@@ -452,16 +488,17 @@ def _official_erf(model, xs, dev):
 
 
 def _erftools_erf(model, xs, dev):
-    """erftools' default compute_erf: a first call on one image prepares the model, the second is timed."""
+    """erftools' default compute_erf: a first call on one image prepares the model in place (fuses, freezes, moves
+    it) and warms up; the second, timed, call finds it prepared (preparing again changes nothing)."""
     import torch
 
     from erftools.erf import compute_erf
 
     batch = torch.cat(xs)
-    compute_erf(model, batch[:1], device=dev)  # prepares (fuses, freezes, moves) the model in place; warm-up
+    compute_erf(model, batch[:1], device=dev)
     _peak_reset(dev)
     t = time.perf_counter()
-    res = compute_erf(model, batch, device=dev, prepare=False)
+    res = compute_erf(model, batch, device=dev)
     _sync(dev)
     sec = time.perf_counter() - t
     return res.matrix, {"seconds": round(sec, 3), "images_per_second": round(len(xs) / sec, 3),
@@ -666,12 +703,32 @@ def derive_table(cases: list[dict], env: dict) -> dict:
 
 
 # ================================================================================================== parent
-def run_child(part: str, args, deadline: float, parts_dir: Path, grace: float) -> dict:
+def run_part(part: str, args, deadline: float, parts_dir: Path, grace: float) -> dict:
+    """Run a part's child process; a kernels process that dies (CUDA fault, crash) is restarted up to twice while
+    time is left, continuing after the cases it finished, without a backend that raised a fatal CUDA error and
+    without the case it died in."""
     out_path = parts_dir / f"{part}.jsonl"
     if out_path.exists():
         out_path.unlink()
+    skip: set = set()
+    status = run_child(part, args, deadline, out_path, grace, skip)
+    attempts = [{k: status.get(k) for k in ("status", "returncode", "seconds", "stderr_tail")}]
+    while part == "kernels" and status["status"] == "failed" and len(attempts) < 3 and _now() < deadline - 10:
+        skip |= {r["fatal_backend"] for r in status["records"] if r.get("fatal_backend")}
+        status = run_child(part, args, deadline, out_path, grace, skip)
+        attempts.append({k: status.get(k) for k in ("status", "returncode", "seconds", "stderr_tail")})
+    status["attempts"] = attempts
+    status["seconds"] = round(sum(a["seconds"] or 0 for a in attempts), 1)
+    return status
+
+
+def run_child(part: str, args, deadline: float, out_path: Path, grace: float, skip=()) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", part, "--out", str(args.out),
            "--deadline", repr(deadline)]
+    if skip:
+        cmd += ["--skip-backends", ",".join(sorted(skip))]
+    if args.ks:
+        cmd += ["--ks", args.ks]
     if args.smoke:
         cmd.append("--smoke")
     if args.stimuli:
@@ -717,7 +774,9 @@ def main(argv=None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     default_stimuli = Path(os.environ.get("ERFTOOLS_SHARED", str(ROOT.parent / "shared"))) / "data" / "cue-conflict"
     p.add_argument("--stimuli", default=str(default_stimuli), help="cue-conflict folder (random images if absent)")
+    p.add_argument("--ks", default=None, help="only these kernel sizes in the kernels part (e.g. 31,29,27,13)")
     p.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
+    p.add_argument("--skip-backends", default=None, help=argparse.SUPPRESS)
     p.add_argument("--deadline", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -745,7 +804,7 @@ def main(argv=None) -> int:
         deadline = _now() + max(0.0, left) * share
         print(f"[{time.strftime('%H:%M:%S')}] {part}: up to {max(0.0, left) * share:.0f} s", flush=True)
         try:
-            results["parts"][part] = run_child(part, args, deadline, out / "parts", grace)
+            results["parts"][part] = run_part(part, args, deadline, out / "parts", grace)
         except Exception as exc:  # noqa: BLE001 - the parent itself must finish and write what it has
             results["parts"][part] = {"part": part, "status": f"could not run: {exc}", "records": []}
         print(f"    {results['parts'][part]['status']} in {results['parts'][part].get('seconds', 0)} s", flush=True)
@@ -766,7 +825,7 @@ def finish(results: dict, out: Path) -> None:
                                             if isinstance(ceil, dict) and "error" not in ceil else None)
     results["peaks_tflops"] = {"used": peaks, "measured_matmul": ceil,
                                "source": "datasheet" if env.get("datasheet_tflops") else "measured matrix product"}
-    cases = [r for r in kern if r.get("kind") == "case"]
+    cases = kernel_cases(kern)
     for rec in cases:
         _derive_rates(rec, peaks)
     table = derive_table(cases, env)
@@ -804,12 +863,12 @@ def markdown(res: dict) -> str:
     pk = res.get("peaks_tflops", {})
     L += ["", f"Peaks used for the fraction of peak ({pk.get('source')}): {pk.get('used')}; measured matrix "
           f"products: {pk.get('measured_matmul')}.", ""]
-    kern = [r for r in res["parts"].get("kernels", {}).get("records", []) if r.get("kind") == "case"]
+    kern = kernel_cases(res["parts"].get("kernels", {}).get("records", []))
     L += ["## a. Correctness against float64 (max|err| / max|ref|, first 8 channels)", "",
           "| shape (NxCxHxW) | K | dtype | backend | forward | input grad | weight grad | pass |",
           "|---|---|---|---|---|---|---|---|"]
     for rec in kern:
-        tag = f"{rec['shape']} ({rec['n']}x{rec['c']}x{rec['h']}x{rec['w']})"
+        tag = f"{rec['shape']} ({rec.get('n')}x{rec.get('c')}x{rec.get('h')}x{rec.get('w')})"
         if rec.get("skipped") or rec.get("error"):
             L.append(f"| {tag} | {rec['k']} | {rec['dtype']} | all | {rec.get('skipped') or rec.get('error')} | | | |")
             continue
@@ -889,7 +948,7 @@ def summary(res: dict) -> str:
         L.append(f"{name}: {st.get('status')} ({st.get('seconds')} s, {len(st.get('records', []))} records)")
         if st.get("status") != "ok" and st.get("stderr_tail"):
             L.append("  " + st["stderr_tail"].strip().splitlines()[-1][:300] if st["stderr_tail"].strip() else "")
-    kern = [r for r in res["parts"].get("kernels", {}).get("records", []) if r.get("kind") == "case"]
+    kern = kernel_cases(res["parts"].get("kernels", {}).get("records", []))
     done = [r for r in kern if r.get("backends") and not r.get("skipped")]
     bad = [(r["shape"], r["k"], r["dtype"], b) for r in done for b, x in r["backends"].items()
            if x.get("correct") and not all(x["correct"].values())]

@@ -33,8 +33,9 @@ def _run(out: Path, *extra, env_extra=None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
-    # the swin-B ERF fails on purpose: one failure is recorded and everything else still runs
-    proc = _run(out, env_extra={"ERFTOOLS_GPU_CHECK_INJECT": "erf:swin-B"})
+    # on purpose: the swin-B ERF fails (recorded, everything else still runs) and the kernels process dies after
+    # its first record (restarted, it measures everything)
+    proc = _run(out, env_extra={"ERFTOOLS_GPU_CHECK_INJECT": "erf:swin-B,kernels:crash-once"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, proc, json.loads((out / "gpu_check.json").read_text())
 
@@ -47,12 +48,15 @@ def test_summary_and_environment(smoke):
         assert key in env
     assert env["torch"] == torch.__version__ and env["smoke"] is True and env["arch"] == "sm_cpu"
     assert {p: s["status"] for p, s in res["parts"].items()} == {"kernels": "ok", "erf": "ok", "shapebias": "ok"}
+    attempts = res["parts"]["kernels"]["attempts"]
+    assert [a["returncode"] for a in attempts] == [3, 0]  # the injected crash, then the restart
     assert res["wall_s"] < res["budget_s"]
 
 
 def test_kernel_correctness_and_timings(smoke):
     _, _, res = smoke
     cases = [r for r in res["parts"]["kernels"]["records"] if r.get("kind") == "case"]
+    assert len(cases) == 4  # each case once: the restart continued, it did not start again
     assert {(r["shape"], r["k"], r["dtype"]) for r in cases} == {
         ("toy-plane", 7, "fp32"), ("toy-plane", 7, "bf16"), ("toy-batch", 3, "fp32"), ("toy-batch", 3, "bf16")}
     for rec in cases:
@@ -158,3 +162,44 @@ def test_a_crashed_part_and_the_budget_are_recorded(tmp_path):
     assert all(r.get("skipped") == "time budget spent" for r in res["parts"]["erf"]["records"])
     assert len(res["parts"]["erf"]["records"]) == 3
     assert (tmp_path / "gpu_check.md").is_file() and (tmp_path / "cuda_table.json").is_file()
+
+
+def _load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fatal_cuda_error_stops_the_process_and_the_restart_skips_that_backend(tmp_path, monkeypatch):
+    import argparse
+
+    import torch.nn.functional as F
+
+    gc = _load_script()
+
+    def native(x, w):
+        return F.conv2d(x, w, padding=w.shape[-1] // 2, groups=x.shape[1])
+
+    def faulty(x, w):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gc, "_backend_fns", lambda: {"native_nchw": native, "native_cl": native, "fft": faulty,
+                                                     "triton": native})
+    cfg = dict(gc.SMOKE, priority=[("toy-batch", 3)])
+    out = tmp_path / "kernels.jsonl"
+    args = argparse.Namespace(smoke=True, skip_backends=None, ks=None)
+    with pytest.raises(RuntimeError, match="illegal memory access"):  # the process must end: its context is lost
+        gc.part_kernels(args, cfg, torch.device("cpu"), out, gc._now() + 60)
+    first = gc._read_jsonl(out)
+    fatal = [r for r in first if r.get("fatal")]
+    assert len(fatal) == 1 and fatal[0]["fatal_backend"] == "fft"
+    args.skip_backends = "fft"
+    gc.part_kernels(args, cfg, torch.device("cpu"), out, gc._now() + 60)
+    cases = gc.kernel_cases(gc._read_jsonl(out))
+    assert [(c["shape"], c["k"], c["dtype"]) for c in cases] == [("toy-batch", 3, "fp32"), ("toy-batch", 3, "bf16")]
+    for c in cases:
+        assert "fatal" not in c and "fatal CUDA error" in c["backends"]["fft"]["skipped"]
+        assert all(c["backends"]["native_nchw"]["correct"].values())
