@@ -70,10 +70,12 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike) -> Path:
              f"Results: {md_code(_rel(results, base))} ({len(listing.erf)} ERF runs, {len(listing.shape_bias)} "
              "shape-bias runs), written by `erftools report`. Reference: Ding et al., "
              "*Scaling Up Your Kernels to 31x31* (RepLKNet, CVPR 2022).\n"]
-    if listing.problems or listing.incomplete:
+    if listing.problems or listing.incomplete or listing.interrupted:
         parts.append("> **Skipped:** " + "; ".join(
             [md_text(p.replace(str(results.resolve()), ".")) for p in listing.problems]
-            + [f"{md_code(_rel(r.path, base))} is unfinished" for r in listing.incomplete]) + "\n")
+            + [f"{md_code(_rel(r.path, base))} is unfinished" for r in listing.incomplete]
+            + [f"{md_code(_rel(i.path, base))} is an interrupted {i.kind} run (the same command continues it)"
+               for i in listing.interrupted]) + "\n")
     provenance: list[tuple[str, Run]] = []
     if listing.erf:
         parts.append(_erf_section(listing.erf, figdir, base, provenance))

@@ -65,9 +65,11 @@ def test_report_mentions_broken_runs(results, tmp_path):
     (results / "bad").mkdir()
     (results / "bad" / "summary.json").write_text("{", encoding="utf-8")
     make_erf_run(results / "erf" / "half", "half", complete=False)
+    (results / "erf" / "cut" / R.ERF_CHECKPOINT).mkdir(parents=True)
     out = build_report(results, tmp_path / "index.md")
     text = out.read_text()
     assert "erf.npy is missing" in text and "not valid JSON" in text and "is unfinished" in text
+    assert "`results/erf/cut` is an interrupted erf run (the same command continues it)" in text
     _links_resolve(out)
 
 

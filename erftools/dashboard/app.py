@@ -383,6 +383,10 @@ def main() -> None:
     if listing.incomplete and not include_incomplete:
         st.warning("Unfinished runs (interrupted or still running) are hidden: "
                    + ", ".join(md_code(R.display_path(r.path, root)) for r in listing.incomplete))
+    if listing.interrupted:
+        st.warning("Interrupted runs (their partial results are kept; the same command continues them): "
+                   + ", ".join(f"{md_code(R.display_path(i.path, root))} ({i.kind}"
+                               + (", running now)" if i.running else ")") for i in listing.interrupted))
 
     page = PAGES[label]
     if page == "erf":

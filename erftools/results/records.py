@@ -36,6 +36,12 @@ ERF_KIND = "erf"
 SB_KIND = "shape-bias"
 COMBINED_KIND = "shape-bias-combined"  # the index ``erftools shape-bias`` writes above several runs
 RECORD_FILES = {ERF_KIND: ERF_RECORD, SB_KIND: SB_RECORD}
+# What an interrupted run leaves for its resume (the engines write it; the readers show such a folder as
+# interrupted): ERF checkpoints, and shape-bias partial decisions (rank 0's; other ranks add ``.r<R>.csv`` files).
+ERF_CHECKPOINT = ".erf_checkpoint"
+SB_PARTIAL = ".decisions.partial.csv"
+SB_PARTIAL_META = ".partial.json"
+RESUME_STATE = {ERF_KIND: ERF_CHECKPOINT, SB_KIND: SB_PARTIAL}
 
 # ------------------------------------------------------------------------------------ decision-maker kinds
 HUMANS = "humans"  # observers pooled (the 10 subjects of Geirhos et al.)
@@ -54,6 +60,14 @@ def maker_kind(value: Any) -> str | None:
         return None
     v = value.strip().lower()
     return v if v in MAKER_KINDS else _OLD_KINDS.get(v)
+
+
+def slug(text: Any) -> str:
+    """A run folder name made from a label or model name: letters, digits, ``.``, ``_`` and ``-`` only (other runs of
+    characters become ``-``), never starting or ending with ``-`` or ``.``; ``run`` when nothing is left."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "run"
 
 
 class ResultError(ErftoolsError):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import (ERF_KIND, ERF_MATRIX, RECORD_FILES, RECORD_TYPES, SB_DECISIONS, SB_KIND, ErfRecord, Record,
-                      ResultError, ShapeBiasRecord, read_json_record)
+from .records import (ERF_KIND, ERF_MATRIX, RECORD_FILES, RECORD_TYPES, RESUME_STATE, SB_DECISIONS, SB_KIND,
+                      ErfRecord, Record, ResultError, ShapeBiasRecord, read_json_record)
 
 ENV_RESULTS = "ERFTOOLS_RESULTS"  # the results root the dashboard serves (set by ``erftools dashboard``)
 _STIMULUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
@@ -169,25 +169,66 @@ def scan(root: str | os.PathLike, kind: str | None = None, max_depth: int = 4) -
 
 
 @dataclass
+class Interrupted:
+    """A folder holding the resume state of an interrupted run (ERF checkpoints, shape-bias partial decisions) and
+    no finished record: the same command continues it."""
+    kind: str
+    path: Path
+    running: bool = False  # a process holds the folder's lock right now (the run is still going)
+
+
+def find_interrupted(root: str | os.PathLike, max_depth: int = 4) -> list[Interrupted]:
+    """The folders below ``root`` with the resume state of a run (:data:`~erftools.results.records.RESUME_STATE`)
+    whose record is missing or not complete. Only what lies inside ``root`` is looked at."""
+    from .._lock import LOCK_NAME, lock_holder
+
+    root = Path(root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        folder = Path(dirpath)
+        depth = len(folder.relative_to(root).parts)
+        names = set(dirnames) | set(filenames)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < max_depth else []
+        for kind, state in RESUME_STATE.items():
+            if state not in names:
+                continue
+            try:
+                checked_path(root, folder / state)
+                complete = (folder / RECORD_FILES[kind]).is_file() and load_record(folder, kind, root=root).complete
+            except ResultError:
+                continue  # leads outside, or a malformed record (reported by scan)
+            if not complete:
+                try:  # the lock file is only looked at when it lies inside the results folder too
+                    checked_path(root, folder / LOCK_NAME)
+                    running = lock_holder(folder) is not None
+                except ResultError:
+                    running = False
+                out.append(Interrupted(kind, folder, running))
+    return sorted(out, key=lambda i: str(i.path))
+
+
+@dataclass
 class Listing:
     """The runs below a results folder, the ones that are not finished, and the problems found."""
     root: Path
     erf: list[Run]
     shape_bias: list[Run]
-    incomplete: list[Run]
+    incomplete: list[Run]  # runs whose record says ``complete: false``
     problems: list[str]
+    interrupted: list[Interrupted] = field(default_factory=list)  # resume state without a finished record
 
 
 def list_runs(root: str | os.PathLike, include_incomplete: bool = False) -> Listing:
     """Scan ``root``; malformed records become ``problems`` (messages naming folders relative to ``root``),
-    unfinished runs go to ``incomplete`` (and to the lists too with ``include_incomplete``)."""
+    unfinished runs go to ``incomplete`` (and to the lists too with ``include_incomplete``), folders holding an
+    interrupted run's resume state to ``interrupted``."""
     root = Path(root)
     runs, problems = scan(root)
     done = [r for r in runs if r.complete or include_incomplete]
     incomplete = [r for r in runs if not r.complete]
     rel = [p.replace(str(root.resolve()), ".").replace(str(root), ".") for p in problems]
     return Listing(root, [r for r in done if r.kind == ERF_KIND], [r for r in done if r.kind == SB_KIND],
-                   incomplete, rel)
+                   incomplete, rel, find_interrupted(root))
 
 
 # ------------------------------------------------------------------------------------------------ ERF matrix
@@ -307,7 +348,7 @@ def stimulus_path(stimuli_dir: Path, shape: str, stimulus: str, allowed: set[tup
     return path
 
 
-__all__ = ["ENV_RESULTS", "Listing", "Run", "block_reduce", "checked_path", "default_results_dir", "display_path",
+__all__ = ["ENV_RESULTS", "Interrupted", "Listing", "find_interrupted", "Run", "block_reduce", "checked_path", "default_results_dir", "display_path",
            "find_runs", "full_size", "list_runs", "load_decisions", "load_erf_matrix", "load_record", "load_run",
            "read_record", "results_root", "safe_path", "scan", "source_root", "stimuli_dir_for", "stimulus_path",
            "ErfRecord", "ShapeBiasRecord"]

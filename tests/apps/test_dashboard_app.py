@@ -194,6 +194,14 @@ def test_broken_results_shape_bias(monkeypatch, broken_results):
     assert "vgg16" in list(frame(at, 0)["decision maker"])
 
 
+def test_interrupted_runs_are_named(monkeypatch, good_results):
+    (good_results / "erf" / "cut" / ".erf_checkpoint").mkdir(parents=True)
+    at = start(monkeypatch, good_results)
+    warning = texts(at.warning)
+    assert "Interrupted runs" in warning and "`erf/cut` (erf)" in warning
+    assert images_in(block(at, "erf-heatmap")) == 1  # the finished runs are shown as before
+
+
 def test_broken_results_runs_page(monkeypatch, broken_results):
     at = start(monkeypatch, broken_results, "Runs")
     assert "Skipped a malformed result folder" in texts(at.warning)

@@ -169,3 +169,9 @@ def test_every_field_the_shape_bias_writer_writes_is_known(tmp_path):
     r = ShapeBiasRecord.from_dict(json.loads((tmp_path / "run" / "summary.json").read_text()))
     assert r.complete and r.extra == {} and r.maker_kind == "humans"
     assert r.to_dict() == json.loads(json.dumps(written_rec, default=str))
+
+
+@pytest.mark.parametrize("text, name", [("ResNet-152 (torchvision)", "ResNet-152-torchvision"), ("a/b", "a-b"),
+                                        ("..", "run"), (".hidden", "hidden"), ("swin_B.in1k", "swin_B.in1k")])
+def test_slug(text, name):
+    assert rec.slug(text) == name

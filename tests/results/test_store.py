@@ -196,3 +196,29 @@ def test_committed_examples_load():
         assert f == run.record.stored_downsample == 4 and m.shape == (256, 256)
     humans = next(r for r in listing.shape_bias if r.path.name == "humans")
     assert len(load_decisions(humans)) == 12800 and humans.record.maker_kind == R.HUMANS
+
+
+def test_interrupted_runs_are_found(tmp_path):
+    from erftools._lock import run_lock
+
+    root = tmp_path / "results"
+    (root / "erf" / "cut" / R.ERF_CHECKPOINT).mkdir(parents=True)  # an ERF run stopped before its record
+    half = make_sb_run(root / "sb" / "half", "half", complete=False)
+    (half / R.SB_PARTIAL).write_text("# partial\n")
+    done = make_sb_run(root / "sb" / "done", "done")
+    (done / R.SB_PARTIAL).write_text("# left over\n")  # a finished run is finished
+    make_erf_run(root / "erf" / "plain", "plain")
+    found = R.find_interrupted(root)
+    assert [(i.kind, i.path.relative_to(root).as_posix(), i.running) for i in found] == [
+        ("erf", "erf/cut", False), ("shape-bias", "sb/half", False)]
+    with run_lock(root / "erf" / "cut", what="test run"):
+        assert R.find_interrupted(root)[0].running
+    listing = R.list_runs(root)
+    assert [i.path.name for i in listing.interrupted] == ["cut", "half"] and [r.name for r in listing.incomplete] == ["half"]
+
+
+def test_interrupted_state_linked_from_outside_is_ignored(tmp_path):
+    outside = tmp_path / "outside" / R.ERF_CHECKPOINT
+    outside.mkdir(parents=True)
+    link(tmp_path / "results" / "run" / R.ERF_CHECKPOINT, outside)
+    assert R.find_interrupted(tmp_path / "results") == []
