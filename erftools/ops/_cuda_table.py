@@ -142,10 +142,13 @@ def load_table(path: str | os.PathLike | None = None) -> dict:
     return _cache[key]
 
 
+_index: dict = {}  # id(table) -> (table, {key: entry}); the table is kept so that its id stays unique
+
+
 def lookup(table: dict, arch: str, dtype: torch.dtype, kernel_size: int, plane: str, mode: str) -> dict | None:
-    """The entry for one call, or None when nothing was measured for it."""
-    want = (arch, dtype_name(dtype), int(kernel_size), plane, mode)
-    for e in table.get("entries", ()):
-        if tuple(e[k] for k in _KEY) == want:
-            return e
-    return None
+    """The entry for one call, or None when nothing was measured for it (a dict look-up: it runs on every call)."""
+    held = _index.get(id(table))
+    if held is None or held[0] is not table:
+        held = (table, {tuple(e[k] for k in _KEY): e for e in table.get("entries", ())})
+        _index[id(table)] = held
+    return held[1].get((arch, dtype_name(dtype), int(kernel_size), plane, mode))
