@@ -67,13 +67,13 @@ def default_results_dir() -> Path:
     if not path.is_dir():
         raise ResultError(
             f"the example results are not here ({path}): they ship with a source checkout of erftools. "
-            "Pass the folder written by `erftools erf` / `erftools shape-bias` (--results DIR).")
+            "Pass results=DIR, a folder written by `erftools erf` / `erftools shape-bias`")
     return path
 
 
-def results_root(explicit: str | os.PathLike | None = None) -> Path:
-    """The results root: ``explicit``, else ``$ERFTOOLS_RESULTS``, else the committed examples."""
-    chosen = explicit or os.environ.get(ENV_RESULTS)
+def results_root(results: str | os.PathLike | None = None) -> Path:
+    """The results root: ``results``, else ``$ERFTOOLS_RESULTS``, else the committed examples."""
+    chosen = results or os.environ.get(ENV_RESULTS)
     if chosen:
         path = Path(chosen).expanduser().resolve()
         if not path.is_dir():
