@@ -277,8 +277,13 @@ class ErfRecord(Record):
     area_ratios: list | None = _opt(_LIST, check=_area_ratios)  # [{threshold, side, area_ratio}], full resolution
     radial_profile: dict | None = _opt(_DICT, check=_profile)  # {radius, cumulative, ...}, full resolution
     stored_downsample: int = _opt(_INT, default=1, check=_positive)  # erf.npy block-summed by this factor
+    statistics: dict | None = _opt(_DICT)  # erftools.erf.statistics.erf_statistics of the matrix
     matrix_stats: dict | None = _opt(_DICT)
     target: dict | None = _opt(_DICT)
+    layers: list | None = _opt(_LIST)  # one entry per requested layer (its matrix file, area ratios, statistics)
+    growth_figure: str | None = _opt(_TEXT)
+    baseline: dict | None = _opt(_DICT)  # summary of the untrained-baseline run in a sub-folder
+    baseline_of: str | None = _opt(_TEXT)  # in a baseline run: the folder of the run it is the baseline of
     prepared: dict | None = _opt(_DICT)
     batch_size: int | None = _opt(_INT)
     world_size: int | None = _opt(_INT)

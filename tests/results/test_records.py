@@ -141,6 +141,14 @@ def _keywords(path, call: str) -> set[str]:
     return out
 
 
+def _record_items(path) -> set[str]:
+    """The keys a source file sets with ``record["key"] = ...`` (fields added after ``base_record``)."""
+    tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
+    return {t.slice.value for node in ast.walk(tree) if isinstance(node, ast.Assign) for t in node.targets
+            if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == "record"
+            and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str)}
+
+
 def _dict_keys(path, keyword: str) -> set[str]:
     """The keys of a dict literal passed as ``keyword=`` in a source file (the CLI's ``extra`` fields)."""
     tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
@@ -149,14 +157,15 @@ def _dict_keys(path, keyword: str) -> set[str]:
 
 
 def test_every_field_the_erf_writer_writes_is_known():
-    written = _keywords("erftools/erf/run.py", "base_record") | _dict_keys("erftools/commands/erf.py", "extra")
+    written = (_keywords("erftools/erf/run.py", "base_record") | _record_items("erftools/erf/run.py")
+               | _dict_keys("erftools/commands/erf.py", "extra"))
     assert {"label", "model", "area_ratios", "stored_downsample", "fingerprint", "command"} <= written
     assert written - set(ErfRecord.fields()) == set()
 
 
 def test_every_field_the_shape_bias_writer_writes_is_known(tmp_path):
-    written = _keywords("erftools/shapebias/run.py", "base_record")
-    assert {"decision_maker_kind", "num_nonfinite", "nonfinite", "fingerprint"} <= written
+    written = _keywords("erftools/shapebias/run.py", "base_record") | _record_items("erftools/shapebias/run.py")
+    assert {"decision_maker_kind", "num_nonfinite", "nonfinite", "fingerprint", "plots", "references"} <= written
     assert written - set(ShapeBiasRecord.fields()) == set()
     # and the folder the engine really writes from published decisions reads back complete, with no unknown field
     from erftools.shapebias.analysis import DecisionMaker, read_decisions
