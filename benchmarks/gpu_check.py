@@ -5,9 +5,9 @@
 
 Needs torch, triton, timm, numpy, pillow and this checkout; no network, nothing to install.
 
-Parts (each runs in its own child process, one after the other, so that a crash, a CUDA error or a time-out in one
-is recorded in the JSON and the others still run; every child appends its results line by line, so a killed part
-keeps what it measured):
+Parts (each runs in its own child process, one after the other -- erf, shapebias, then kernels, which takes all the
+time the others leave -- so that a crash, a CUDA error or a time-out in one is recorded in the JSON and the others
+still run; every child appends its results line by line, so a killed part keeps what it measured):
 
 ``kernels``   (a) correctness and (b) timings of the depthwise convolution backends -- native NCHW (PyTorch's own
               CUDA kernel for K > 5), native channels-last (cuDNN), ``fft`` and ``triton`` -- in fp32 and bf16, K in
@@ -56,6 +56,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 PARTS = ("kernels", "erf", "shapebias")
+#: run order: the two bounded model parts first, so that the time they leave goes to the kernels part, whose
+#: Triton autotuning (a few seconds per new kernel size and plane) decides how many cases fit
+RUN_ORDER = ("erf", "shapebias", "kernels")
 SHARES = {"kernels": 0.5, "erf": 0.28, "shapebias": 0.22}
 BACKENDS = ("native_nchw", "native_cl", "fft", "triton")
 PASSES = ("fwd", "dgrad", "wgrad")
@@ -771,7 +774,8 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="toy sizes on CPU, Triton through its interpreter")
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget of the whole run in seconds "
                    "(default 420; smoke 120)")
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--parts", default=",".join(RUN_ORDER), help=f"comma-separated subset of {','.join(PARTS)}, "
+                   "run in this order")
     default_stimuli = Path(os.environ.get("ERFTOOLS_SHARED", str(ROOT.parent / "shared"))) / "data" / "cue-conflict"
     p.add_argument("--stimuli", default=str(default_stimuli), help="cue-conflict folder (random images if absent)")
     p.add_argument("--ks", default=None, help="only these kernel sizes in the kernels part (e.g. 31,29,27,13)")
