@@ -4,13 +4,15 @@ The public API is flat: everything a user needs is importable from ``erftools``:
 
     from erftools import create_model, compute_erf, area_ratios, evaluate_shape_bias, analyse_shape_bias
 """
-__version__ = "0.1.0"
+from ._io import ErftoolsError  # noqa: F401
+from ._version import __version__  # noqa: F401
 
-from ._io import ErftoolsError  # noqa: E402,F401
-from .models import create_model, get_model_info, list_models  # noqa: E402,F401
-
-# name -> (module, attribute); imported on first use so that `import erftools` stays light
+# name -> (module, attribute); imported on first use, so that `import erftools` (and `erftools --help`) import
+# neither torch nor timm
 _LAZY = {
+    "create_model": (".models", "create_model"),
+    "get_model_info": (".models", "get_model_info"),
+    "list_models": (".models", "list_models"),
     "compute_erf": (".erf", "compute_erf"),
     "ErfResult": (".erf", "ErfResult"),
     "area_ratios": (".erf", "area_ratios"),
@@ -28,7 +30,7 @@ _LAZY = {
     "find_runs": (".results", "find_runs"),
 }
 
-__all__ = ["__version__", "ErftoolsError", "create_model", "get_model_info", "list_models", *_LAZY]
+__all__ = ["__version__", "ErftoolsError", *_LAZY]
 
 
 def __getattr__(name):
@@ -40,3 +42,7 @@ def __getattr__(name):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'erftools' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -61,6 +61,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run folder (default results/erf/<model>_<weights>_<size>)")
     p.add_argument("--label", default=None, help="name shown in figures and tables (default: the model name)")
+    p.add_argument("--layers", default=None, metavar="NAMES",
+                   help="ERFs of these modules' outputs instead of the final feature map: comma-separated names "
+                        "from model.named_modules() (stages.0,stages.1), or 'stages' for every stage of a known "
+                        "family (RepLKNet/ConvNeXt stages, ResNet layer1-4, Swin layers); one forward pass per batch "
+                        "for all, one matrix each, and a growth-with-depth figure")
+    p.add_argument("--baseline", default=None, choices=("random",),
+                   help="also compute the same architecture with seeded random weights (--seed) on the same images, "
+                        "in OUT/baseline, shown next to the trained network")
     _add_thresholds(p)
     p.add_argument("--resume", action="store_true",
                    help="require an interrupted run of the same settings in --out and continue it (without this "
@@ -133,13 +141,24 @@ def cmd_erf(args) -> int:
                            std=pre.std)
     out = Path(args.out) if args.out else _default_out(info.name, args.weights, args.size)
     rank = int(os.environ.get("RANK", "0") or 0)
+    layers = args.layers if args.layers in (None, "stages") else [x.strip() for x in args.layers.split(",") if x.strip()]
+    common = dict(batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
+                  prepare=not args.no_prepare, conv_backend=args.conv_backend, thresholds=thresholds,
+                  progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers)
+    command = "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        record = run_erf(model, images, out, batch_size=args.batch_size, device=args.device, resume=args.resume,
-                         overwrite=args.overwrite, prepare=not args.no_prepare, conv_backend=args.conv_backend,
-                         thresholds=thresholds, label=args.label, progress=not args.no_progress,
-                         seed=args.seed, model_kwargs=kwargs,
-                         extra={"model_kwargs": kwargs,
-                                "command": "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])})
+        record = run_erf(model, images, out, label=args.label, extra={"model_kwargs": kwargs, "command": command},
+                         **common)
+        if args.baseline == "random":
+            from ..erf import random_baseline
+            from ..erf.run import BASELINE_DIR, attach_baseline
+
+            base_model = random_baseline(args.model, args.seed, **kwargs)
+            label = f"{args.label or info.name} (untrained, seed {args.seed})"
+            base_rec = run_erf(base_model, images, out / BASELINE_DIR, label=label,
+                               extra={"model_kwargs": kwargs, "command": command, "baseline_of": ".."}, **common)
+            if rank == 0:
+                record = attach_baseline(out, base_rec)
     except KeyboardInterrupt:
         if rank == 0:
             argv = [a for a in sys.argv[1:] if a not in ("--overwrite",)] or ["erf", "--model", args.model]
@@ -150,9 +169,27 @@ def cmd_erf(args) -> int:
         return 130
     if rank != 0:
         return 0
-    ratios = [AreaRatio(r["threshold"], r["side"], r["area_ratio"]) for r in record["area_ratios"]]
+    def _ratios(rows):
+        return [AreaRatio(r["threshold"], r["side"], r["area_ratio"]) for r in rows]
+
     t = record.get("timings", {})
-    print(format_table([(record["label"], ratios)], markdown=False))
+    rows = [(record["label"] + ("" if e["layer"] is None else f" {e['layer']}"), _ratios(e["area_ratios"]))
+            for e in (record.get("layers") or [{"layer": None, "area_ratios": record["area_ratios"]}])]
+    base = record.get("baseline")
+    if base:
+        rows += [(f"untrained {e['layer']}", _ratios(e["area_ratios"])) for e in base["layers"]] if base.get("layers") \
+            else [("untrained", _ratios(base["area_ratios"]))]
+    print(format_table(rows, markdown=False))
+    st = record.get("statistics") or {}
+    g = st.get("gaussian") or {}
+    radii = st.get("radii") or {}
+    if g.get("ok") or radii:
+        trf = (st.get("theoretical_rf") or {}).get("side")
+        print("statistics: " + ", ".join(x for x in [
+            f"Gaussian sigma {g['sigma_x']:.1f} x {g['sigma_y']:.1f} px (R^2 {g['r2']:.2f})" if g.get("ok") else "",
+            "radius holding 50/90/99%: " + "/".join("-" if radii.get(k) is None else f"{radii[k]:g}"
+                                                   for k in ("0.5", "0.9", "0.99")) + " px" if radii else "",
+            f"theoretical RF {trf[0]} px" if trf else ""] if x))
     skipped = f", {record['num_skipped']} skipped" if record.get("num_skipped") else ""
     per = t.get("seconds_per_image")
     print(f"{record['num_images']} images at {args.size}x{args.size}{skipped}; "

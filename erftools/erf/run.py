@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import time
 from pathlib import Path
@@ -41,8 +42,8 @@ import torch
 from .._dist import Dist
 from .._io import ErftoolsError, atomic_path, save_npy, write_json
 from ..results import ERF_FIGURE, ERF_MATRIX, ERF_RECORD, base_record
-from .analysis import DEFAULT_THRESHOLDS, area_ratios, radial_profile
-from .compute import ErfAccumulator, accumulate_erf, resolve_device
+from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, radial_profile
+from .compute import ErfAccumulator, accumulate_erf, accumulate_erfs, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +118,51 @@ def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int
             "layer": layer}
 
 
-def _save_state(path: Path, acc: ErfAccumulator, generation: int) -> None:
-    total = acc.total if acc.total is not None else np.zeros((0, 0))
-    names = json.dumps({"processed": acc.processed, "skipped": acc.skipped})
+FINAL = "final"  # the target name of the final feature map in checkpoints and records
+LAYER_DIR = "layers"  # one matrix and figure per requested layer
+GROWTH_FIGURE = "erf_growth.png"
+
+
+def layer_file_stem(layer: str) -> str:
+    """The file name (without suffix) of a layer's matrix: the module name with unsafe characters replaced."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", layer).strip("._") or "layer"
+    return stem
+
+
+def _theoretical(model: torch.nn.Module, targets: list, layers) -> dict:
+    """``{target: theoretical RF dict}`` traced once on the model as built; a failure costs only this statistic."""
+    from .theoretical import theoretical_rfs
+
+    names = [None if t == FINAL else t for t in targets]
+    try:
+        rfs = theoretical_rfs(model, names)
+    except Exception as exc:  # noqa: BLE001 - a statistic must never cost the run
+        log.warning("the theoretical receptive field could not be traced (%s: %s)", type(exc).__name__, exc)
+        return {t: {"side": None, "stride": None, "target": t, "reason": f"not traced: {exc}"} for t in targets}
+    return {t: rfs[n].to_dict() for t, n in zip(targets, names)}
+
+
+def _statistics(matrix: np.ndarray, thresholds: list, theoretical: dict | None) -> dict:
+    import warnings
+
+    from .statistics import erf_statistics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty matrix is reported inside the statistics ("warnings")
+        return erf_statistics(matrix, thresholds=thresholds, theoretical=theoretical)
+
+
+def _save_state(path: Path, accs: dict, generation: int) -> None:
+    """One atomic file per process and batch with every target's running sum (so the targets never disagree)."""
+    targets = list(accs)
+    arrays = {f"total_{i}": (accs[t].total if accs[t].total is not None else np.zeros((0, 0)))
+              for i, t in enumerate(targets)}
+    names = json.dumps({"targets": targets, "processed": [accs[t].processed for t in targets],
+                        "skipped": [accs[t].skipped for t in targets]})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, total=total, count=np.int64(acc.count), generation=np.int64(generation),
-                     names=np.array(names))
+            np.savez(fh, counts=np.array([accs[t].count for t in targets], dtype=np.int64),
+                     generation=np.int64(generation), names=np.array(names), **arrays)
 
 
 def _bad_checkpoint(path: Path, cause: str) -> ErftoolsError:
@@ -131,45 +170,61 @@ def _bad_checkpoint(path: Path, cause: str) -> ErftoolsError:
                          f"overwrite=True, or delete {path.parent}")
 
 
-def _load_state(path: Path, size: tuple[int, int] | None = None) -> tuple[ErfAccumulator, int]:
-    """Read and validate one checkpoint file: readable, the sum finite and of the run's size, counts consistent."""
+def _load_state(path: Path, size: tuple[int, int] | None = None,
+                targets: list | None = None) -> tuple[dict, int]:
+    """Read and validate one checkpoint file: readable, its targets the run's, every sum finite and of the run's
+    size, counts consistent. Returns ``({target: ErfAccumulator}, generation)``."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            total = z["total"]
-            count = int(z["count"])
-            generation = int(z["generation"])
             names = json.loads(str(z["names"]))
-            processed, skipped = list(names["processed"]), list(names["skipped"])
+            saved_targets = list(names["targets"])
+            counts = [int(c) for c in z["counts"]]
+            generation = int(z["generation"])
+            totals = [z[f"total_{i}"] for i in range(len(saved_targets))]
+            processed = [list(p) for p in names["processed"]]
+            skipped = [list(p) for p in names["skipped"]]
     except Exception as exc:
         raise _bad_checkpoint(path, f"is unreadable ({type(exc).__name__}: {exc})") from exc
-    if total.size:
-        if total.ndim != 2 or (size is not None and tuple(total.shape) != tuple(size)):
-            raise _bad_checkpoint(path, f"holds a sum of shape {tuple(total.shape)}, but this run's maps are "
-                                        f"{tuple(size) if size else '2-D'}")
-        if not np.isfinite(total).all():
-            raise _bad_checkpoint(path, f"holds a sum with {int((~np.isfinite(total)).sum())} non-finite values")
-    if count != len(processed) or (count and not total.size) or count < 0:
-        raise _bad_checkpoint(path, f"is inconsistent (count {count}, {len(processed)} image names, "
-                                    f"sum {'present' if total.size else 'absent'})")
-    return ErfAccumulator(total if total.size else None, count, processed, skipped), generation
+    if targets is not None and saved_targets != list(targets):
+        raise _bad_checkpoint(path, f"holds the targets {saved_targets}, not this run's {list(targets)}")
+    out = {}
+    for t, total, count, proc, skip in zip(saved_targets, totals, counts, processed, skipped):
+        if total.size:
+            if total.ndim != 2 or (size is not None and tuple(total.shape) != tuple(size)):
+                raise _bad_checkpoint(path, f"holds a sum of shape {tuple(total.shape)}, but this run's maps are "
+                                            f"{tuple(size) if size else '2-D'}")
+            if not np.isfinite(total).all():
+                raise _bad_checkpoint(path, f"holds a sum with {int((~np.isfinite(total)).sum())} non-finite "
+                                            f"values ({t})")
+        if count != len(proc) or (count and not total.size) or count < 0:
+            raise _bad_checkpoint(path, f"is inconsistent (count {count}, {len(proc)} image names, "
+                                        f"sum {'present' if total.size else 'absent'})")
+        out[t] = ErfAccumulator(total if total.size else None, count, proc, skip)
+    if len({tuple(sorted(set(a.processed) | {s["file"] for s in a.skipped})) for a in out.values()}) > 1:
+        raise _bad_checkpoint(path, "is inconsistent (its targets cover different images)")
+    return out, generation
 
 
-def _load_checkpoint(ckdir: Path, size: tuple[int, int] | None = None) -> tuple[ErfAccumulator, int]:
+def _load_checkpoint(ckdir: Path, size: tuple[int, int] | None = None,
+                     targets: list | None = None) -> tuple[dict, int]:
     """The consolidated state: base + every rank file of the base's generation, each validated."""
-    acc, gen = ErfAccumulator(), 0
+    accs, gen = {t: ErfAccumulator() for t in (targets or [])}, 0
     base = ckdir / "base.npz"
     if base.is_file():
-        acc, gen = _load_state(base, size)
+        accs, gen = _load_state(base, size, targets)
+        targets = list(accs)
     for f in sorted(ckdir.glob("rank*.npz")):
-        part, g = _load_state(f, size)
+        part, g = _load_state(f, size, targets)
         if g == gen:
-            acc.merge(part)
-    seen = set()
-    for name in acc.processed:
-        if name in seen:
-            raise _bad_checkpoint(ckdir / "base.npz", f"counts the image {name} twice")
-        seen.add(name)
-    return acc, gen
+            for t, a in part.items():
+                accs.setdefault(t, ErfAccumulator()).merge(a)
+    for t, acc in accs.items():
+        seen = set()
+        for name in acc.processed:
+            if name in seen:
+                raise _bad_checkpoint(ckdir / "base.npz", f"counts the image {name} twice")
+            seen.add(name)
+    return accs, gen
 
 
 def _check_fingerprint(ckdir: Path, fp: dict) -> None:
@@ -299,11 +354,17 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             prepare: bool = True, conv_backend: str | None = None,
             thresholds: Iterable[float] = DEFAULT_THRESHOLDS, label: str | None = None, extra: dict | None = None,
             progress: bool = True, plot: bool = True, seed: int | None = None, model_kwargs: dict | None = None,
+            layers: str | Iterable[str] | None = None,
             on_batch: Callable[[ErfAccumulator], None] | None = None) -> dict:
     """Compute the ERF of ``model`` over ``images`` (an :class:`erftools.images.ImageList`) and write the run folder.
 
     Returns the record (``erf.json``) on every process. ``seed`` and ``model_kwargs`` (how the model was made) are
-    part of the resume fingerprint. While the run writes ``out_dir`` it holds the folder's lock
+    part of the resume fingerprint. ``layers``: module names (or a family shortcut such as ``"stages"``, see
+    :func:`erftools.erf.expand_layers`) whose outputs are the targets instead of the final feature map; all share one
+    forward pass per batch, each gets its own matrix (``layers/<name>.npy``), statistics and figure, the deepest is
+    also ``erf.npy``, and ``erf_growth.png`` shows the area ratios against depth. Every matrix gets
+    :func:`erftools.erf.erf_statistics` (Gaussian fit, radii, centre of mass, theoretical receptive field) in the
+    record. While the run writes ``out_dir`` it holds the folder's lock
     (:mod:`erftools._lock`): a second run into the same folder is refused. ``on_batch`` is called after each
     checkpoint (tests use it to simulate an interruption).
     """
@@ -316,13 +377,20 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
     out = Path(out_dir)
     ckdir = out / CHECKPOINT_DIR
     info = get_model_info(model)
+    if layers is not None:
+        from .layers import expand_layers
+
+        layers = expand_layers(model, layers)
+    targets = list(layers) if layers is not None else [FINAL]
     fp = fingerprint(info, images, model=model, seed=seed, model_kwargs=model_kwargs, conv_backend=conv_backend,
-                     prepare=prepare)
+                     prepare=prepare, layer=list(layers) if layers is not None else None)
     dist = Dist()
     dev = resolve_device(device)
     dist.setup(dev)
     rank, world = dist.rank, dist.world
     wrote_checkpoint = []  # non-empty once this call has (re)written the checkpoint folder
+    # the theoretical receptive fields, traced on the model as built (before any preparation changes it)
+    theoretical = _theoretical(model, targets, layers) if rank == 0 else {}
 
     def body() -> dict:
         # -- what is already there ------------------------------------------------------------------------------
@@ -345,12 +413,13 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
                                     "overwrite=True to replace it, or choose another output folder")
             log.warning("%s already holds the finished run of these settings; nothing to compute", out)
             return existing
-        base = ErfAccumulator()
+        size = (int(images.size), int(images.size))
+        base = {t: ErfAccumulator() for t in targets}
         gen = 0
         resumed = False
         if ckdir.is_dir() and not overwrite:
             _check_fingerprint(ckdir, fp)
-            base, gen = _load_checkpoint(ckdir, (int(images.size), int(images.size)))
+            base, gen = _load_checkpoint(ckdir, size, targets)
             resumed = True
         elif resume and not overwrite:
             raise ErftoolsError(f"nothing to resume in {out}: it holds no interrupted ERF run")
@@ -361,6 +430,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
                     shutil.rmtree(ckdir)
                 for name in (ERF_RECORD, ERF_MATRIX, ERF_FIGURE):
                     (out / name).unlink(missing_ok=True)
+                shutil.rmtree(out / LAYER_DIR, ignore_errors=True)
             elif existing is not None:
                 record_path.unlink(missing_ok=True)  # an old partial record must not describe the new files
             ckdir.mkdir(parents=True, exist_ok=True)
@@ -373,56 +443,118 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
         dist.barrier()
 
         # -- this process's share ---------------------------------------------------------------------------------
-        done = set(base.processed) | {s["file"] for s in base.skipped}
+        first = base[targets[0]]
+        done = set(first.processed) | {s["file"] for s in first.skipped}
         remaining = [f for f in images.files if f not in done]
         shard = remaining[rank::world]
         if resumed and rank == 0:
             log.warning("resuming: %d of %d images done, %d to go", len(images.files) - len(remaining),
                         len(images.files), len(remaining))
-        local = ErfAccumulator()
         rank_file = ckdir / f"rank{rank}.npz"
+        desc = f"ERF {info.name}" + (f" (rank 0 of {world})" if world > 1 else "")
 
-        def checkpoint(acc: ErfAccumulator) -> None:
-            _save_state(rank_file, acc, gen)
-            if on_batch is not None:
-                on_batch(acc)
+        if layers is None:
+            local = {FINAL: ErfAccumulator()}
 
-        local, meta = accumulate_erf(model, images.subset(shard), batch_size=batch_size, device=dev,
-                                     prepare=prepare, conv_backend=conv_backend, progress=progress and rank == 0,
-                                     state=local, on_batch=checkpoint,
-                                     progress_desc=f"ERF {info.name}" + (f" (rank 0 of {world})" if world > 1 else ""))
+            def checkpoint(acc: ErfAccumulator) -> None:
+                _save_state(rank_file, local, gen)
+                if on_batch is not None:
+                    on_batch(acc)
+
+            local[FINAL], meta = accumulate_erf(model, images.subset(shard), batch_size=batch_size, device=dev,
+                                                prepare=prepare, conv_backend=conv_backend,
+                                                progress=progress and rank == 0, state=local[FINAL],
+                                                on_batch=checkpoint, progress_desc=desc)
+            meta = dict(meta, feature_shapes={FINAL: meta["feature_shape"]},
+                        targets={FINAL: meta["target"]})
+        else:
+            local = {t: ErfAccumulator() for t in targets}
+
+            def checkpoint_all(accs: dict) -> None:
+                _save_state(rank_file, accs, gen)
+                if on_batch is not None:
+                    on_batch(accs[targets[0]])
+
+            local, meta = accumulate_erfs(model, images.subset(shard), targets, batch_size=batch_size, device=dev,
+                                          prepare=prepare, conv_backend=conv_backend,
+                                          progress=progress and rank == 0, states=local, on_batch=checkpoint_all,
+                                          progress_desc=desc)
 
         # -- combine ----------------------------------------------------------------------------------------------
-        size = (int(images.size), int(images.size))
-        total = local.total if local.total is not None else np.zeros(size, dtype=np.float64)
-        total = dist.sum_array(total)
-        parts = dist.gather({"processed": local.processed, "skipped": local.skipped, "count": local.count,
-                             "meta": meta, "rss": _peak_rss_bytes(),
-                             "converted": list(images.converted)})
+        totals = {}
+        for t in targets:
+            tot = local[t].total if local[t].total is not None else np.zeros(size, dtype=np.float64)
+            totals[t] = dist.sum_array(tot)
+        parts = dist.gather({"processed": {t: local[t].processed for t in targets},
+                             "skipped": {t: local[t].skipped for t in targets},
+                             "count": {t: local[t].count for t in targets},
+                             "meta": meta, "rss": _peak_rss_bytes(), "converted": list(images.converted)})
         if rank != 0:
             dist.barrier()
             return dist.broadcast(None)
-        acc = ErfAccumulator(total if any(p["count"] for p in parts) else None, 0, [], [])
-        for p in parts:
-            acc.count += p["count"]
-            acc.processed += p["processed"]
-            acc.skipped += p["skipped"]
-        acc.merge(base)
         order = {f: i for i, f in enumerate(images.files)}
-        acc.processed.sort(key=lambda f: order.get(f, len(order)))
-        acc.skipped.sort(key=lambda s: order.get(s["file"], len(order)))
-        matrix = acc.mean()
+        accs = {}
+        for t in targets:
+            acc = ErfAccumulator(totals[t] if any(p["count"][t] for p in parts) else None, 0, [], [])
+            for p in parts:
+                acc.count += p["count"][t]
+                acc.processed += p["processed"][t]
+                acc.skipped += p["skipped"][t]
+            acc.merge(base[t])
+            acc.processed.sort(key=lambda f: order.get(f, len(order)))
+            acc.skipped.sort(key=lambda s: order.get(s["file"], len(order)))
+            accs[t] = acc
 
         # -- write ------------------------------------------------------------------------------------------------
         thr = list(thresholds)
-        ratios = area_ratios(matrix, thr)
-        prof = radial_profile(matrix)
-        save_npy(out / ERF_MATRIX, matrix)
-        if plot:
-            from .plots import plot_erf
-
-            plot_erf(matrix, title=label or info.name, thresholds=thr, path=out / ERF_FIGURE)
         metas = [p["meta"] for p in parts]
+        m0 = next((m for m in metas if any(m.get("feature_shapes", {}).values())), metas[0])
+        per_target = {}
+        for t in targets:
+            acc = accs[t]
+            if acc.total is None:
+                raise ErftoolsError(f"no image gave a finite contribution map for {t}; nothing to average")
+            matrix = acc.mean()
+            fshape = (m0.get("feature_shapes") or {}).get(t)
+            entry = {
+                "layer": None if t == FINAL else t,
+                "target": (m0.get("targets") or {}).get(t),
+                "feature_shape": list(fshape) if fshape else None,
+                "central_point": [fshape[2] // 2, fshape[3] // 2] if fshape and len(fshape) == 4 else None,
+                "num_images": acc.count, "num_nan": acc.num_nan,
+                "area_ratios": [r.to_dict() for r in area_ratios(matrix, thr)],
+                "radial_profile": radial_profile(matrix),
+                "statistics": _statistics(matrix, thr, theoretical.get(t)),
+                "matrix_stats": {"max": float(matrix.max()), "min": float(matrix.min()),
+                                 "sum": float(matrix.sum(dtype=np.float64)),
+                                 "centre": float(matrix[size[0] // 2, size[1] // 2])},
+            }
+            if t == FINAL:
+                entry.update(matrix=ERF_MATRIX, figure=ERF_FIGURE if plot else None)
+                save_npy(out / ERF_MATRIX, matrix)
+            else:
+                stem = layer_file_stem(t)
+                entry.update(matrix=f"{LAYER_DIR}/{stem}.npy", figure=f"{LAYER_DIR}/{stem}.png" if plot else None)
+                save_npy(out / entry["matrix"], matrix)
+            if plot:
+                from .plots import plot_erf
+
+                title = (label or info.name) + ("" if t == FINAL else f" - {t}")
+                plot_erf(matrix, title=title, thresholds=thr, path=out / entry["figure"],
+                         theoretical=theoretical.get(t))
+            per_target[t] = entry
+        main_t = targets[-1]
+        main = per_target[main_t]
+        if main_t != FINAL:  # the deepest requested layer is also the run's erf.npy (what single-matrix tools read)
+            shutil.copyfile(out / main["matrix"], out / ERF_MATRIX)
+            if plot:
+                shutil.copyfile(out / main["figure"], out / ERF_FIGURE)
+            if plot and len(targets) > 1:
+                from .plots import plot_layer_growth
+
+                plot_layer_growth({label or info.name: [(t, [AreaRatio(**r) for r in per_target[t]["area_ratios"]])
+                                                        for t in targets]},
+                                  thresholds=thr, path=out / GROWTH_FIGURE)
         compute_s = max(m["timings"]["compute_s"] for m in metas)
         n_now = sum(m["timings"]["images_computed"] for m in metas)
         wall = time.perf_counter() - t_start
@@ -438,7 +570,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
         cuda_peaks = [m["timings"].get("cuda_peak_bytes") for m in metas if m["timings"].get("cuda_peak_bytes")]
         if cuda_peaks:
             timings["cuda_peak_bytes"] = max(cuda_peaks)
-        m0 = metas[0]
+        acc = accs[main_t]
         record = base_record(
             "erf",
             label=label or info.name,
@@ -453,16 +585,16 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
                              key=lambda c: order.get(c["file"], len(order))),
             processed=acc.processed,
             thresholds=thr,
-            area_ratios=[r.to_dict() for r in ratios],
-            radial_profile=prof,
+            area_ratios=main["area_ratios"],
+            radial_profile=main["radial_profile"],
+            statistics=main["statistics"],
             stored_downsample=1,
-            matrix_stats={"max": float(matrix.max()), "min": float(matrix.min()),
-                          "sum": float(matrix.sum(dtype=np.float64)),
-                          "centre": float(matrix[size[0] // 2, size[1] // 2])},
-            target={"adapter": m0["target"], "description": m0.get("target_description"),
-                    "feature_shape": list(m0["feature_shape"]) if m0["feature_shape"] else None,
-                    "central_point": ([m0["feature_shape"][2] // 2, m0["feature_shape"][3] // 2]
-                                      if m0["feature_shape"] else None)},
+            matrix_stats=main["matrix_stats"],
+            target={"adapter": main["target"], "layer": main["layer"],
+                    "description": m0.get("target_description") if main_t == FINAL else f"output of {main_t}",
+                    "feature_shape": main["feature_shape"], "central_point": main["central_point"]},
+            layers=[per_target[t] for t in targets] if layers is not None else None,
+            growth_figure=GROWTH_FIGURE if layers is not None and len(targets) > 1 and plot else None,
             prepared=m0["prepared"],
             batch_size=m0["batch_size"],
             device=_device_info(dev),
@@ -495,12 +627,34 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
         dist.close()
 
 
+BASELINE_DIR = "baseline"
+
+
+def attach_baseline(out_dir: str | os.PathLike, baseline: dict, folder: str = BASELINE_DIR) -> dict:
+    """Add a summary of the untrained-baseline run ``baseline`` (in ``out_dir/folder``) to the finished record of
+    ``out_dir``: its weights and seed, area ratios and statistics (per layer when there are layers). Returns the
+    updated record (written atomically; the record stays complete)."""
+    from ..results import read_record
+
+    out = Path(out_dir)
+    record = read_record(out, "erf")
+    summary = {"folder": folder, "weights": "random", "seed": (baseline.get("fingerprint") or {}).get("seed"),
+               "label": baseline.get("label"), "area_ratios": baseline.get("area_ratios"),
+               "statistics": baseline.get("statistics"), "num_images": baseline.get("num_images")}
+    if baseline.get("layers"):
+        summary["layers"] = [{"layer": e["layer"], "area_ratios": e["area_ratios"], "statistics": e["statistics"],
+                              "matrix": f"{folder}/{e['matrix']}"} for e in baseline["layers"]]
+    record["baseline"] = summary
+    write_json(out / ERF_RECORD, record)
+    return record
+
+
 def _nothing_computed(ckdir: Path) -> bool:
     """Whether a checkpoint folder holds no processed image (a run that failed before its first batch)."""
     if not ckdir.is_dir():
         return False
     try:
-        acc, _ = _load_checkpoint(ckdir)
+        accs, _ = _load_checkpoint(ckdir)
     except ErftoolsError:
         return False
-    return acc.count == 0 and not acc.processed
+    return all(a.count == 0 and not a.processed for a in accs.values())
