@@ -28,13 +28,14 @@ Modules (``docs/results.md``):
 """
 from __future__ import annotations
 
-from .records import (COMBINED_KIND, ERF_CHECKPOINT, ERF_FIGURE, ERF_KIND, ERF_MATRIX, ERF_RECORD, HUMAN, HUMANS, MAKER_KINDS, MODEL,
-                      NETWORK, PUBLISHED, RECORD_FILES, RECORD_TYPES, RESUME_STATE, SB_COMBINED, SB_DECISIONS,
-                      SB_KIND, SB_PARTIAL, SB_RECORD, SCHEMA, ErfRecord, Record, ResultError, ShapeBiasRecord,
-                      base_record, maker_kind, read_json_record, record_from_dict, slug, validate)
-from .store import (ENV_RESULTS, Interrupted, Listing, find_interrupted, Run, block_reduce, checked_path, default_results_dir, display_path,
-                    find_runs, list_runs, load_decisions, load_erf_matrix, load_record, load_run, read_record,
-                    results_root, safe_path, scan, source_root, stimuli_dir_for, stimulus_path)
+from .records import (COMBINED_KIND, ERF_CHECKPOINT, ERF_FIGURE, ERF_KIND, ERF_MATRIX, ERF_RECORD, HUMAN, HUMANS,
+                      MAKER_KINDS, MODEL, NETWORK, PUBLISHED, RECORD_FILES, RECORD_TYPES, RESUME_STATE, SB_COMBINED,
+                      SB_DECISIONS, SB_KIND, SB_PARTIAL, SB_RECORD, SCHEMA, ErfRecord, Record, ResultError,
+                      ShapeBiasRecord, base_record, checked_path, maker_kind, read_json_record, record_from_dict, slug,
+                      validate)
+from .store import (ENV_RESULTS, Interrupted, Listing, Run, block_reduce, default_results_dir, display_path,
+                    find_interrupted, find_runs, list_runs, load_decisions, load_erf_matrix, load_record, load_run,
+                    read_record, results_root, safe_path, scan, source_root, stimuli_dir_for, stimulus_path)
 from .text import md_code, md_text, plot_text
 
 __all__ = [

@@ -12,6 +12,8 @@ their records and every reader (report, dashboard, CLI) reads them back through 
   ``to_dict`` gives the JSON object back (the keys of a record read from disk in their order, nothing added).
 * :func:`base_record` starts the dict a writer fills; :func:`validate` checks it before it is written.
 * The decision-maker kinds have one spelling each (:data:`MAKER_KINDS`); :func:`maker_kind` maps the old ones.
+* :func:`checked_path` confines a path to a folder (symbolic links and ``..`` included): every reader of result
+  folders uses it, the engines too when they follow a file name written in a record.
 """
 from __future__ import annotations
 
@@ -369,6 +371,23 @@ class ShapeBiasRecord(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {ERF_KIND: ErfRecord, SB_KIND: ShapeBiasRecord}
+
+
+def checked_path(root: str | os.PathLike, path: str | os.PathLike, shown: str | os.PathLike | None = None) -> Path:
+    """The real path of ``path`` (already joined to ``root``, or absolute) when it lies inside ``root``; else
+    :class:`ResultError`. The message names ``path`` relative to ``root`` (or ``shown``), never where it leads."""
+    root_r = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(path))
+    if target != root_r and root_r not in target.parents:
+        if shown is None:
+            try:
+                shown = Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+            except ValueError:
+                shown = Path(path).name
+        raise ResultError(f"refusing to read {shown}: it resolves outside the results folder "
+                          "(a symbolic link or '..' leading out of it)")
+    return target
+
 
 
 def record_from_dict(data: Any, kind: str | None = None, source: str | os.PathLike | None = None) -> Record:

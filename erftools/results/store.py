@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .records import (ERF_KIND, ERF_MATRIX, RECORD_FILES, RECORD_TYPES, RESUME_STATE, SB_DECISIONS, SB_KIND,
-                      ErfRecord, Record, ResultError, ShapeBiasRecord, read_json_record)
+                      ErfRecord, Record, ResultError, ShapeBiasRecord, checked_path, read_json_record)
 
 ENV_RESULTS = "ERFTOOLS_RESULTS"  # the results root the dashboard serves (set by ``erftools dashboard``)
 _STIMULUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
@@ -29,22 +29,6 @@ def safe_path(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     and so does every path typed by a viewer; a path written inside a result file is never used.
     """
     return checked_path(root, Path(root) / relative, shown=relative)
-
-
-def checked_path(root: str | os.PathLike, path: str | os.PathLike, shown: str | os.PathLike | None = None) -> Path:
-    """The real path of ``path`` (already joined to ``root``, or absolute) when it lies inside ``root``; else
-    :class:`ResultError`. The message names ``path`` relative to ``root`` (or ``shown``), never where it leads."""
-    root_r = Path(os.path.realpath(root))
-    target = Path(os.path.realpath(path))
-    if target != root_r and root_r not in target.parents:
-        if shown is None:
-            try:
-                shown = Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
-            except ValueError:
-                shown = Path(path).name
-        raise ResultError(f"refusing to read {shown}: it resolves outside the results folder "
-                          "(a symbolic link or '..' leading out of it)")
-    return target
 
 
 def display_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
