@@ -87,6 +87,8 @@ def register(subparsers) -> None:
         description="Print and save the high-contribution area ratios of an ERF matrix: an erf.npy of erftools, a "
                     "run folder, or the .npy written by the official RepLKNet script.")
     a.add_argument("path", help="an .npy matrix or an ERF run folder")
+    a.add_argument("--layer", default=None, metavar="NAME",
+                   help="of a run made with --layers: analyse this layer (default: every layer of such a run)")
     _add_thresholds(a)
     a.add_argument("--out", default=None, metavar="DIR", help="where to save the table (default: next to the input)")
     a.add_argument("--heatmap", action="store_true", help="also save the heatmap with the squares drawn")
@@ -100,6 +102,9 @@ def register(subparsers) -> None:
     c.add_argument("--labels", nargs="+", default=None, help="one label per input (default: the run labels)")
     _add_thresholds(c)
     c.add_argument("--squares", action="store_true", help="draw the high-contribution squares")
+    c.add_argument("--layer", default=None, metavar="NAME",
+                   help="compare this layer of runs made with --layers (default: their erf.npy, the deepest layer); "
+                        "runs with layers also get a growth-with-depth figure of all of them overlaid")
     c.add_argument("--out", default=".", metavar="DIR", help="folder for erf_compare.{png,md,json} (default .)")
     c.set_defaults(func=cmd_compare)
 
@@ -206,20 +211,44 @@ def _save_tables(stem: Path, rows, extra: dict) -> tuple[Path, Path]:
     return md, js
 
 
+def area_ratios_at(entry: dict, thresholds, folder: Path) -> list[dict]:
+    """A layer's area ratios at ``thresholds``: the recorded ones when they match, else recomputed from its matrix."""
+    recorded = {r["threshold"]: r for r in entry.get("area_ratios") or []}
+    if all(t in recorded for t in thresholds):
+        return [recorded[t] for t in thresholds]
+    from ..erf import area_ratios
+    from ..erf.run import load_matrix
+
+    m, _ = load_matrix(folder, layer=entry["layer"])
+    return [r.to_dict() for r in area_ratios(m, thresholds)]
+
+
 def cmd_analyze(args) -> int:
     from ..erf import area_ratios, format_table, radial_profile
     from ..erf.run import load_matrix
 
     thresholds = _thresholds(args.thresholds)
     path = Path(args.path)
-    matrix, record = load_matrix(path)
+    matrix, record = load_matrix(path, layer=args.layer)
+    if path.is_dir() and args.layer is None and (record or {}).get("layers"):
+        for entry in record["layers"]:
+            print(f"== layer {entry['layer']}")
+            sub = argparse_copy(args, layer=entry["layer"])
+            cmd_analyze(sub)
+        return 0
     try:
         ratios = area_ratios(matrix, thresholds)
         prof = radial_profile(matrix)
     except ValueError as exc:
         raise ErftoolsError(f"{path}: {exc}") from exc
     label = (record or {}).get("label") or (path.name if path.is_dir() else path.stem)
+    if args.layer:
+        label = f"{label} {args.layer}"
     src = path / "erf.npy" if path.is_dir() else path
+    if path.is_dir() and args.layer:
+        from ..erf.run import layer_file_stem
+
+        src = path / "layers" / f"{layer_file_stem(args.layer)}.npy"
     out_dir = Path(args.out) if args.out else src.parent
     stem = out_dir / f"{src.stem}_area_ratios"
     h, w = matrix.shape
@@ -231,9 +260,13 @@ def cmd_analyze(args) -> int:
     r = prof["radius_for_share"]
     print("radius (px) holding 50% / 90% / 99% of the contribution: "
           + " / ".join("-" if r[k] is None else f"{r[k]:g}" for k in ("0.5", "0.9", "0.99")))
+    stats = _statistics_lines(matrix, thresholds, (record or {}).get("statistics"))
+    for line in stats["lines"]:
+        print(line)
     md, js = _save_tables(stem, [(label, ratios)], {
         "source": str(src), "shape": [h, w], "label": label, "area_ratios": [x.to_dict() for x in ratios],
-        "radial_profile": prof, "method": "log10(x+1)/max; smallest centred odd square whose share > t"})
+        "radial_profile": prof, "statistics": stats["statistics"],
+        "method": "log10(x+1)/max; smallest centred odd square whose share > t"})
     print(f"saved {md} and {js}")
     if args.heatmap:
         from ..erf.plots import plot_erf
@@ -244,8 +277,45 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def argparse_copy(args, **changes):
+    import argparse
+
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
+def _statistics_lines(matrix, thresholds, recorded: dict | None) -> dict:
+    """The ERF statistics of a matrix (the record's theoretical RF reused when there is one) and lines to print."""
+    import warnings
+
+    from ..erf.statistics import erf_statistics
+
+    theo = (recorded or {}).get("theoretical_rf")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        st = erf_statistics(matrix, thresholds=thresholds, theoretical=theo)
+    lines = [f"warning: {w.message}" for w in caught]
+    g = st.get("gaussian") or {}
+    if g.get("ok"):
+        orient = "" if g.get("orientation_deg") is None else f", orientation {g['orientation_deg']:.0f} deg"
+        lines.append(f"2-D Gaussian fit: sigma_x {g['sigma_x']:.2f} px, sigma_y {g['sigma_y']:.2f} px{orient}, "
+                     f"R^2 {g['r2']:.3f}")
+    elif g:
+        lines.append(f"2-D Gaussian fit: not possible ({g.get('reason')})")
+    com = st.get("centre_of_mass") or {}
+    if com:
+        lines.append(f"centre of mass: {com['offset']:.2f} px from the centre "
+                     f"(dx {com['offset_x']:+.2f}, dy {com['offset_y']:+.2f})")
+    trf = st.get("theoretical_rf") or {}
+    if trf.get("side"):
+        ratio = st.get("effective_to_theoretical") or {}
+        lines.append(f"theoretical receptive field: {trf['side'][0]} px; effective/theoretical side: "
+                     + ", ".join(f"t={float(k):g}: {v:.3f}" for k, v in ratio.items() if v is not None))
+    return {"statistics": st, "lines": lines}
+
+
 def cmd_compare(args) -> int:
     from ..erf import area_ratios, format_table, radial_profile
+    from ..erf.analysis import AreaRatio
     from ..erf.plots import plot_comparison, plot_radial_profiles
     from ..erf.run import load_matrix
 
@@ -255,7 +325,7 @@ def cmd_compare(args) -> int:
     matrices, labels, records = [], [], []
     for i, p in enumerate(args.paths):
         path = Path(p)
-        m, rec = load_matrix(path)
+        m, rec = load_matrix(path, layer=args.layer)
         matrices.append(m)
         records.append(rec or {})
         labels.append(args.labels[i] if args.labels else
@@ -287,6 +357,16 @@ def cmd_compare(args) -> int:
     plot_comparison(matrices, labels, thresholds=thresholds if args.squares else None, path=png)
     radial = out / "erf_compare_radial.png"
     plot_radial_profiles(profiles, labels, path=radial)
+    series = {lab: [(e["layer"], [AreaRatio(**r) for r in area_ratios_at(e, thresholds,
+                                                                          folder=Path(p))])
+                    for e in rec["layers"]]
+              for lab, rec, p in zip(labels, records, args.paths) if rec.get("layers")}
+    if series:
+        from ..erf.plots import plot_layer_growth
+
+        growth = out / "erf_compare_growth.png"
+        plot_layer_growth(series, thresholds=thresholds, path=growth)
+        print(f"saved {growth} (area ratio against layer)")
     table = format_table(rows)
     print(table)
     md, js = _save_tables(out / "erf_compare", rows, {"thresholds": thresholds, "runs": entries})

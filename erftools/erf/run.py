@@ -253,9 +253,10 @@ def _short(v) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # reading results
 # ---------------------------------------------------------------------------------------------------------------
-def load_matrix(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
+def load_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[np.ndarray, dict | None]:
     """An ERF matrix from an ``.npy`` file (erftools or the official script), an ``.npz`` archive holding exactly one
-    2-D array, or a run folder; with its record (None for a bare file)."""
+    2-D array, or a run folder; with its record (None for a bare file). ``layer``: of a run folder made with
+    ``layers``, that layer's matrix (default: ``erf.npy``, the deepest layer)."""
     from .._lock import lock_holder
     from ..results import read_record
 
@@ -269,7 +270,18 @@ def load_matrix(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
         record = read_record(path, "erf")
         if not record.get("complete"):
             raise ErftoolsError(f"{path} holds an unfinished ERF run (run the same command again to continue it)")
-        path = path / ERF_MATRIX
+        if layer is not None:
+            entries = {e.get("layer"): e for e in record.get("layers") or []}
+            if layer not in entries:
+                raise ErftoolsError(f"{path} has no ERF of the layer {layer!r}; its layers: "
+                                    f"{', '.join(map(str, entries)) or 'none (a final-feature-map run)'}")
+            from ..results import checked_path
+
+            record = dict(record, area_ratios=entries[layer]["area_ratios"], target=dict(
+                record.get("target") or {}, layer=layer), statistics=entries[layer].get("statistics"))
+            path = checked_path(path, path / entries[layer]["matrix"])
+        else:
+            path = path / ERF_MATRIX
     elif path.name == ERF_MATRIX and (path.parent / ERF_RECORD).is_file():
         try:
             record = read_record(path.parent, "erf")

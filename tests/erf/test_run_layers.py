@@ -91,3 +91,26 @@ def test_cli_layers_and_untrained_baseline(tmp_path, capsys):
     # the same command again: both runs are finished, nothing is recomputed
     assert main(args) == 0
     assert read_record(out / "baseline", "erf")["created"] == base["created"]
+
+
+def test_analyze_and_compare_layers(tmp_path, capsys):
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"r{seed}"
+        assert main(["erf", "--model", "resnet18", "--weights", "random", "--size", "64", "--num-images", "2",
+                     "--no-progress", "--layers", "stages", "--seed", str(seed), "--out", str(out)]) == 0
+        runs.append(out)
+    capsys.readouterr()
+    assert main(["analyze", str(runs[0])]) == 0
+    text = capsys.readouterr().out
+    assert text.count("== layer") == 4 and "2-D Gaussian fit" in text and "theoretical receptive field" in text
+    assert main(["analyze", str(runs[0]), "--layer", "layer2"]) == 0
+    assert "layer2" in capsys.readouterr().out
+    assert main(["analyze", str(runs[0]), "--layer", "layer9"]) == 1
+    assert "has no ERF of the layer 'layer9'" in capsys.readouterr().err
+    cmp_dir = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--layer", "layer3", "--labels", "a", "b", "--out", str(cmp_dir),
+                 "--thresholds", "0.2", "0.4"]) == 0
+    assert (cmp_dir / "erf_compare_growth.png").stat().st_size > 5000
+    saved = json.loads((cmp_dir / "erf_compare.json").read_text())
+    assert [r["label"] for r in saved["runs"]] == ["a", "b"]
