@@ -10,7 +10,9 @@ ReLU outputs and the GELU inputs. (Keeping a 1-byte mask instead of a ReLU's out
 1024 px on RepLKNet-31B, but PyTorch's ``where`` is 2.5x slower than ReLU's own backward: ~5 % more time.)
 
 The numbers are unchanged: the forward is the module's own, and the backward is PyTorch's own
-``convolution_backward`` (or ``grad @ weight``) with only the input gradient requested.
+``convolution_backward`` (or ``grad @ weight``) with only the input gradient requested. Under autocast (the ERF's
+``precision="bf16"``) the forward runs in the autocast dtype and the backward casts the weight to the gradient's
+dtype, as autocast did in the forward pass.
 
 Large-kernel ``DepthwiseConv2d`` modules keep their own path when their backend is not ``native`` (the FFT and Triton
 backends have their own backward passes). :func:`fold_batchnorm_pairs` folds the eval-mode BNs of timm's ResNets
@@ -43,7 +45,9 @@ class _InputGradConv(torch.autograd.Function):
         fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
         grad = grad.contiguous(memory_format=fmt)
         dummy = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=fmt)
-        gx = torch.ops.aten.convolution_backward(grad, dummy, ctx.weight, None, stride, padding, dilation, False,
+        # under autocast the forward ran in the autocast dtype (the gradient's): the weight is cast the same way
+        weight = ctx.weight if ctx.weight.dtype == grad.dtype else ctx.weight.to(grad.dtype)
+        gx = torch.ops.aten.convolution_backward(grad, dummy, weight, None, stride, padding, dilation, False,
                                                  [0, 0], groups, [True, False, False])[0]
         return gx, None, None, None, None, None, None
 
@@ -56,7 +60,8 @@ class _InputGradLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.matmul(ctx.weight), None, None
+        weight = ctx.weight if ctx.weight.dtype == grad.dtype else ctx.weight.to(grad.dtype)  # autocast, as above
+        return grad.matmul(weight), None, None
 
 
 def _patched_linear(module: nn.Linear, original):
