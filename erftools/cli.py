@@ -26,6 +26,7 @@ FLAG_ADVICE = (
     (re.compile(r"\bmirror=DIR\b"), "--mirror DIR"),
     (re.compile(r"\bbase_url=URL\b"), "--base-url URL"),
     (re.compile(r"\bprepare=False\b"), "--no-prepare"),
+    (re.compile(r"\bresults=DIR\b"), "--results DIR"),
 )
 
 

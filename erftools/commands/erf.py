@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -110,15 +109,15 @@ def register(subparsers) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "run"
 
 
 def _default_out(model: str, weights: str, size: int) -> Path:
+    from ..results.records import slug
+
     w = weights
     if os.path.sep in w or w.startswith(("http://", "https://")) or w.endswith((".pth", ".pt", ".safetensors")):
         w = Path(w.split("?")[0]).stem
-    return Path("results") / "erf" / f"{_slug(model)}_{_slug(w)}_{size}"
+    return Path("results") / "erf" / f"{slug(model)}_{slug(w)}_{size}"
 
 
 def cmd_erf(args) -> int:

@@ -41,13 +41,13 @@ import torch
 
 from .._dist import Dist
 from .._io import ErftoolsError, atomic_path, save_npy, write_json
-from ..results import ERF_FIGURE, ERF_MATRIX, ERF_RECORD, base_record
+from ..results.records import ERF_CHECKPOINT, ERF_FIGURE, ERF_MATRIX, ERF_RECORD, base_record
 from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, radial_profile
 from .compute import ErfAccumulator, accumulate_erf, accumulate_erfs, resolve_device
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = ".erf_checkpoint"
+CHECKPOINT_DIR = ERF_CHECKPOINT
 FINGERPRINT_KEYS = ("model", "arch", "weights", "weights_sha256", "parameters_sha256", "seed", "model_kwargs",
                     "images_sha256", "images_root", "images_files_sha256", "size", "mean", "std", "dtype",
                     "conv_backend", "prepare", "layer")
@@ -258,7 +258,7 @@ def load_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[np.n
     2-D array, or a run folder; with its record (None for a bare file). ``layer``: of a run folder made with
     ``layers``, that layer's matrix (default: ``erf.npy``, the deepest layer)."""
     from .._lock import lock_holder
-    from ..results import read_record
+    from ..results.records import read_json_record as read_record
 
     path = Path(path)
     record = None
@@ -275,7 +275,7 @@ def load_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[np.n
             if layer not in entries:
                 raise ErftoolsError(f"{path} has no ERF of the layer {layer!r}; its layers: "
                                     f"{', '.join(map(str, entries)) or 'none (a final-feature-map run)'}")
-            from ..results import checked_path
+            from ..results.records import checked_path
 
             record = dict(record, area_ratios=entries[layer]["area_ratios"], target=dict(
                 record.get("target") or {}, layer=layer), statistics=entries[layer].get("statistics"))
@@ -405,6 +405,9 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
     theoretical = _theoretical(model, targets, layers) if rank == 0 else {}
 
     def body() -> dict:
+        from ..ops import backend_report, reset_backend_report
+
+        reset_backend_report()
         # -- what is already there ------------------------------------------------------------------------------
         record_path = out / ERF_RECORD
         existing = None
@@ -500,7 +503,8 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
         parts = dist.gather({"processed": {t: local[t].processed for t in targets},
                              "skipped": {t: local[t].skipped for t in targets},
                              "count": {t: local[t].count for t in targets},
-                             "meta": meta, "rss": _peak_rss_bytes(), "converted": list(images.converted)})
+                             "meta": meta, "rss": _peak_rss_bytes(), "converted": list(images.converted),
+                             "backends": backend_report()})
         if rank != 0:
             dist.barrier()
             return dist.broadcast(None)
@@ -608,6 +612,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             layers=[per_target[t] for t in targets] if layers is not None else None,
             growth_figure=GROWTH_FIGURE if layers is not None and len(targets) > 1 and plot else None,
             prepared=m0["prepared"],
+            conv_backends_report=[p["backends"] for p in parts],  # per process: what ran, first-use self-checks
             batch_size=m0["batch_size"],
             device=_device_info(dev),
             world_size=world,
@@ -646,7 +651,7 @@ def attach_baseline(out_dir: str | os.PathLike, baseline: dict, folder: str = BA
     """Add a summary of the untrained-baseline run ``baseline`` (in ``out_dir/folder``) to the finished record of
     ``out_dir``: its weights and seed, area ratios and statistics (per layer when there are layers). Returns the
     updated record (written atomically; the record stays complete)."""
-    from ..results import read_record
+    from ..results.records import read_json_record as read_record
 
     out = Path(out_dir)
     record = read_record(out, "erf")

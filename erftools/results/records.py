@@ -287,6 +287,8 @@ class ErfRecord(Record):
     baseline: dict | None = _opt(_DICT)  # summary of the untrained-baseline run in a sub-folder
     baseline_of: str | None = _opt(_TEXT)  # in a baseline run: the folder of the run it is the baseline of
     prepared: dict | None = _opt(_DICT)
+    conv_backends_report: list | None = _opt(_LIST)  # per process: erftools.ops.backend_report()
+    precision: str | None = _opt(_TEXT)  # "fp32" (the paper's), "tf32" or "bf16"
     batch_size: int | None = _opt(_INT)
     world_size: int | None = _opt(_INT)
     resumed: bool | None = _opt(_BOOL)
@@ -326,6 +328,7 @@ class ShapeBiasRecord(Record):
     categories: list | None = _opt(_LIST)
     batch_size: int | None = _opt(_INT)
     conv_backend: Any = _opt(_ANY)
+    conv_backends_report: list | None = _opt(_LIST)  # per process: erftools.ops.backend_report()
     precision: str | None = _opt(_TEXT)  # "fp32" or "bf16"
     precision_check: dict | None = _opt(_DICT)  # decisions changed by a lower precision, against fp32
     prepared: dict | None = _opt(_DICT)  # what the inference preparation did

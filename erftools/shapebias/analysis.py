@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .._io import ErftoolsError
+from ..results.records import HUMAN, HUMANS, NETWORK
 from .categories import CATEGORIES
 from .decisions import CSV_COLUMNS
 from .stimuli import shape_category, stimulus_file, texture_category
@@ -130,7 +131,7 @@ class DecisionMaker:
     """A set of trials analysed together: one model or observer, or several pooled (``members``)."""
     label: str
     rows: list[dict]
-    kind: str = "network"  # network | human | humans (pooled)
+    kind: str = NETWORK  # NETWORK | HUMAN | HUMANS (pooled) | MODEL (erftools.results.records)
     members: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
@@ -157,14 +158,14 @@ def group_decision_makers(rows: Sequence[dict], *, pool_humans: bool = True, kee
         label = s if len(subj_files[s]) == 1 else f"{s} ({Path(f).parent.name or Path(f).stem})"
         if f in file_labels and not is_human(s) and sum(ff == f for ff, _ in groups) == 1:
             label = file_labels[f]
-        singles.append(DecisionMaker(label, rs, "human" if is_human(s) else "network", [s], [f]))
-    humans = [d for d in singles if d.kind == "human"]
+        singles.append(DecisionMaker(label, rs, HUMAN if is_human(s) else NETWORK, [s], [f]))
+    humans = [d for d in singles if d.kind == HUMAN]
     if not pool_humans or len(humans) < 2:
         return singles
-    pooled = DecisionMaker("humans", [r for d in humans for r in d.rows], "humans",
+    pooled = DecisionMaker("humans", [r for d in humans for r in d.rows], HUMANS,
                            [d.label for d in humans], sorted({f for d in humans for f in d.files}))
-    out = [d for d in singles if d.kind != "human" or keep_individuals]
-    first = next(i for i, d in enumerate(singles) if d.kind == "human")
+    out = [d for d in singles if d.kind != HUMAN or keep_individuals]
+    first = next(i for i, d in enumerate(singles) if d.kind == HUMAN)
     out.insert(min(first, len(out)), pooled)
     return out
 
@@ -314,7 +315,7 @@ def analyse_decision_maker(dm: DecisionMaker, *, n_boot: int = DEFAULT_BOOTSTRAP
         out = analyse(dm.rows, n_boot=n_boot, seed=seed)
     except UndefinedShapeBias as exc:
         raise UndefinedShapeBias(f"{dm.label}: {exc}") from None
-    if dm.kind == "humans":
+    if dm.kind == HUMANS:
         subjects = {}
         by_subj: "OrderedDict[str, list[dict]]" = OrderedDict()
         for r in dm.rows:

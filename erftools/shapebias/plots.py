@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .._io import save_figure
+from ..results.records import HUMAN, HUMANS, MODEL, PUBLISHED
 from .categories import CATEGORIES
 
 HUMAN_COLOR = (165 / 255, 30 / 255, 55 / 255)  # model-vs-human's colour for humans
@@ -26,7 +27,7 @@ def entry_from_record(record: dict) -> dict:
     e = {"label": record.get("label") or record.get("model", {}).get("name", "?"),
          "shape_bias": record.get("shape_bias"), "ci95": record.get("ci95"),
          "per_category": {c: v.get("shape_bias") for c, v in (record.get("per_category") or {}).items()},
-         "kind": record.get("decision_maker_kind", "model")}
+         "kind": record.get("decision_maker_kind", MODEL)}
     if record.get("subjects"):
         e["subjects"] = {s: v["shape_bias"] for s, v in record["subjects"].items()}
     return e
@@ -35,10 +36,10 @@ def entry_from_record(record: dict) -> dict:
 def _styles(entries: Sequence[dict]) -> list[dict]:
     out, k = [], 0
     for e in entries:
-        kind = e.get("kind", "model")
-        if kind in ("humans", "human") or e.get("label") in ("humans", "humans (paper)"):
-            out.append({"color": HUMAN_COLOR, "marker": "D", "filled": kind != "published"})
-        elif kind == "published":
+        kind = e.get("kind", MODEL)
+        if kind in (HUMANS, HUMAN) or e.get("label") in ("humans", "humans (paper)"):
+            out.append({"color": HUMAN_COLOR, "marker": "D", "filled": kind != PUBLISHED})
+        elif kind == PUBLISHED:
             out.append({"color": _PALETTE[k % len(_PALETTE)], "marker": _MARKERS[k % len(_MARKERS)], "filled": False})
             k += 1
         else:
@@ -53,7 +54,7 @@ def _finite(x) -> bool:
 
 def category_order(entries: Sequence[dict]) -> list[str]:
     """Categories ordered by the humans' per-category shape bias (highest first), as in model-vs-human's plot."""
-    ref = next((e for e in entries if e.get("kind") == "humans"), None) or next(
+    ref = next((e for e in entries if e.get("kind") == HUMANS), None) or next(
         (e for e in entries if e.get("label") in ("humans", "humans (paper)")), None)
     if ref is None:
         return list(CATEGORIES)

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 import zlib
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import results
+from ..results import records as results
 from .._io import ErftoolsError, atomic_path, sha256_file, sha256_strings, write_json
 from .._lock import run_lock
 from .analysis import (DEFAULT_BOOTSTRAP, DEFAULT_SEED, DecisionMaker, analyse_decision_maker,
@@ -49,9 +48,9 @@ log = logging.getLogger(__name__)
 PLOT_MATRIX = "shape_bias.png"
 PLOT_BARS = "shape_bias_bars.png"
 PROBABILITIES = "probabilities_16class.npy"
-COMBINED = "combined.json"
-PARTIAL = ".decisions.partial.csv"
-PARTIAL_META = ".partial.json"
+COMBINED = results.SB_COMBINED
+PARTIAL = results.SB_PARTIAL
+PARTIAL_META = results.SB_PARTIAL_META
 PARTIAL_MAGIC = "# erftools shape-bias partial decisions, fingerprint "
 #: a run fails when more than this share of the stimuli give non-finite logits
 MAX_NONFINITE_FRACTION = 0.01
@@ -60,9 +59,7 @@ PREPROCESSING_NOTE = ("224x224 stimuli used as they are (no resize, no crop), To
                       "16-class probability = mean over each category's ImageNet classes; decision = arg-max")
 
 
-def slug(label: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.")
-    return s or "run"
+slug = results.slug  # one definition (erftools.results.records)
 
 
 # ------------------------------------------------------------------------------------------------ model runs
@@ -147,6 +144,9 @@ def _partial_file(out: Path, rank: int) -> Path:
 def _run_model_locked(dist, model, info, label, out, stimuli, fingerprint, *, overwrite, resume, batch_size, device,
                       seed, n_boot, references, progress, max_nonfinite_fraction, precision, prepare,
                       workers) -> dict:
+    from ..ops import backend_report, reset_backend_report
+
+    reset_backend_report()
     t0 = time.perf_counter()
     rank, world = dist.rank, dist.world
     state: dict = {}
@@ -187,7 +187,8 @@ def _run_model_locked(dist, model, info, label, out, stimuli, fingerprint, *, ov
         mine = evaluate(model, shard, stimuli.root, batch_size=batch_size, device=device,
                         progress=progress and rank == 0, on_batch=lambda new: _append_partial(part, new),
                         skipped=nonfinite, precision=precision, workers=workers, precision_check=check)
-        parts = dist.gather({"decisions": mine, "nonfinite": nonfinite, "check": check})
+        parts = dist.gather({"decisions": mine, "nonfinite": nonfinite, "check": check,
+                             "backends": backend_report()})
         if rank != 0:
             dist.barrier()
             return dist.broadcast(None)
@@ -199,7 +200,9 @@ def _run_model_locked(dist, model, info, label, out, stimuli, fingerprint, *, ov
         order = {s.relpath: i for i, s in enumerate(stimuli.stimuli)}
         nonfinite = sorted(skipped.values(), key=lambda d: order.get(d["file"], len(order)))
         check = _merge_checks([p["check"] for p in parts]) if precision != "fp32" else {}
+        backends = [p["backends"] for p in parts]
     else:
+        backends = None
         if rank != 0:
             dist.barrier()
             return dist.broadcast(None)
@@ -211,16 +214,17 @@ def _run_model_locked(dist, model, info, label, out, stimuli, fingerprint, *, ov
     with atomic_path(out / PROBABILITIES) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.stack([d.probabilities for d in decisions]).astype(np.float32))
-    dm = DecisionMaker(label, rows, "model", [label], [str(out / results.SB_DECISIONS)])
+    dm = DecisionMaker(label, rows, results.MODEL, [label], [str(out / results.SB_DECISIONS)])
     analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
     pub = published_for(info.name, info.weights)
     record = results.base_record(
-        "shape-bias", label=label, source="model", decision_maker_kind="model", model=info.to_dict(),
+        "shape-bias", label=label, source="model", decision_maker_kind=results.MODEL, model=info.to_dict(),
         weights={"source": info.weights, "sha256": info.weights_sha256,
                  "seed": seed if info.weights == "random" else None},
         preprocessing=dict(info.preprocessing.to_dict(), resize=None, crop=None, note=PREPROCESSING_NOTE),
         stimuli=_stimuli_record(stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
         categories=list(CATEGORIES), device=device, batch_size=batch_size, conv_backend=_conv_backends(model),
+        conv_backends_report=backends,
         precision=precision, precision_check=check or None, prepared=prepared, world_size=world,
         timing={"seconds": None if reused else round(seconds, 3),
                 "images_per_second": None if reused or not seconds else round(len(decisions) / seconds, 2),
@@ -292,7 +296,7 @@ def _reuse_complete(out: Path, fingerprint: dict, stimuli: StimuliReport) -> tup
     ``(None, [])`` otherwise."""
     none: tuple[None, list] = (None, [])
     try:
-        rec = results.read_record(out, "shape-bias")
+        rec = results.read_json_record(out, "shape-bias")
     except results.ResultError:
         return none
     if not rec.get("complete") or rec.get("fingerprint") != fingerprint:
@@ -321,7 +325,7 @@ def _refuse_other_finished_run(out: Path, fingerprint: dict, overwrite: bool) ->
     if overwrite or not (out / results.SB_RECORD).is_file():
         return
     try:
-        rec = results.read_record(out, "shape-bias")
+        rec = results.read_json_record(out, "shape-bias")
     except results.ResultError:
         return  # not a finished run: an unreadable or foreign summary is replaced like a partial one
     if not rec.get("complete") or rec.get("fingerprint") == fingerprint:
@@ -554,7 +558,7 @@ def write_combined(out: str | os.PathLike, records: Sequence[dict], folders: Seq
     plot_shape_bias(entries, out / PLOT_MATRIX, title="Shape bias on cue-conflict stimuli")
     plot_shape_bias_bars(entries, out / PLOT_BARS, title="Shape bias on cue-conflict stimuli")
     _close_figures()
-    index = {"kind": "shape-bias-combined", "schema": results.SCHEMA, "plots": [PLOT_MATRIX, PLOT_BARS],
+    index = {"kind": results.COMBINED_KIND, "schema": results.SCHEMA, "plots": [PLOT_MATRIX, PLOT_BARS],
              "references": [r for r in references if r and r.lower() != "none"],
              "runs": [{"folder": f, "label": r["label"], "shape_bias": r["shape_bias"], "ci95": r["ci95"]}
                       for f, r in zip(folders, records)]}
