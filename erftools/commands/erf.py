@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, default=1024, help="input resolution (default 1024)")
     p.add_argument("--batch-size", type=int, default=None, help="images per pass (default: 1 on CPU, 4 on CUDA)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+                   help="fp32 (default, the paper's), tf32 (CUDA tensor cores; plain fp32 on CPU) or bf16 (autocast; "
+                        "its measured error against float64 is in docs/erf.md)")
     p.add_argument("--conv-backend", default=None, choices=("auto", "native", "fft", "triton"),
                    help="large-kernel convolution backend of RepLKNet models (default: $ERFTOOLS_CONV_BACKEND, "
                         "else native channels-last on CPU and auto on CUDA)")
@@ -148,7 +151,8 @@ def cmd_erf(args) -> int:
     layers = args.layers if args.layers in (None, "stages") else [x.strip() for x in args.layers.split(",") if x.strip()]
     common = dict(batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
                   prepare=not args.no_prepare, conv_backend=args.conv_backend, thresholds=thresholds,
-                  progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers)
+                  progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers,
+                  precision=args.precision)
     command = "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         record = run_erf(model, images, out, label=args.label, extra={"model_kwargs": kwargs, "command": command},

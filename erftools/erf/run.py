@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = ERF_CHECKPOINT
 FINGERPRINT_KEYS = ("model", "arch", "weights", "weights_sha256", "parameters_sha256", "seed", "model_kwargs",
                     "images_sha256", "images_root", "images_files_sha256", "size", "mean", "std", "dtype",
-                    "conv_backend", "prepare", "layer")
+                    "conv_backend", "prepare", "layer", "precision")
 
 __all__ = ["run_erf", "load_matrix", "read_run", "CHECKPOINT_DIR", "fingerprint"]
 
@@ -87,7 +87,7 @@ def _param_dtype(model: torch.nn.Module) -> str | None:
 
 def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int | None = None,
                 model_kwargs: dict | None = None, conv_backend: str | None = None, prepare: bool = True,
-                layer: str | None = None) -> dict:
+                layer: str | list | None = None, precision: str = "fp32") -> dict:
     """Everything that changes the matrix, which must not change between an interrupted run and its resumption.
 
     The network itself is identified by the hash of its tensors (``parameters_sha256``): it differs for another
@@ -115,7 +115,7 @@ def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int
             "std": [float(v) for v in images.std],
             "dtype": _param_dtype(model) if model is not None else None,
             "conv_backend": conv_backend or os.environ.get(ENV_VAR) or "auto", "prepare": bool(prepare),
-            "layer": layer}
+            "layer": layer, "precision": precision}
 
 
 FINAL = "final"  # the target name of the final feature map in checkpoints and records
@@ -366,7 +366,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             prepare: bool = True, conv_backend: str | None = None,
             thresholds: Iterable[float] = DEFAULT_THRESHOLDS, label: str | None = None, extra: dict | None = None,
             progress: bool = True, plot: bool = True, seed: int | None = None, model_kwargs: dict | None = None,
-            layers: str | Iterable[str] | None = None,
+            layers: str | Iterable[str] | None = None, precision: str = "fp32",
             on_batch: Callable[[ErfAccumulator], None] | None = None) -> dict:
     """Compute the ERF of ``model`` over ``images`` (an :class:`erftools.images.ImageList`) and write the run folder.
 
@@ -376,7 +376,9 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
     forward pass per batch, each gets its own matrix (``layers/<name>.npy``), statistics and figure, the deepest is
     also ``erf.npy``, and ``erf_growth.png`` shows the area ratios against depth. Every matrix gets
     :func:`erftools.erf.erf_statistics` (Gaussian fit, radii, centre of mass, theoretical receptive field) in the
-    record. While the run writes ``out_dir`` it holds the folder's lock
+    record. ``precision``: ``fp32`` (default, the paper's), ``tf32`` or ``bf16`` (see
+    :func:`erftools.erf.compute.accumulate_erf` and docs/erf.md, "Precision"); part of the resume fingerprint.
+    While the run writes ``out_dir`` it holds the folder's lock
     (:mod:`erftools._lock`): a second run into the same folder is refused. ``on_batch`` is called after each
     checkpoint (tests use it to simulate an interruption).
     """
@@ -394,8 +396,11 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
 
         layers = expand_layers(model, layers)
     targets = list(layers) if layers is not None else [FINAL]
+    from .compute import check_precision
+
+    check_precision(precision)
     fp = fingerprint(info, images, model=model, seed=seed, model_kwargs=model_kwargs, conv_backend=conv_backend,
-                     prepare=prepare, layer=list(layers) if layers is not None else None)
+                     prepare=prepare, layer=list(layers) if layers is not None else None, precision=precision)
     dist = Dist()
     dev = resolve_device(device)
     dist.setup(dev)
@@ -479,7 +484,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             local[FINAL], meta = accumulate_erf(model, images.subset(shard), batch_size=batch_size, device=dev,
                                                 prepare=prepare, conv_backend=conv_backend,
                                                 progress=progress and rank == 0, state=local[FINAL],
-                                                on_batch=checkpoint, progress_desc=desc)
+                                                on_batch=checkpoint, progress_desc=desc, precision=precision)
             meta = dict(meta, feature_shapes={FINAL: meta["feature_shape"]},
                         targets={FINAL: meta["target"]})
         else:
@@ -493,7 +498,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             local, meta = accumulate_erfs(model, images.subset(shard), targets, batch_size=batch_size, device=dev,
                                           prepare=prepare, conv_backend=conv_backend,
                                           progress=progress and rank == 0, states=local, on_batch=checkpoint_all,
-                                          progress_desc=desc)
+                                          progress_desc=desc, precision=precision)
 
         # -- combine ----------------------------------------------------------------------------------------------
         totals = {}
@@ -613,6 +618,9 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             growth_figure=GROWTH_FIGURE if layers is not None and len(targets) > 1 and plot else None,
             prepared=m0["prepared"],
             conv_backends_report=[p["backends"] for p in parts],  # per process: what ran, first-use self-checks
+            precision=m0.get("precision", precision),
+            precision_requested=m0.get("precision_requested", precision),
+            precision_note=m0.get("precision_note"),
             batch_size=m0["batch_size"],
             device=_device_info(dev),
             world_size=world,

@@ -288,7 +288,9 @@ class ErfRecord(Record):
     baseline_of: str | None = _opt(_TEXT)  # in a baseline run: the folder of the run it is the baseline of
     prepared: dict | None = _opt(_DICT)
     conv_backends_report: list | None = _opt(_LIST)  # per process: erftools.ops.backend_report()
-    precision: str | None = _opt(_TEXT)  # "fp32" (the paper's), "tf32" or "bf16"
+    precision: str | None = _opt(_TEXT)  # what ran: "fp32" (the paper's), "tf32" or "bf16"
+    precision_requested: str | None = _opt(_TEXT)
+    precision_note: str | None = _opt(_TEXT)
     batch_size: int | None = _opt(_INT)
     world_size: int | None = _opt(_INT)
     resumed: bool | None = _opt(_BOOL)

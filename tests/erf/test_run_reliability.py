@@ -256,3 +256,14 @@ def test_analyze_names_what_the_file_really_is(tmp_path):
     (tmp_path / "dir.npy").mkdir()
     with pytest.raises(ErftoolsError, match="erf.json is missing"):
         load_matrix(tmp_path / "dir.npy")
+
+
+def test_precision_is_recorded_and_part_of_the_fingerprint(tmp_path, folder):
+    out = tmp_path / "run"
+    rec = run_erf(tiny_resnet(0), _images(folder), out, device="cpu", progress=False, plot=False, precision="tf32")
+    assert rec["precision_requested"] == "tf32" and rec["precision"] == "fp32"  # TF32 exists on CUDA only
+    assert "CUDA" in rec["precision_note"] and rec["fingerprint"]["precision"] == "tf32"
+    with pytest.raises(ErftoolsError, match="precision"):
+        run_erf(tiny_resnet(0), _images(folder), out, device="cpu", progress=False, plot=False, precision="bf16")
+    with pytest.raises(ErftoolsError, match="unknown precision"):
+        run_erf(tiny_resnet(0), _images(folder), tmp_path / "x", device="cpu", progress=False, precision="fp8")
