@@ -145,11 +145,11 @@ def format_rows(rows: list[Row]) -> str:
 
 
 def markdown_rows(rows: list[Row]) -> str:
-    def esc(x: str) -> str:
-        return x.replace("|", "\\|")
+    """The comparison as a Markdown table; text from the study file is shown as written (escaped)."""
+    from ..results import md_text
 
     out = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
-    out += ["| " + " | ".join(esc(x) for x in _cells(r)) + " |" for r in rows]
+    out += ["| " + " | ".join(md_text(x) for x in _cells(r)) + " |" for r in rows]
     return "\n".join(out)
 
 

@@ -212,14 +212,19 @@ def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None,
                          for m in study.models],
               "rows": rows_json(rows), "verdicts": summary(rows)}
     write_json(root / STUDY_RECORD, record)
-    head = [f"# Study {study.name}: {study.title}", ""]
+    from ..results import md_text
+
+    head = [f"# Study {md_text(study.name)}: {md_text(study.title)}", ""]
     if study.reference:
-        head += [f"Reference: {study.reference}", ""]
-    tol = "; ".join(f"{k.replace('_', ' ')} {t.text()}" for k, t in study.tolerance.items()
+        head += [f"Reference: {md_text(study.reference)}", ""]
+    tol = "; ".join(f"{k.replace('_', ' ').replace('erf', 'ERF area ratio')} {t.text(' pp' if k == 'erf' else '')}"
+                    for k, t in study.tolerance.items()
                     if (k == "erf" and study.erf) or (k == "shape_bias" and study.shape_bias))
+    if study.description.strip():
+        head += [md_text(study.description.strip()), ""]
     head += [f"Tolerances (|ours - paper| <= max(abs, rel x paper)): {tol}.", "",
              f"Figures and the provenance of every run: [{REPORT}]({REPORT}).", ""]
-    write_text(root / STUDY_TABLE, "\n".join(head) + markdown_rows(rows) + "\n")
+    write_text(root / STUDY_TABLE, "\n".join(head) + "\n" + markdown_rows(rows) + "\n")
     if report:
         from ..report import build_report
         from ..results import ResultError

@@ -82,3 +82,27 @@ def test_model_kwargs_cannot_go_through_torchrun(tmp_path):
     outcome = run_study(st, results=tmp_path / "out", nproc_per_node=2, report=False, runner=lambda cmd: 0)
     assert "model_kwargs" in outcome.failures["replknet/erf-sequential"]
     assert "resnet18/erf-sequential" not in outcome.failures
+
+
+def test_skip_missing_runs_the_others_and_lists_the_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv("ERFTOOLS_WEIGHTS_DIR", raising=False)
+    text = TINY_STUDY.replace('weights = "random"\nseed = 4',
+                              'download = { url = "https://drive.google.com/file/d/X/view", file = "tiny.pth" }')
+    text = text.replace('stimuli = "stimuli"', f'stimuli = "{tmp_path.as_posix()}"')
+    st = parse_study(text, "s.toml", tmp_path)
+    commands = []
+    outcome = run_study(st, results=tmp_path / "out", nproc_per_node=2, report=False, skip_missing=True,
+                        runner=lambda cmd: commands.append(cmd) or 0)
+    assert [c[c.index("--model") + 1] for c in commands] == ["resnet18", "resnet18"]
+    assert "tiny.pth" in outcome.skipped["replknet"]
+    assert {r.verdict for r in outcome.rows if r.model == "replknet"} == {"missing"}
+
+
+def test_a_results_folder_of_another_study_is_refused(tmp_path):
+    st = parse_study(TINY_STUDY.replace('stimuli = "stimuli"', f'stimuli = "{tmp_path.as_posix()}"'), "s.toml",
+                     tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "study.toml").write_text(TINY_STUDY.replace('name = "tiny"', 'name = "other"'))
+    with pytest.raises(StudyError, match="another study \\('other'\\)"):
+        run_study(st, results=out, nproc_per_node=2, report=False, runner=lambda cmd: 0)
