@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .erf.plots import draw_theoretical_rf
 from .results.text import plot_text
 from .results.views import THRESHOLDS, ShapeBiasRow, linear_normalise, log_normalise
 
@@ -27,6 +28,7 @@ class ErfPanel:
     matrix: np.ndarray  # per-pixel mean contribution, possibly downsampled
     downsample: int = 1
     side: int | None = None  # high-contribution square side in full-resolution pixels (None: none / not drawn)
+    theoretical: object = None  # the theoretical receptive field (its record dict or a side in px); None: not drawn
 
 
 def _cmap(name: str):
@@ -65,6 +67,12 @@ def erf_heatmaps(panels: list[ErfPanel], scale: str = "log", threshold: float | 
             c_y, c_x = (h // 2) + 0.5, (w // 2) + 0.5
             ax.add_patch(Rectangle((c_x - p.side / 2, c_y - p.side / 2), p.side, p.side, fill=False,
                                    edgecolor="#1f3bb3", linewidth=1.4, linestyle="--"))
+        if p.theoretical is not None:  # full-resolution pixel (i, i+1) spans; the engine draws on index coordinates
+            rect = draw_theoretical_rf(ax, p.theoretical, (h, w), colour="#111111")
+            if rect is not None:
+                rect.set_xy((rect.get_x() + 0.5, rect.get_y() + 0.5))
+                ax.text(0.02, 0.98, rect.get_label().replace(" (", "\n("), transform=ax.transAxes, fontsize=6.5,
+                        va="top", bbox=dict(facecolor="white", alpha=0.85, linewidth=0))
         if threshold is not None:
             r = p.side * p.side / (h * w) if p.side else 0.0
             text = (f"t={threshold:.0%}: side {p.side} px, r={r:.1%}" if r >= 0.001 else
@@ -102,6 +110,32 @@ def radial_profiles(curves: list[tuple[str, np.ndarray, np.ndarray]]):
 
     return plot_radial_profiles([{"radius": r, "cumulative": c} for _, r, c in curves],
                                 [plot_text(n) for n, _, _ in curves])
+
+
+def layer_growth(series: dict, thresholds=None):
+    """How the ERF grows with depth: the area ratio (%) at each threshold against the layer, several models
+    overlaid (the ERF engine's :func:`erftools.erf.plots.plot_layer_growth`; ``series`` from
+    :func:`erftools.results.views.growth_series`). Labels from result files are never mathtext."""
+    from .erf.plots import plot_layer_growth
+
+    safe = {plot_text(title): [(plot_text(layer), ratios) for layer, ratios in points]
+            for title, points in series.items()}
+    return plot_layer_growth(safe, thresholds=None if thresholds is None else list(thresholds))
+
+
+def erf_map(matrix: np.ndarray, title: str, thresholds=THRESHOLDS, theoretical=None):
+    """One ERF heatmap with the squares at ``thresholds`` and the theoretical receptive field (a dashed square;
+    the ERF engine's :func:`erftools.erf.plots.plot_erf`)."""
+    from .erf.plots import plot_erf
+
+    return plot_erf(matrix, title=plot_text(title), thresholds=list(thresholds) if thresholds else None,
+                    theoretical=theoretical, figsize=(4.2, 4.6))
+
+
+def trained_untrained(trained: ErfPanel, untrained: ErfPanel, scale: str = "log", threshold: float | None = None,
+                      cmap: str = PAPER_CMAP, zoom: int = 1) -> Figure:
+    """A run's map and its untrained baseline's side by side on one colour scale (:func:`erf_heatmaps`)."""
+    return erf_heatmaps([trained, untrained], scale=scale, threshold=threshold, cmap=cmap, zoom=zoom)
 
 
 #: a decision maker drawn in the shape-bias plots (``kind``: one of :data:`erftools.results.records.MAKER_KINDS`)

@@ -17,7 +17,8 @@ from urllib.parse import quote
 
 from . import figures as F
 from ._io import save_figure, write_text
-from .results import RECORD_FILES, ResultError, Run, list_runs, load_erf_matrix, md_code, md_text
+from .results import RECORD_FILES, ResultError, Run, list_runs, load_erf_matrix, md_code, md_text, slug
+from .results import store as S
 from .results import views as V
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 FIGURES = "figures"
 ERF_FIGURE = "erf_comparison.png"
 RADIAL_FIGURE = "erf_radial_profiles.png"
+GROWTH_FIGURE = "erf_growth.png"
+LAYERS_FIGURE = "erf_layers_{}.png"
+BASELINE_FIGURE = "erf_baseline_{}.png"
 SB_FIGURE = "shape_bias.png"
 SB_BARS = "shape_bias_bars.png"
 
@@ -78,7 +82,7 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike) -> Path:
                for i in listing.interrupted]) + "\n")
     provenance: list[tuple[str, Run]] = []
     if listing.erf:
-        parts.append(_erf_section(listing.erf, figdir, base, provenance))
+        parts.append(_erf_section(V.main_erf_runs(listing.erf), figdir, base, provenance))
     if listing.shape_bias:
         parts.append(_shape_bias_section(listing.shape_bias, figdir, base, provenance))
     parts.append(_provenance_section(provenance, base))
@@ -141,9 +145,119 @@ def _erf_section(runs: list[Run], figdir: Path, base: Path, provenance: list) ->
         F.close(fig)
         lines.append(f"![radial profiles]({_link(figdir / RADIAL_FIGURE, base)})\n")
         lines.append("*Share of the total contribution within a distance of the centre.*\n")
+    lines += _layers_part(good, figdir, base, errors)
+    lines += _statistics_part(good, errors)
+    lines += _baseline_part(good, figdir, base, errors)
     for e in errors:
         lines.append(f"> **Problem:** {md_text(e)}\n")
     return "\n".join(lines)
+
+
+def _figure_name(run: Run) -> str:
+    """A figure name unique per run folder: its path below the results folder, as a slug."""
+    root = run.root if run.root is not None else run.path.parent
+    return slug(S.display_path(run.path, root).replace("/", "-"))
+
+
+def _figure(fig, path: Path, base: Path, alt: str) -> str:
+    save_figure(path, fig, dpi=100)
+    F.close(fig)
+    return f"![{alt}]({_link(path, base)})\n"
+
+
+def _layers_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors: list) -> list[str]:
+    """Per layered run: its layers side by side (with the theoretical receptive field) and the per-layer table;
+    then the growth-with-depth figure of all layered runs."""
+    out: list[str] = []
+    layered = []
+    for title, run in good:
+        try:
+            names = V.layer_names(run)
+            if not names:
+                continue
+            panels = []
+            for name in names:
+                m, f = S.load_layer_matrix(run, name, max_side=256)
+                panels.append(F.ErfPanel(name, m, f, None, V.theoretical_side(V.layer_statistics(run, name))))
+            thresholds = sorted(run.record.area_ratio_map()) or list(V.THRESHOLDS)
+            rows = V.layer_rows(run, thresholds)
+        except ResultError as exc:
+            errors.append(str(exc))
+            continue
+        layered.append((title, run))
+        if not out:
+            out.append("### Layers\n")
+        out.append(f"#### {md_text(title)}\n")
+        out.append(_figure(F.erf_heatmaps(panels, scale="log", width=2.6), figdir / LAYERS_FIGURE.format(_figure_name(run)),
+                           base, f"ERF per layer of {md_text(title)}"))
+        out.append("*Log-normalised ERF of the output of each layer on one colour scale; black dashed square: the "
+                   "theoretical receptive field (clipped to the image).*\n")
+        header = list(rows[0])
+        out.append(_md_table(header, [[r[h] for h in header] for r in rows]) + "\n")
+        out.append("*Area ratio r (%) of the high-contribution square (side in px) at each threshold the run "
+                   "recorded (full resolution).*\n")
+    try:
+        series = V.growth_series(layered)
+    except ResultError as exc:
+        errors.append(str(exc))
+        series = {}
+    if series:
+        out.append("### Growth with depth\n")
+        out.append(_figure(F.layer_growth(series), figdir / GROWTH_FIGURE, base, "ERF growth with depth"))
+        out.append("*Area ratio of the high-contribution square at each threshold against the layer (colour: "
+                   "model, line style: threshold).*\n")
+    return out
+
+
+def _statistics_part(good: list[tuple[str, Run]], errors: list) -> list[str]:
+    items = []
+    for title, run in good:
+        try:
+            items += V.run_statistics_items(title, run)
+        except ResultError as exc:
+            errors.append(str(exc))
+    if not any(stats for _, _, stats in items):
+        return []
+    rows = V.statistics_rows(items)
+    header = list(rows[0])
+    out = ["### ERF statistics\n", _md_table(header, [[r[h] for h in header] for r in rows]) + "\n"]
+    out.append("\n".join(f"* **{name}**: {text}" for name, text in V.STATISTICS_HELP.items()) + "\n")
+    return out
+
+
+def _baseline_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors: list) -> list[str]:
+    out: list[str] = []
+    for title, run in good:
+        if not run.record.baseline:
+            continue
+        try:
+            untrained = S.load_baseline(run)
+            names = V.layer_names(run)
+            layer = names[-1] if names else None
+            m, f = S.load_layer_matrix(run, layer, max_side=256) if layer else load_erf_matrix(run, max_side=256)
+            b_layer = layer if layer in V.layer_names(untrained) else None
+            bm, bf = (S.load_layer_matrix(untrained, b_layer, max_side=256) if b_layer
+                      else load_erf_matrix(untrained, max_side=256))
+            thresholds = sorted(run.record.area_ratio_map()) or list(V.THRESHOLDS)
+            rows = [r.cells(thresholds) for r in V.baseline_rows(run)]
+        except ResultError as exc:
+            errors.append(str(exc))
+            continue
+        if not out:
+            out.append("### Trained and untrained\n")
+            out.append("The same architecture with seeded random initialisation (`erftools erf --baseline random`), "
+                       "measured in the same run on the same images.\n")
+        suffix = f" - {layer}" if layer else ""
+        fig = F.trained_untrained(F.ErfPanel(f"{title}{suffix}", m, f, None,
+                                             V.theoretical_side(V.layer_statistics(run, layer))),
+                                  F.ErfPanel(f"{title}{suffix} - untrained", bm, bf, None,
+                                             V.theoretical_side(V.layer_statistics(untrained, b_layer))))
+        out.append(f"#### {md_text(title)}\n")
+        out.append(_figure(fig, figdir / BASELINE_FIGURE.format(_figure_name(run)), base,
+                           f"ERF baseline of {md_text(title)}"))
+        header = list(rows[0])
+        out.append(_md_table(header, [[r[h] for h in header] for r in rows]) + "\n")
+    return out
 
 
 SB_COLUMNS = ["decision maker", "shape bias", "95% CI", "fraction shape", "fraction texture", "paper Fig. 5", "trials"]

@@ -62,3 +62,51 @@ def test_shape_bias_figures_take_the_views_rows(draw):
     legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert any(r"net \$1\$" in t for t in labels + legend)
     assert F.png_bytes(fig).startswith(PNG)
+
+
+def test_erf_heatmaps_draw_the_theoretical_receptive_field():
+    m = erf_matrix(32, 3.0).astype(float)
+    fig = F.erf_heatmaps([F.ErfPanel("small rf", m, 1, 5, {"side": [11, 11]}),
+                          F.ErfPanel("huge rf", m, 2, None, 99), F.ErfPanel("none", m, 1, None, None)])
+    maps = [ax for ax in fig.axes if ax.images]
+    small = [p for p in maps[0].patches if p.get_label().startswith("theoretical RF")]
+    assert len(small) == 1 and (small[0].get_width(), small[0].get_height()) == (11, 11)
+    # centred on full-resolution pixel (16, 16), whose span is [16, 17): corners at 16.5 -/+ 5.5
+    assert small[0].get_xy() == pytest.approx((11.0, 11.0))
+    huge = [p for p in maps[1].patches if p.get_label().startswith("theoretical RF")]
+    assert len(huge) == 1 and huge[0].get_width() == 64  # clipped to the 64-pixel image, and said so
+    assert any("larger than the image" in t for t in _texts(fig))
+    assert not maps[2].patches
+
+
+def test_layer_growth_is_the_engines_figure_with_safe_labels():
+    series = {"net $a$": [("stages.0", [{"threshold": 0.2, "side": 3, "area_ratio": 0.01},
+                                        {"threshold": 0.5, "side": 5, "area_ratio": 0.03}]),
+                          ("stages.1", [{"threshold": 0.2, "side": 7, "area_ratio": 0.05},
+                                        {"threshold": 0.5, "side": None, "area_ratio": None}])],
+              "other": [("layer1", [{"threshold": 0.2, "side": 3, "area_ratio": 0.02}])]}
+    fig = F.layer_growth(series)
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert labels == [r"net \$a\$, t=20%", r"net \$a\$, t=50%", "other, t=20%"]  # never mathtext
+    first = ax.lines[0].get_ydata()
+    assert list(first) == pytest.approx([1.0, 5.0])  # area ratios in percent
+    assert np.isnan(ax.lines[1].get_ydata()[1])  # no square: a gap
+    only20 = F.layer_growth(series, thresholds=[0.2])
+    assert len(only20.axes[0].lines) == 2
+    assert F.png_bytes(fig).startswith(PNG)
+
+
+def test_trained_untrained_side_by_side_on_one_scale():
+    a, b = erf_matrix(32, 6.0).astype(float), erf_matrix(32, 2.0).astype(float)
+    fig = F.trained_untrained(F.ErfPanel("trained", a), F.ErfPanel("untrained", b), threshold=0.3)
+    maps = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in maps] == ["trained", "untrained"]
+    assert all(ax.images[0].get_clim() == (0.0, 1.0) for ax in maps)
+
+
+def test_erf_map_with_theoretical_square():
+    fig = F.erf_map(erf_matrix(32, 3.0).astype(float), "one $x$", theoretical={"side": [9, 9]})
+    labels = [p.get_label() for p in fig.axes[0].patches]
+    assert "theoretical RF: 9 px" in labels
+    assert fig.axes[0].get_xlabel() == r"one \$x\$"

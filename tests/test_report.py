@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from erftools import results as R
@@ -12,7 +13,7 @@ from erftools.cli import main
 from erftools.report import build_report
 from erftools.results import views as V
 
-from .results.builders import REPO, make_erf_run, make_sb_run
+from .results.builders import LAYERS, REPO, make_erf_run, make_layered_run, make_sb_run, reference_area_ratios
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)]+)\)")
 
@@ -58,6 +59,62 @@ def test_report_contents(results, tmp_path):
     for folder in ("erf/replknet-31B", "erf/resnet-152", "erf/my-net", "sb/humans", "sb/rlk"):
         assert f"{folder}/{'erf.json' if folder.startswith('erf') else 'summary.json'})" in text
     assert str(tmp_path) not in text  # no absolute paths
+
+
+@pytest.fixture
+def layered(tmp_path) -> Path:
+    root = tmp_path / "results"
+    make_layered_run(root / "erf" / "rlk", "replknet-31B", weights={"tag": "in1k"}, baseline=True)
+    make_layered_run(root / "erf" / "r50", "resnet-50", layers=(("layer1", 2.0, 35), ("layer2", 3.0, 91)),
+                     weights={"tag": "in1k"})
+    make_erf_run(root / "erf" / "swin", "swin-B", weights={"tag": "in1k"})
+    return root
+
+
+def _table_rows(text: str, first_cell: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(f"| {first_cell} |")]
+
+
+def test_report_layers_growth_statistics_and_baseline(layered, tmp_path):
+    out = build_report(layered, tmp_path / "site" / "index.md")
+    text = out.read_text(encoding="utf-8")
+    figs = {Path(t).name for t in _links_resolve(out) if t.endswith(".png")}
+    assert {"erf_growth.png", "erf_layers_erf-rlk.png", "erf_layers_erf-r50.png", "erf_baseline_erf-rlk.png"} <= figs
+    assert "erf_layers_erf-swin.png" not in figs and "erf_baseline_erf-r50.png" not in figs
+    for section in ("### Layers", "### Growth with depth", "### ERF statistics", "### Trained and untrained"):
+        assert section in text
+    # the per-layer table: the recorded squares of every layer and its theoretical receptive field
+    for name, _, theo in LAYERS:
+        row = _table_rows(text, name)[0]
+        want = reference_area_ratios(np.load(layered / "erf" / "rlk" / "layers" / f"{name}.npy"))
+        assert row[2] == str(theo)
+        assert row[3:] == [f"{V.pct(w['area_ratio'])} ({w['side']} px)" for w in want]
+    # statistics: every layer of both layered runs and the main matrix of the plain run, each column explained
+    stats = [r for r in text.splitlines() if r.startswith("| replknet-31B | stages.")]
+    assert len(stats) == len(LAYERS) and stats[0].split(" | ")[2] == "2.0 / 2.0"  # sigma of the builder's Gaussian
+    assert "| swin-B | final feature map |" in text
+    for column, line in V.STATISTICS_HELP.items():
+        assert f"* **{column}**: {line}" in text
+    # trained and untrained: one pair of rows per layer, the baseline's numbers from its own record
+    pairs = [r for name, _, _ in LAYERS for r in _table_rows(text, name) if r[1] in ("as run", "untrained baseline")]
+    assert [r[1] for r in pairs] == ["as run", "untrained baseline"] * len(LAYERS)
+    base = json.loads((layered / "erf" / "rlk" / "baseline" / "erf.json").read_text())
+    r = base["layers"][0]["area_ratios"][0]
+    assert pairs[1][2] == "random init, seed 0" and pairs[1][3] == f"{V.pct(r['area_ratio'])} ({r['side']} px)"
+    # the baseline run is shown beside its run, not as a model of its own
+    assert "(untrained, seed 0) |" not in text.split("### Layers")[0]
+
+
+def test_report_layer_problems_are_named(layered, tmp_path):
+    (layered / "erf" / "rlk" / "layers" / "stages.2.npy").unlink()
+    import shutil
+
+    shutil.rmtree(layered / "erf" / "rlk" / "baseline")
+    text = build_report(layered, tmp_path / "index.md").read_text(encoding="utf-8")
+    problems = re.sub(r"\\(.)", r"\1", "\n".join(line for line in text.splitlines() if "Problem" in line))
+    assert "stages.2.npy is missing" in problems and "baseline run baseline/ is missing" in problems
+    assert "### Growth with depth" in text  # the recorded numbers of the other layered run are still shown
 
 
 def test_report_mentions_broken_runs(results, tmp_path):
@@ -115,7 +172,8 @@ def test_committed_examples_are_portable():
 
 
 # ------------------------------------------------------------------------------ crafted folders (links, payloads)
-UNSAFE_MD = re.compile(r"!\[(?!ERF comparison\]|radial profiles\]|shape bias)|(?<!\\)<\s*(img|a|script)\b", re.I)
+UNSAFE_MD = re.compile(r"!\[(?!ERF comparison\]|radial profiles\]|shape bias|ERF per layer of |ERF growth with depth\]"
+                       r"|ERF baseline of )|(?<!\\)<\s*(img|a|script)\b", re.I)
 
 
 def test_report_reads_nothing_outside_the_results_folder(tmp_path):
@@ -140,6 +198,7 @@ def test_report_shows_text_from_results_as_plain_text(tmp_path):
     from .results.builders import HTML_PAYLOAD, IMAGE_PAYLOAD, make_payload_results
 
     root = make_payload_results(tmp_path / "results")
+    make_layered_run(root / "erf" / "layered", f"layers {IMAGE_PAYLOAD}", baseline=True)
     make_erf_run(root / "erf" / "math", r"math $\notacommand{x}$")  # matplotlib would parse it as mathtext
     make_sb_run(root / "sb" / "math", r"sb $\notacommand$ net")
     (root / "bad").mkdir()

@@ -63,14 +63,50 @@ def erf_matrix(run: Run):
     return _matrix(*_key(run))
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _layer_matrix(folder: str, root: str, layer: str, stamp_json: tuple) -> tuple:
+    """(mean matrix, downsample, full size) of one layer of a layered ERF run, reduced for display; cached (the
+    engine rewrites the record whenever it writes a layer matrix, so the record's stamp is the key)."""
+    run = R.load_run(folder, "erf", root=root)
+    m, f = R.store.load_layer_matrix(run, layer, max_side=MAX_DISPLAY_SIDE)
+    return m, f, R.store.full_size(run, m, f)
+
+
+def layer_matrix(run: Run, layer: str | None):
+    """The display matrix of ``layer`` of ``run`` (None: the run's main matrix)."""
+    if layer is None:
+        return erf_matrix(run)
+    return _layer_matrix(str(run.path), str(run.root if run.root is not None else run.path), layer,
+                         _stamp(run.path / R.ERF_RECORD))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
-def _heatmap_png(keys: tuple, titles: tuple, scale: str, threshold: float, cmap: str, zoom: int = 1) -> bytes:
+def _heatmap_png(keys: tuple, titles: tuple, scale: str, threshold: float, cmap: str, zoom: int = 1,
+                 theoretical: tuple = ()) -> bytes:
+    """The heatmaps of the matrices named by ``keys`` (:func:`_matrix_key`: ``_key`` of a run, or ("layer", folder,
+    root, layer, stamp) of a layer), with the threshold square and, where ``theoretical`` gives a side, the theoretical receptive field."""
     panels = []
-    for key, title in zip(keys, titles):
-        m, f, full = _matrix(*key)
+    for i, (key, title) in enumerate(zip(keys, titles)):
+        m, f, full = _layer_matrix(*key[1:]) if key[0] == "layer" else _matrix(*key)
         side, _ = V.area_ratio_at(m, threshold, f, full)
-        panels.append(F.ErfPanel(title, m, f, side))
+        theo = theoretical[i] if i < len(theoretical) else None
+        panels.append(F.ErfPanel(title, m, f, side, theo))
     return F.png_bytes(F.erf_heatmaps(panels, scale=scale, threshold=threshold, cmap=cmap, zoom=zoom))
+
+
+def _matrix_key(run: Run, layer: str | None) -> tuple:
+    if layer is None:
+        return _key(run)
+    return ("layer", str(run.path), str(run.root if run.root is not None else run.path), layer,
+            _stamp(run.path / R.ERF_RECORD))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _growth_png(series_json: str, thresholds: tuple) -> bytes:
+    import json
+
+    series = {k: [(layer, ratios) for layer, ratios in v] for k, v in json.loads(series_json).items()}
+    return F.png_bytes(F.layer_growth(series, thresholds=thresholds or None))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -128,7 +164,7 @@ def erf_page(listing: R.Listing, root: Path) -> None:
         st.info(f"No finished ERF run below {md_code(R.display_path(listing.root, root))}. Write one with "
                 "`erftools erf --model replknet-31B --out results/erf/replknet-31B`.")
         return
-    titles = V.unique_titles(listing.erf, root)
+    titles = V.unique_titles(V.main_erf_runs(listing.erf), root)  # a run's untrained baseline is shown beside it
     names = list(titles)
     chosen = st.multiselect("Models", names, default=names[:4], key="erf_models")
     c1, c2, c3, c4 = st.columns([1.2, 2, 0.9, 1])
@@ -137,6 +173,8 @@ def erf_page(listing: R.Listing, root: Path) -> None:
                           key="erf_threshold")
     zoom = c3.select_slider("Zoom on the centre", ZOOMS, value=1, format_func=lambda z: f"{z}x", key="erf_zoom")
     cmap = c4.selectbox("Colour map", COLOUR_MAPS, key="erf_cmap")
+    show_theoretical = st.checkbox("Draw the theoretical receptive field (black dashed square, where the network "
+                                   "has one)", value=True, key="erf_theoretical")
     if not chosen:
         st.info("Choose one or more models.")
         return
@@ -159,7 +197,8 @@ def erf_page(listing: R.Listing, root: Path) -> None:
         return
 
     keys = tuple(_key(r) for _, r in good)
-    png = _heatmap_png(keys, tuple(t for t, _ in good), scale, float(threshold), cmap, int(zoom))
+    theo = tuple(V.theoretical_side(V.layer_statistics(r)) if show_theoretical else None for _, r in good)
+    png = _heatmap_png(keys, tuple(t for t, _ in good), scale, float(threshold), cmap, int(zoom), theo)
     with st.container(key="erf-heatmap"):
         st.image(png, caption=f"ERF, {'log10(M+1)/max as in the paper' if scale == 'log' else 'M/max'}; "
                               f"dashed square: the high-contribution square at t = {threshold:.0%}"
@@ -188,9 +227,126 @@ def erf_page(listing: R.Listing, root: Path) -> None:
         with st.container(key="erf-radial"):
             st.image(_radial_png(tuple(curves)),
                      caption="share of the total contribution (raw matrix) within a distance of the centre")
+    view = (scale, float(threshold), cmap, int(zoom), show_theoretical)
+    layered = [(t, r) for t, r in good if _has_layers(t, r)]
+    if layered:
+        layers_section(layered, view)
+        growth_section(layered)
+    statistics_section(good)
+    baseline_section(good, view)
     st.subheader("Provenance")
     for title, run in good:
         metadata_panel(title, run, root)
+
+
+def _has_layers(title: str, run: Run) -> bool:
+    with guard(f"{title} layers"):
+        return bool(V.layer_names(run))
+    return False
+
+
+def layers_section(layered: list[tuple[str, Run]], view: tuple) -> None:
+    """The layer selector: the chosen layer's heatmap, the per-layer area-ratio table and the layer's statistics."""
+    scale, threshold, cmap, zoom, show_theoretical = view
+    st.subheader("Layers")
+    st.caption("Runs of `erftools erf --layers`: the ERF of the output of each chosen layer (module name), "
+               "measured with the same images.")
+    c1, c2 = st.columns(2)
+    title = c1.selectbox("Run", [t for t, _ in layered], key="layer_run")
+    run = dict(layered)[title]
+    names = V.layer_names(run)
+    layer = c2.selectbox("Layer", names, index=len(names) - 1, key="erf_layer")
+    stats = V.layer_statistics(run, layer)
+    with guard(f"{title}, layer {layer}"):
+        layer_matrix(run, layer)  # a problem with the file shows here, before the figure
+        theo = (V.theoretical_side(stats) if show_theoretical else None,)
+        png = _heatmap_png((_matrix_key(run, layer),), (f"{title} - {layer}",), scale, threshold, cmap, zoom, theo)
+        with st.container(key="erf-layer-heatmap"):
+            st.image(png, caption=f"ERF of the output of {md_text(layer)}; dashed square: the high-contribution "
+                                  f"square at t = {threshold:.0%}; black: the theoretical receptive field")
+    thresholds = sorted(set(V.THRESHOLDS) | set(run.record.area_ratio_map()) | {round(threshold, 6)})
+    with guard(f"{title} layer table"):
+        st.markdown("**Area ratio r (%) of each layer** (side of the square in px; * recomputed from the matrix: "
+                    "a threshold the run did not record)")
+        st.dataframe(V.layer_rows(run, thresholds), hide_index=True, width="stretch")
+    st.markdown(f"**Statistics of {md_text(layer)}**")
+    st.dataframe(V.statistics_rows([(title, layer, stats)]), hide_index=True, width="stretch")
+
+
+def growth_section(layered: list[tuple[str, Run]]) -> None:
+    """How the ERF grows with depth: area ratio at each threshold against layer, the chosen runs overlaid."""
+    import json
+
+    with guard("growth with depth"):
+        series = V.growth_series(layered)
+        if not series:
+            return
+        st.subheader("Growth with depth")
+        options = sorted({float(r["threshold"]) for pts in series.values() for _, rs in pts for r in rs})
+        chosen = st.multiselect("Thresholds", options, default=options, format_func=lambda t: f"{t:.0%}",
+                                key="growth_thresholds")
+        if not chosen:
+            st.info("Choose one or more thresholds.")
+            return
+        with st.container(key="erf-growth"):
+            st.image(_growth_png(json.dumps(series), tuple(chosen)),
+                     caption="area ratio of the high-contribution square at each threshold against the layer "
+                             "(colour: model, line style: threshold)")
+        rows = []
+        for title, points in series.items():
+            for layer, ratios in points:
+                row = {"model": title, "layer": layer}
+                for r in ratios:
+                    if float(r["threshold"]) in chosen:
+                        row[f"t={float(r['threshold']):.0%}"] = V.pct(r["area_ratio"])
+                rows.append(row)
+        st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def statistics_section(good: list[tuple[str, Run]]) -> None:
+    """The ERF statistics of every chosen run (every layer of a layered run), with a line explaining each."""
+    items = []
+    for title, run in good:
+        with guard(f"{title} statistics"):
+            items += V.run_statistics_items(title, run)
+    if not any(stats for _, _, stats in items):
+        return
+    st.subheader("ERF statistics")
+    with st.container(key="erf-statistics"):
+        st.dataframe(V.statistics_rows(items), hide_index=True, width="stretch")
+        st.markdown("\n".join(f"- **{name}**: {text}" for name, text in V.STATISTICS_HELP.items()))
+
+
+def baseline_section(good: list[tuple[str, Run]], view: tuple) -> None:
+    """Trained and untrained side by side for the runs made with ``--baseline random``."""
+    scale, threshold, cmap, zoom, show_theoretical = view
+    with_baseline = [(t, r) for t, r in good if r.record.baseline]
+    if not with_baseline:
+        return
+    st.subheader("Trained and untrained")
+    st.caption("The same architecture with seeded random initialisation, measured in the same run on the same "
+               "images: how much of the ERF is the architecture and how much is training.")
+    for i, (title, run) in enumerate(with_baseline):
+        with guard(f"{title} baseline"):
+            base = R.store.load_baseline(run)
+            names = V.layer_names(run)
+            layer = None
+            if names:
+                layer = st.selectbox(f"Layer ({md_text(title)})", names, index=len(names) - 1,
+                                     key=f"baseline_layer_{i}")
+            base_layer = layer if layer in V.layer_names(base) else None
+            layer_matrix(run, layer)
+            layer_matrix(base, base_layer)
+            theo = tuple(V.theoretical_side(V.layer_statistics(r, lay)) if show_theoretical else None
+                         for r, lay in ((run, layer), (base, base_layer)))
+            suffix = f" - {layer}" if layer else ""
+            png = _heatmap_png((_matrix_key(run, layer), _matrix_key(base, base_layer)),
+                               (f"{title}{suffix}", f"{title}{suffix} - untrained baseline"), scale, threshold,
+                               cmap, zoom, theo)
+            with st.container(key=f"erf-baseline-{i}"):
+                st.image(png, caption="left: the run's weights; right: random initialisation (one colour scale)")
+            thresholds = sorted(run.record.area_ratio_map()) or list(V.THRESHOLDS)
+            st.dataframe([r.cells(thresholds) for r in V.baseline_rows(run)], hide_index=True, width="stretch")
 
 
 def table10_rows(good: list[tuple[str, Run]]) -> list[dict]:

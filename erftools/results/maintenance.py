@@ -5,8 +5,9 @@ This is the only part of the results package that writes; the report and the das
 ``python -m erftools.results.maintenance reports/examples`` (after the ``erftools erf`` / ``erftools shape-bias``
 commands listed in ``reports/examples/README.md``):
 
-* block-sums every ``erf.npy`` to at most 256 x 256 (``stored_downsample`` records the factor; the area ratios and
-  radial profile in ``erf.json`` stay the full-resolution ones) and redraws ``erf.png`` small;
+* block-sums every ``erf.npy`` to at most 256 x 256, and the layer matrices ``layers/<name>.npy`` of a layered run
+  by the same factor (``stored_downsample`` records the factor; the area ratios, statistics and radial profiles in
+  ``erf.json`` stay the full-resolution ones) and redraws ``erf.png`` and the layer figures small;
 * rewrites absolute paths of this machine inside the records as portable ones (relative to the repository, or
   from a well-known folder name such as ``reference-decisions/`` onwards), so no local path is committed;
 * removes the shape-bias plots written by the CLI (per run and combined; the dashboard and ``erftools report``
@@ -24,7 +25,8 @@ import numpy as np
 
 from .._io import save_npy, write_json
 from .records import COMBINED_KIND, ERF_FIGURE, ERF_MATRIX, ERF_RECORD, RECORD_FILES, ResultError
-from .store import Run, block_reduce, checked_path, load_erf_matrix, load_record, read_record, scan, source_root
+from .store import (Run, block_reduce, checked_path, layer_entries, layer_entry, layer_matrix_name, load_erf_matrix,
+                    load_layer_matrix, load_record, read_record, scan, source_root)
 from .text import plot_text
 from .views import run_title
 
@@ -34,9 +36,11 @@ ANCHORS = ("reference-decisions/", "cue-conflict/", "data/images/")
 def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = True,
                    root: str | os.PathLike | None = None) -> int:
     """Block-sum ``erf.npy`` of an ERF run folder to at most ``side`` pixels a side, in place; return the factor.
+    The matrices of a layered run (``layers/<name>.npy``) are block-summed by the same factor.
 
-    ``stored_downsample`` in ``erf.json`` is multiplied by the factor; the record's area ratios and radial profile
-    (computed at full resolution) are kept. With ``figure`` the run's ``erf.png`` is redrawn small from the result.
+    ``stored_downsample`` in ``erf.json`` is multiplied by the factor; the record's area ratios, statistics and
+    radial profiles (computed at full resolution) are kept. With ``figure`` the run's ``erf.png`` and the layer
+    figures are redrawn small from the result.
     The record and the matrix are read only from inside ``root`` (default: the run folder itself), so a link to a
     file elsewhere is refused rather than copied into the folder.
     """
@@ -44,30 +48,49 @@ def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = Tr
     root = folder if root is None else Path(root)
     record = load_record(folder, "erf", root=root)
     run = Run("erf", folder, record, root=root)
-    matrix = run.file(ERF_MATRIX)
-    try:
-        arr = np.load(matrix, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ResultError(f"{folder}: {ERF_MATRIX} is missing or unreadable ({exc})") from exc
-    if arr.ndim != 2:
-        raise ResultError(f"{folder}: {ERF_MATRIX} is not a 2-D matrix")
+    names = [ERF_MATRIX] + [layer_matrix_name(run, layer) for layer in _layers(run)]
+    arrays = {}
+    for name in names:
+        try:
+            arr = np.load(run.file(name), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ResultError(f"{folder}: {name} is missing or unreadable ({exc})") from exc
+        if arr.ndim != 2:
+            raise ResultError(f"{folder}: {name} is not a 2-D matrix")
+        arrays[name] = arr
+    arr = arrays[ERF_MATRIX]
     f = 1
     while max(arr.shape) // f > side and arr.shape[0] % (2 * f) == 0 and arr.shape[1] % (2 * f) == 0:
         f *= 2
     if f > 1:
-        small = block_reduce(arr.astype(np.float64), f).astype(np.float32)
+        if any(a.shape != arr.shape for a in arrays.values()):
+            raise ResultError(f"{folder}: the layer matrices and {ERF_MATRIX} differ in shape; not shrunk")
         record.stored_downsample = record.stored_downsample * f
-        record.complete = False  # a reader never sees the new matrix with the old factor as complete
+        record.complete = False  # a reader never sees the new matrices with the old factor as complete
         write_json(folder / ERF_RECORD, record.to_dict())
-        save_npy(folder / ERF_MATRIX, small)
+        for name, a in arrays.items():
+            save_npy(folder / name, block_reduce(a.astype(np.float64), f).astype(np.float32))
         record.complete = True
         write_json(folder / ERF_RECORD, record.to_dict())
     if figure:
-        m, _ = load_erf_matrix(run)
         from ..erf.plots import plot_erf
 
+        m, _ = load_erf_matrix(run)
         plot_erf(m, title=plot_text(run_title(run)), path=folder / ERF_FIGURE, figsize=(4.0, 4.4), dpi=80)
+        for layer in _layers(run):
+            entry = layer_entry(run, layer)
+            png = entry.get("figure")
+            if not (isinstance(png, str) and png == layer_matrix_name(run, layer)[:-4] + ".png"):
+                continue  # only the figure beside the layer's own matrix is redrawn
+            m, _ = load_layer_matrix(run, layer)
+            stats = entry.get("statistics") if isinstance(entry.get("statistics"), dict) else {}
+            plot_erf(m, title=plot_text(f"{run_title(run)} - {layer}"), path=folder / png, figsize=(4.0, 4.4),
+                     dpi=80, theoretical=stats.get("theoretical_rf"))
     return f
+
+
+def _layers(run: Run) -> list[str]:
+    return [e["layer"] for e in layer_entries(run)]
 
 
 def portable(value: str, repo: Path) -> str:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import (ERF_KIND, ERF_MATRIX, RECORD_FILES, RECORD_TYPES, RESUME_STATE, SB_DECISIONS, SB_KIND,
+from .records import (ERF_KIND, ERF_MATRIX, ERF_RECORD, RECORD_FILES, RECORD_TYPES, RESUME_STATE, SB_DECISIONS, SB_KIND,
                       ErfRecord, Record, ResultError, ShapeBiasRecord, checked_path, read_json_record)
 
 ENV_RESULTS = "ERFTOOLS_RESULTS"  # the results root the dashboard serves (set by ``erftools dashboard``)
@@ -223,33 +223,111 @@ def load_erf_matrix(run: Run, max_side: int | None = None):
     f*f here so that every pixel is again a mean contribution. With ``max_side`` the matrix is block-averaged further
     for display (the factor returned includes it). The file is refused when it leads outside the results folder.
     """
+    return _read_matrix(run, ERF_MATRIX, max_side)
+
+
+def _read_matrix(run: Run, name: str, max_side: int | None):
     import numpy as np
 
     record: ErfRecord = run.record  # type: ignore[assignment]
-    path = run.file(ERF_MATRIX)
+    path = run.file(name)
     if not path.is_file():
-        raise ResultError(f"{run.path.name}: {ERF_MATRIX} is missing (the run did not finish?)")
+        raise ResultError(f"{run.path.name}: {name} is missing (the run did not finish?)")
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as exc:
-        raise ResultError(f"{run.path.name}: {ERF_MATRIX} is unreadable ({exc})") from exc
+        raise ResultError(f"{run.path.name}: {name} is unreadable ({exc})") from exc
     if arr.ndim != 2 or min(arr.shape) < 3 or arr.dtype.kind not in "fiu":
-        raise ResultError(f"{run.path.name}: {ERF_MATRIX} should be a 2-D numeric matrix, "
+        raise ResultError(f"{run.path.name}: {name} should be a 2-D numeric matrix, "
                           f"got shape {arr.shape} dtype {arr.dtype}")
     f = record.stored_downsample or 1
     m = np.asarray(arr, dtype=np.float64) / float(f * f)
     if not np.all(np.isfinite(m)):
-        raise ResultError(f"{run.path.name}: {ERF_MATRIX} contains NaN or inf values")
+        raise ResultError(f"{run.path.name}: {name} contains NaN or inf values")
     if record.size:
         expect = (record.size[0] // f, record.size[1] // f)
         if m.shape != expect:
-            raise ResultError(f"{run.path.name}: {ERF_MATRIX} has shape {m.shape} but the record says size "
+            raise ResultError(f"{run.path.name}: {name} has shape {m.shape} but the record says size "
                               f"{record.size} stored downsampled by {f} ({expect})")
     if max_side and max(m.shape) > max_side:
         g = int(math.ceil(max(m.shape) / max_side))
         m = block_reduce(m, g) / float(g * g)
         f *= g
     return m, f
+
+
+# ------------------------------------------------------------------------------------------- layers, baseline
+#: the file of a layer's matrix as ``erftools erf --layers`` names it: ``layers/<name>.npy``, one plain file name
+_LAYER_MATRIX = re.compile(r"^layers/[A-Za-z0-9][A-Za-z0-9._-]*\.npy$")
+#: the sub-folder holding a run's untrained baseline: one plain folder name
+_SUBFOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def layer_entries(run: Run) -> list[dict]:
+    """The per-layer entries of a layered ERF run (``layers`` in ``erf.json``), in depth order; [] for a run of
+    the final feature map. An entry that is not an object with a layer name is a :class:`ResultError`."""
+    layers = getattr(run.record, "layers", None) or []
+    out = []
+    for i, e in enumerate(layers):
+        if not isinstance(e, dict) or not isinstance(e.get("layer"), str) or not e["layer"]:
+            raise ResultError(f"{run.path.name}: entry {i} of 'layers' in {ERF_RECORD} has no layer name")
+        out.append(e)
+    return out
+
+
+def layer_entry(run: Run, layer: str) -> dict:
+    """The entry of ``layer`` in the run's ``layers``; :class:`ResultError` naming the layers there are."""
+    entries = layer_entries(run)
+    for e in entries:
+        if e["layer"] == layer:
+            return e
+    names = ", ".join(e["layer"] for e in entries) or "none (a run of the final feature map)"
+    raise ResultError(f"{run.path.name}: no layer {layer!r} in this run; its layers: {names}")
+
+
+def load_layer_matrix(run: Run, layer: str, max_side: int | None = None):
+    """Like :func:`load_erf_matrix`, for the matrix of one layer of a layered run (``layers/<name>.npy``).
+
+    The file name written in the record is used only when it is a plain file name inside the run's ``layers/``
+    folder, and it is read only from inside the results folder."""
+    return _read_matrix(run, layer_matrix_name(run, layer), max_side)
+
+
+def layer_matrix_name(run: Run, layer: str) -> str:
+    """The file of ``layer``'s matrix relative to the run folder (``layers/<name>.npy``), checked to be a plain
+    file name in the run's ``layers/`` folder (:class:`ResultError` otherwise)."""
+    name = layer_entry(run, layer).get("matrix")
+    if not isinstance(name, str) or not _LAYER_MATRIX.match(name):
+        raise ResultError(f"{run.path.name}: the matrix of layer {layer!r} should be a file layers/<name>.npy of "
+                          f"the run folder, the record says {name!r}")
+    return name
+
+
+def load_baseline(run: Run) -> Run | None:
+    """The untrained-baseline run of ``run`` (``erftools erf --baseline random``: a complete run folder in a
+    sub-folder named by ``baseline.folder``), or None when the run has none. The folder must be a plain sub-folder
+    name and lie inside the results folder; anything else is a :class:`ResultError`."""
+    summary = getattr(run.record, "baseline", None)
+    if not summary:
+        return None
+    folder = summary.get("folder") if isinstance(summary, dict) else None
+    if not isinstance(folder, str) or not _SUBFOLDER.match(folder):
+        raise ResultError(f"{run.path.name}: the baseline folder should be a sub-folder name, the record says "
+                          f"{folder!r}")
+    root = run.root if run.root is not None else run.path
+    path = run.file(folder)
+    if not (path / ERF_RECORD).exists():
+        raise ResultError(f"{run.path.name}: its baseline run {folder}/ is missing")
+    return load_run(path, ERF_KIND, root=root)
+
+
+def is_baseline_run(run: Run, runs: list[Run]) -> bool:
+    """Whether ``run`` is the untrained baseline of another run of ``runs`` (``baseline_of`` in its record and
+    that run is its parent folder): the dashboard and the report show it beside that run."""
+    if not getattr(run.record, "baseline_of", None):
+        return False
+    parent = run.path.parent.resolve()
+    return any(r is not run and r.path.resolve() == parent for r in runs)
 
 
 def full_size(run: Run, matrix, downsample: int) -> tuple[int, int]:
@@ -333,6 +411,7 @@ def stimulus_path(stimuli_dir: Path, shape: str, stimulus: str, allowed: set[tup
 
 
 __all__ = ["ENV_RESULTS", "Interrupted", "Listing", "find_interrupted", "Run", "block_reduce", "checked_path", "default_results_dir", "display_path",
-           "find_runs", "full_size", "list_runs", "load_decisions", "load_erf_matrix", "load_record", "load_run",
+           "find_runs", "full_size", "is_baseline_run", "layer_entries", "layer_entry", "load_baseline",
+           "layer_matrix_name", "load_layer_matrix", "list_runs", "load_decisions", "load_erf_matrix", "load_record", "load_run",
            "read_record", "results_root", "safe_path", "scan", "source_root", "stimuli_dir_for", "stimulus_path",
            "ErfRecord", "ShapeBiasRecord"]

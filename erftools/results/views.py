@@ -441,3 +441,255 @@ def merge_decisions(frames: dict[str, Any]):
         return pd.DataFrame(columns=["shape", "stimulus", "texture"])
     merged.insert(2, "texture", merged["stimulus"].map(texture_category))
     return merged.sort_values(["shape", "stimulus"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------ ERF layers, statistics, baseline
+#: the name shown for the matrix of a run of the final feature map (no ``layers``)
+FINAL_LAYER = "final feature map"
+#: the statistics columns (:func:`statistics_cells`) with a one-line explanation each (the dashboard and the report)
+STATISTICS_HELP = {
+    "sigma x / y (px)": "standard deviations of the 2-D Gaussian fitted to the matrix, along the columns / rows",
+    "sigma major / minor (px)": "the same along the principal axes of the fitted Gaussian (long and short side)",
+    "orientation (deg)": "angle of the major axis from the x axis towards the y axis (empty: isotropic fit)",
+    "R2": "coefficient of determination of the Gaussian fit (1: the ERF is exactly Gaussian)",
+    "radius 50/90/99% (px)": "smallest disc around the centre holding 50, 90 and 99 % of the total contribution",
+    "centre-of-mass offset (px)": "distance of the contribution-weighted mean position from the centre pixel",
+    "theoretical RF (px)": "side of the theoretical receptive field (kernel sizes, strides and dilations); "
+                           "empty for networks without one (global operations, attention)",
+    "effective / theoretical": "side of the high-contribution square divided by the theoretical side (limited "
+                               "to the image), at the first recorded threshold",
+}
+
+
+def layer_names(run: Run) -> list[str]:
+    """The layers of a layered ERF run in depth order; [] for a run of the final feature map."""
+    from .store import layer_entries
+
+    return [e["layer"] for e in layer_entries(run)]
+
+
+def layer_statistics(run: Run, layer: str | None = None) -> dict | None:
+    """The statistics (:func:`erftools.erf.statistics.erf_statistics`) of one layer, or of the run's main matrix
+    when ``layer`` is None."""
+    from .store import layer_entry
+
+    stats = run.record.statistics if layer is None else layer_entry(run, layer).get("statistics")
+    return stats if isinstance(stats, dict) else None
+
+
+def _recorded_ratios(entries: Any) -> dict[float, tuple[int | None, float | None]]:
+    out = {}
+    for r in entries or []:
+        if isinstance(r, dict) and r.get("threshold") is not None:
+            out[round(float(r["threshold"]), 6)] = (r.get("side"), None if r.get("area_ratio") is None
+                                                    else float(r["area_ratio"]))
+    return out
+
+
+@dataclass
+class LayerRatios:
+    """A layer's high-contribution squares: ``{threshold: (side in px, area ratio)}`` and the thresholds that were
+    recomputed from the layer matrix (not recorded by ``erftools erf``; on a downsampled matrix, approximate)."""
+    layer: str
+    ratios: dict[float, tuple[int | None, float | None]]
+    recomputed: set[float] = field(default_factory=set)
+
+
+def layer_area_ratios(run: Run, layer: str | None, thresholds) -> LayerRatios:
+    """The area ratios of ``layer`` (None: the run's main matrix) at ``thresholds``: as recorded where the run
+    measured that threshold (full resolution), otherwise recomputed from the layer's matrix, read through the
+    results store (inside the results folder only)."""
+    from .store import full_size, layer_entry, load_erf_matrix, load_layer_matrix
+
+    recorded = _recorded_ratios(run.record.area_ratios if layer is None else layer_entry(run, layer).get("area_ratios"))
+    out = LayerRatios(layer or FINAL_LAYER, {})
+    matrix = None
+    for t in thresholds:
+        t = round(float(t), 6)
+        if t in recorded:
+            out.ratios[t] = recorded[t]
+            continue
+        if matrix is None:
+            matrix, f = load_erf_matrix(run) if layer is None else load_layer_matrix(run, layer)
+            size = full_size(run, matrix, f)
+        out.ratios[t] = area_ratio_at(matrix, t, f, size)
+        out.recomputed.add(t)
+    return out
+
+
+def _side_text(side: Any) -> str:
+    if side is None:
+        return ""
+    if isinstance(side, (list, tuple)):
+        return side[0] if len(side) == 2 and side[0] == side[1] else "x".join(str(s) for s in side)
+    return str(side)
+
+
+def layer_rows(run: Run, thresholds) -> list[dict[str, str]]:
+    """One row per layer of a layered run (one row for the main matrix otherwise): the layer, its feature shape,
+    its theoretical receptive field and the area ratio (%, side in px) at each threshold; ``*`` marks a value
+    recomputed from the (possibly downsampled) matrix rather than recorded."""
+    from .store import layer_entries
+
+    entries = layer_entries(run) or [None]
+    rows = []
+    for e in entries:
+        layer = None if e is None else e["layer"]
+        stats = layer_statistics(run, layer) or {}
+        shape = (e or {}).get("feature_shape") if e is not None else (run.record.target or {}).get("feature_shape")
+        row = {"layer": layer or FINAL_LAYER,
+               "feature map": "x".join(str(s) for s in shape[-2:]) if isinstance(shape, list) and shape else "",
+               "theoretical RF (px)": str(_side_text((stats.get("theoretical_rf") or {}).get("side")))}
+        lr = layer_area_ratios(run, layer, thresholds)
+        for t, (side, ratio) in lr.ratios.items():
+            text = pct(ratio) + (f" ({side} px)" if side else "")
+            row[f"t={t:.0%}"] = text + (" *" if t in lr.recomputed else "")
+        rows.append(row)
+    return rows
+
+
+def _num(v: Any, fmt: str = "{:.1f}") -> str:
+    try:
+        return "" if v is None else fmt.format(float(v))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def statistics_cells(stats: dict | None) -> dict[str, str]:
+    """The statistics of one matrix as text, one cell per :data:`STATISTICS_HELP` column (empty where unknown;
+    ``fit failed: ...`` when the Gaussian fit did not succeed)."""
+    stats = stats if isinstance(stats, dict) else {}
+    g = stats.get("gaussian") if isinstance(stats.get("gaussian"), dict) else {}
+    radii = stats.get("radii") if isinstance(stats.get("radii"), dict) else {}
+    com = stats.get("centre_of_mass") if isinstance(stats.get("centre_of_mass"), dict) else {}
+    theo = stats.get("theoretical_rf") if isinstance(stats.get("theoretical_rf"), dict) else {}
+    e2t = stats.get("effective_to_theoretical") if isinstance(stats.get("effective_to_theoretical"), dict) else {}
+    fit_ok = bool(g.get("ok"))
+    failed = "" if fit_ok or not g else f"fit failed: {g.get('reason') or 'unknown'}"
+    first = next(iter(e2t.items()), None)
+    ratio = ""
+    if first is not None and first[1] is not None:
+        ratio = f"{float(first[1]):.2f} (t={float(first[0]):.0%})"
+    return {
+        "sigma x / y (px)": f"{_num(g.get('sigma_x'))} / {_num(g.get('sigma_y'))}" if fit_ok else failed,
+        "sigma major / minor (px)": f"{_num(g.get('sigma_major'))} / {_num(g.get('sigma_minor'))}" if fit_ok else "",
+        "orientation (deg)": _num(g.get("orientation_deg")) if fit_ok else "",
+        "R2": _num(g.get("r2"), "{:.3f}") if fit_ok else "",
+        "radius 50/90/99% (px)": " / ".join(_num(radii.get(k)) or "-" for k in ("0.5", "0.9", "0.99"))
+        if radii else "",
+        "centre-of-mass offset (px)": _num(com.get("offset")),
+        "theoretical RF (px)": str(_side_text(theo.get("side"))) if theo.get("side") is not None else "",
+        "effective / theoretical": ratio,
+    }
+
+
+def statistics_rows(items: list[tuple[str, str, dict | None]]) -> list[dict[str, str]]:
+    """One table row per ``(model title, layer, statistics)``."""
+    return [{"model": title, "layer": layer, **statistics_cells(stats)} for title, layer, stats in items]
+
+
+def run_statistics_items(title: str, run: Run) -> list[tuple[str, str, dict | None]]:
+    """``(title, layer, statistics)`` for every layer of a layered run, else for its main matrix."""
+    from .store import layer_entries
+
+    entries = layer_entries(run)
+    if not entries:
+        return [(title, FINAL_LAYER, layer_statistics(run))]
+    return [(title, e["layer"], e.get("statistics") if isinstance(e.get("statistics"), dict) else None)
+            for e in entries]
+
+
+def growth_series(runs: list[tuple[str, Run]], thresholds=None) -> dict[str, list[tuple[str, list[dict]]]]:
+    """``{title: [(layer, [{threshold, side, area_ratio}, ...]), ...]}`` for the layered runs among ``runs`` (the
+    input of :func:`erftools.erf.plots.plot_layer_growth`); runs with fewer than two layers are left out. With
+    ``thresholds`` the area ratios at those thresholds (recomputed from the layer matrices where not recorded)."""
+    series = {}
+    for title, run in runs:
+        names = layer_names(run)
+        if len(names) < 2:
+            continue
+        points = []
+        for name in names:
+            if thresholds is None:
+                from .store import layer_entry
+
+                ratios = [dict(threshold=t, side=s, area_ratio=r) for t, (s, r)
+                          in _recorded_ratios(layer_entry(run, name).get("area_ratios")).items()]
+            else:
+                lr = layer_area_ratios(run, name, thresholds)
+                ratios = [dict(threshold=t, side=s, area_ratio=r) for t, (s, r) in lr.ratios.items()]
+            points.append((name, ratios))
+        series[title] = points
+    return series
+
+
+@dataclass
+class BaselineRow:
+    """One line of the trained-versus-untrained table: a layer (or the main matrix) of a run or of its baseline."""
+    layer: str
+    which: str  # "as run" (the run's own weights) or "untrained baseline"
+    weights: str
+    ratios: dict[float, tuple[int | None, float | None]]
+    statistics: dict | None
+
+    def cells(self, thresholds) -> dict[str, str]:
+        out = {"layer": self.layer, "run": self.which, "weights": self.weights}
+        for t in thresholds:
+            side, ratio = self.ratios.get(round(float(t), 6), (None, None))
+            out[f"t={float(t):.0%}"] = pct(ratio) + (f" ({side} px)" if side else "")
+        cells = statistics_cells(self.statistics)
+        for key in ("sigma major / minor (px)", "radius 50/90/99% (px)", "effective / theoretical"):
+            out[key] = cells[key]
+        return out
+
+
+def baseline_rows(run: Run) -> list[BaselineRow]:
+    """Trained and untrained next to each other, per layer (or for the main matrix): the run's numbers and those
+    of its untrained baseline (the ``baseline`` summary in ``erf.json``, written by ``erftools erf --baseline
+    random``); [] when the run has no baseline."""
+    from .store import layer_entries
+
+    summary = run.record.baseline
+    if not isinstance(summary, dict):
+        return []
+    seed = summary.get("seed")
+    untrained = "random init" + (f", seed {seed}" if seed is not None else "")
+    own = weights_text(run.record)
+    rows: list[BaselineRow] = []
+    base_layers = {e.get("layer"): e for e in summary.get("layers") or [] if isinstance(e, dict)}
+    entries = layer_entries(run)
+    if entries:
+        for e in entries:
+            b = base_layers.get(e["layer"], {})
+            rows.append(BaselineRow(e["layer"], "as run", own, _recorded_ratios(e.get("area_ratios")),
+                                    e.get("statistics") if isinstance(e.get("statistics"), dict) else None))
+            rows.append(BaselineRow(e["layer"], "untrained baseline", untrained,
+                                    _recorded_ratios(b.get("area_ratios")),
+                                    b.get("statistics") if isinstance(b.get("statistics"), dict) else None))
+    else:
+        rows.append(BaselineRow(FINAL_LAYER, "as run", own, _recorded_ratios(run.record.area_ratios),
+                                layer_statistics(run)))
+        rows.append(BaselineRow(FINAL_LAYER, "untrained baseline", untrained,
+                                _recorded_ratios(summary.get("area_ratios")),
+                                summary.get("statistics") if isinstance(summary.get("statistics"), dict) else None))
+    return rows
+
+
+def main_erf_runs(runs: list[Run]) -> list[Run]:
+    """The ERF runs to list as models: every run except the untrained baselines of other runs in ``runs`` (shown
+    next to their run instead)."""
+    from .store import is_baseline_run
+
+    return [r for r in runs if not is_baseline_run(r, runs)]
+
+
+def theoretical_side(stats: dict | None) -> int | None:
+    """The side (px) of the theoretical receptive field in ``statistics``, when it is square and known."""
+    theo = (stats or {}).get("theoretical_rf") if isinstance(stats, dict) else None
+    side = theo.get("side") if isinstance(theo, dict) else None
+    if isinstance(side, (list, tuple)) and len(side) == 2:
+        side = side[0] if side[0] == side[1] else max(side)
+    try:
+        return None if side is None else int(side)
+    except (TypeError, ValueError):
+        return None

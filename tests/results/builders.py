@@ -264,3 +264,72 @@ def make_payload_results(root: Path, payload_decisions: bool = False) -> Path:
             r["object_response"] = IMAGE_PAYLOAD if i % 2 else HTML_PAYLOAD
         write_decisions(path, rows)
     return root
+
+
+# ------------------------------------------------------------------------------- layered runs and their baseline
+def statistics(spread: float, theoretical: int | None = None, *, ok: bool = True) -> dict:
+    """A statistics object as ``erftools erf`` records it, for an isotropic Gaussian of standard deviation
+    ``spread`` (closed form: sigma = spread, no orientation, R^2 = 1, the disc holding a share s has radius
+    spread * sqrt(-2 ln(1 - s)), the centre of mass at the centre)."""
+    radii = {str(s): spread * math.sqrt(-2 * math.log(1 - s)) for s in (0.5, 0.9, 0.99)}
+    gaussian = ({"ok": True, "reason": None, "sigma_x": spread, "sigma_y": spread, "sigma_major": spread,
+                 "sigma_minor": spread, "orientation_deg": None, "r2": 1.0} if ok else
+                {"ok": False, "reason": "the matrix is all zero", "sigma_x": None, "sigma_y": None, "r2": None})
+    theo = None if theoretical is None else {"side": [theoretical, theoretical], "stride": [4, 4], "target": "x",
+                                             "reason": None}
+    return {"schema": 1, "empty": not ok, "gaussian": gaussian, "radii": radii,
+            "centre_of_mass": {"x": 32.0, "y": 32.0, "offset_x": 0.0, "offset_y": 0.0, "offset": 0.0},
+            "theoretical_rf": theo,
+            "effective_to_theoretical": None if theoretical is None else {"0.2": 7 / theoretical},
+            "warnings": []}
+
+
+#: (layer, spread of its synthetic ERF, side of its theoretical receptive field): the ERF grows with depth
+LAYERS = (("stages.0", 2.0, 13), ("stages.1", 4.0, 29), ("stages.2", 7.0, 61), ("stages.3", 11.0, 125))
+
+
+def make_layered_run(folder: Path, name: str, *, layers=LAYERS, size: int = 64, thresholds=THRESHOLDS,
+                     weights="random", baseline: bool = False, scale: float = 1.0, **extra) -> Path:
+    """A run of ``erftools erf --layers`` (``--baseline random`` with ``baseline``): one matrix per layer in
+    ``layers/``, the deepest also as ``erf.npy``, per-layer entries with area ratios at ``thresholds`` (computed by
+    :func:`reference_area_ratios`) and :func:`statistics`; the baseline is a complete run folder ``baseline/``
+    whose ERFs are ``scale`` times as wide."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "layers").mkdir(exist_ok=True)
+    entries = []
+    for k, (layer, spread, theo) in enumerate(layers):
+        m = erf_matrix(size, spread * scale, seed=k)
+        np.save(folder / "layers" / f"{layer}.npy", m)
+        r = np.arange(0, size // 2, dtype=float)
+        entries.append({"layer": layer, "target": f"module:{layer}", "feature_shape": [1, 8, size >> (k + 2),
+                                                                                      size >> (k + 2)],
+                        "central_point": [1, 1], "num_images": 2, "num_nan": 0,
+                        "area_ratios": reference_area_ratios(m, thresholds),
+                        "radial_profile": {"radius": r.tolist(), "cumulative": (1 - np.exp(-r / spread)).tolist()},
+                        "statistics": statistics(spread * scale, theo),
+                        "matrix_stats": {"max": 50.0, "min": 0.0, "sum": 1.0, "centre": 50.0},
+                        "matrix": f"layers/{layer}.npy", "figure": None})
+    deepest = entries[-1]
+    np.save(folder / "erf.npy", np.load(folder / deepest["matrix"]))
+    fields = dict(layers=entries, statistics=deepest["statistics"], thresholds=list(thresholds),
+                  growth_figure=None)
+    if baseline:
+        make_layered_run(folder / "baseline", f"{name} (untrained, seed 0)", layers=layers, size=size,
+                         thresholds=thresholds, scale=1.5, baseline_of="..")
+        base = json_record(folder / "baseline" / "erf.json")
+        fields["baseline"] = {"folder": "baseline", "weights": "random", "seed": 0, "label": base["label"],
+                              "area_ratios": base["area_ratios"], "statistics": base["statistics"],
+                              "num_images": 2,
+                              "layers": [{"layer": e["layer"], "area_ratios": e["area_ratios"],
+                                          "statistics": e["statistics"], "matrix": f"baseline/{e['matrix']}"}
+                                         for e in base["layers"]]}
+    fields.update(extra)
+    record = erf_record(name, size=size, weights=weights, area_ratios=deepest["area_ratios"], **fields)
+    write_record(folder / "erf.json", record)
+    return folder
+
+
+def json_record(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))

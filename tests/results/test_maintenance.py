@@ -99,3 +99,41 @@ def test_finalize_does_not_copy_outside_files_in(tmp_path):
     assert (outside / "erf-run" / "erf.npy").read_bytes() == before  # the outside file is untouched
     npy = root / "erf" / "npy-link" / "erf.npy"
     assert npy.is_symlink()  # not replaced by a copy of the outside matrix
+
+
+def test_shrink_a_layered_run_shrinks_every_layer_by_the_same_factor(tmp_path):
+    from erftools.results.store import load_layer_matrix
+
+    from .builders import LAYERS, make_layered_run
+
+    root = tmp_path / "results"
+    folder = make_layered_run(root / "rlk", "replknet-31B", baseline=True)
+    fulls = {name: np.load(folder / "layers" / f"{name}.npy").astype(np.float64) for name, _, _ in LAYERS}
+    for name, _, _ in LAYERS:  # the engine writes a figure beside each layer matrix
+        (folder / "layers" / f"{name}.png").write_bytes(b"old")
+    record = json.loads((folder / "erf.json").read_text())
+    for e in record["layers"]:
+        e["figure"] = e["matrix"][:-4] + ".png"
+    (folder / "erf.json").write_text(json.dumps(record))
+    done = finalize(root, side=16)
+    assert any("rlk: erf.npy block-summed by 4" in line for line in done)
+    run = R.load_run(folder, "erf", root=root)
+    assert run.record.stored_downsample == 4 and run.record.layers == record["layers"]  # numbers kept
+    for name, full in fulls.items():
+        m, f = load_layer_matrix(run, name)
+        assert f == 4 and m.shape == (16, 16)
+        # float32 storage of block sums: relative 1e-5 covers its rounding
+        np.testing.assert_allclose(m, full.reshape(16, 4, 16, 4).mean(axis=(1, 3)), rtol=1e-5)
+        assert (folder / "layers" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"  # redrawn
+    base = R.load_run(folder / "baseline", "erf", root=root)  # the baseline is a run folder of its own: shrunk too
+    assert base.record.stored_downsample == 4 and load_layer_matrix(base, "stages.0")[0].shape == (16, 16)
+
+
+def test_shrink_refuses_layer_matrices_of_another_shape(tmp_path):
+    from .builders import make_layered_run
+
+    folder = make_layered_run(tmp_path / "rlk", "replknet-31B")
+    np.save(folder / "layers" / "stages.0.npy", erf_matrix(32, 3.0))
+    with pytest.raises(R.ResultError, match="differ in shape"):
+        shrink_erf_run(folder, side=16)
+    assert R.load_record(folder, "erf").stored_downsample == 1 and np.load(folder / "erf.npy").shape == (64, 64)

@@ -222,3 +222,103 @@ def test_interrupted_state_linked_from_outside_is_ignored(tmp_path):
     outside.mkdir(parents=True)
     link(tmp_path / "results" / "run" / R.ERF_CHECKPOINT, outside)
     assert R.find_interrupted(tmp_path / "results") == []
+
+
+# ------------------------------------------------------------------------------------ layers and the baseline
+def _layered(tmp_path, **kw):
+    from .builders import make_layered_run
+
+    root = tmp_path / "results"
+    make_layered_run(root / "rlk", "replknet-31B", **kw)
+    return root, R.load_run(root / "rlk", "erf", root=root)
+
+
+def test_load_layer_matrix_reads_the_layer_file(tmp_path):
+    from erftools.results.store import layer_entries, load_layer_matrix
+
+    root, run = _layered(tmp_path)
+    assert [e["layer"] for e in layer_entries(run)] == ["stages.0", "stages.1", "stages.2", "stages.3"]
+    m, f = load_layer_matrix(run, "stages.1")
+    saved = np.load(root / "rlk" / "layers" / "stages.1.npy")
+    assert f == 1 and m.shape == saved.shape
+    np.testing.assert_array_equal(m, saved.astype(np.float64))  # a load and a float32 -> float64 cast: exact
+
+
+def test_load_layer_matrix_undoes_the_stored_downsample(tmp_path):
+    from erftools.results.store import load_layer_matrix
+
+    root, run = _layered(tmp_path)
+    full = np.load(root / "rlk" / "layers" / "stages.2.npy").astype(np.float64)
+    np.save(root / "rlk" / "layers" / "stages.2.npy", full.reshape(32, 2, 32, 2).sum(axis=(1, 3)).astype(np.float32))
+    run.record.stored_downsample = 2
+    m, f = load_layer_matrix(run, "stages.2")
+    assert f == 2 and m.shape == (32, 32)
+    # the block means of the full matrix; float32 storage of the sums: relative 1e-6 is float32 rounding
+    np.testing.assert_allclose(m, full.reshape(32, 2, 32, 2).mean(axis=(1, 3)), rtol=1e-6)
+
+
+def test_unknown_layer_names_the_layers_there_are(tmp_path):
+    from erftools.results.store import load_layer_matrix
+
+    _, run = _layered(tmp_path)
+    with pytest.raises(ResultError, match=r"no layer 'stages\.9'.*stages\.0, stages\.1, stages\.2, stages\.3"):
+        load_layer_matrix(run, "stages.9")
+    _, plain = None, R.load_run(make_erf_run(tmp_path / "r2" / "plain", "plain"), "erf", root=tmp_path / "r2")
+    with pytest.raises(ResultError, match="final feature map"):
+        load_layer_matrix(plain, "stages.0")
+
+
+@pytest.mark.parametrize("name", ["../../outside.npy", "/etc/passwd", "layers/../erf.json", "other/stages.0.npy",
+                                  "layers/sub/stages.0.npy"])
+def test_a_layer_file_name_from_the_record_must_be_a_plain_file_in_layers(tmp_path, name):
+    from erftools.results.store import load_layer_matrix
+
+    root, run = _layered(tmp_path)
+    run.record.layers[0]["matrix"] = name
+    with pytest.raises(ResultError, match="layers/<name>.npy"):
+        load_layer_matrix(run, "stages.0")
+
+
+def test_a_linked_layer_matrix_leading_out_is_refused(tmp_path):
+    from erftools.results.store import load_layer_matrix
+
+    root, run = _layered(tmp_path)
+    np.save(tmp_path / "outside.npy", erf_matrix(64, 3.0))
+    link(root / "rlk" / "layers" / "stages.0.npy", tmp_path / "outside.npy")
+    with pytest.raises(ResultError, match="outside"):
+        load_layer_matrix(run, "stages.0")
+
+
+def test_load_baseline(tmp_path):
+    from erftools.results.store import is_baseline_run, load_baseline
+
+    root, run = _layered(tmp_path, baseline=True)
+    base = load_baseline(run)
+    assert base.path == root / "rlk" / "baseline" and base.record.baseline_of == ".."
+    assert base.record.label == "replknet-31B (untrained, seed 0)"
+    runs = R.find_runs(root)
+    assert [is_baseline_run(r, runs) for r in runs] == [False, True]  # sorted by path: rlk, rlk/baseline
+    assert not is_baseline_run(base, [base])  # its run is not listed: it stands on its own
+    _, plain = None, R.load_run(make_erf_run(tmp_path / "r2" / "plain", "plain"), "erf", root=tmp_path / "r2")
+    assert load_baseline(plain) is None
+
+
+@pytest.mark.parametrize("folder", ["..", "../x", "/tmp", "", 3])
+def test_the_baseline_folder_must_be_a_sub_folder_name(tmp_path, folder):
+    from erftools.results.store import load_baseline
+
+    _, run = _layered(tmp_path, baseline=True)
+    run.record.baseline["folder"] = folder
+    with pytest.raises(ResultError, match="sub-folder name"):
+        load_baseline(run)
+
+
+def test_a_missing_baseline_folder_is_named(tmp_path):
+    import shutil
+
+    from erftools.results.store import load_baseline
+
+    root, run = _layered(tmp_path, baseline=True)
+    shutil.rmtree(root / "rlk" / "baseline")
+    with pytest.raises(ResultError, match="baseline run baseline/ is missing"):
+        load_baseline(run)

@@ -9,8 +9,8 @@ import pytest
 from erftools import results as R
 from erftools.results import views as V
 
-from .builders import (CATEGORIES, REPO, decision_rows, erf_matrix, make_erf_run, make_sb_run,
-                       reference_area_ratios, texture_of, write_decisions)
+from .builders import (CATEGORIES, LAYERS, REPO, decision_rows, erf_matrix, make_erf_run, make_layered_run,
+                       make_sb_run, reference_area_ratios, statistics, texture_of, write_decisions)
 
 
 def test_the_shared_constants_are_the_engines():
@@ -156,3 +156,109 @@ def test_provenance_and_titles(tmp_path):
     assert V.provenance(sb.record)["trials"] == 64
     titles = V.unique_titles([run, R.load_run(make_erf_run(tmp_path / "d", "swin-B"), "erf")], tmp_path)
     assert list(titles) == ["swin-B (random init)", "swin-B (random init) [d]"]
+
+
+# ------------------------------------------------------------------------------ layers, statistics, baseline
+def _layered(tmp_path, name="replknet-31B", **kw):
+    root = tmp_path / "results"
+    make_layered_run(root / R.slug(name), name, **kw)
+    return R.load_run(root / R.slug(name), "erf", root=root)
+
+
+def test_layer_area_ratios_recorded_where_measured_recomputed_elsewhere(tmp_path):
+    run = _layered(tmp_path, thresholds=(0.2, 0.5))
+    layer_matrix = np.load(run.path / "layers" / "stages.1.npy")
+    want = {d["threshold"]: (d["side"], d["area_ratio"]) for d in reference_area_ratios(layer_matrix, (0.2, 0.3, 0.5))}
+    lr = V.layer_area_ratios(run, "stages.1", (0.2, 0.3, 0.5))
+    assert lr.recomputed == {0.3}  # 0.2 and 0.5 were recorded by the run
+    assert set(lr.ratios) == {0.2, 0.3, 0.5}
+    for t, (side, ratio) in lr.ratios.items():
+        assert side == want[t][0]
+        assert ratio == pytest.approx(want[t][1], rel=1e-12)  # side^2 / (H W) of integers: float rounding only
+    main = V.layer_area_ratios(run, None, (0.3,))  # the run's main matrix (the deepest layer)
+    deep = reference_area_ratios(np.load(run.path / "layers" / "stages.3.npy"), (0.3,))[0]
+    assert main.layer == V.FINAL_LAYER and main.ratios[0.3][0] == deep["side"]
+
+
+def test_layer_rows_one_per_layer_with_theoretical_rf_and_marks(tmp_path):
+    run = _layered(tmp_path, thresholds=(0.2, 0.5))
+    rows = V.layer_rows(run, (0.2, 0.3))
+    assert [r["layer"] for r in rows] == [name for name, _, _ in LAYERS]
+    assert [r["theoretical RF (px)"] for r in rows] == [str(theo) for _, _, theo in LAYERS]
+    assert [r["feature map"] for r in rows] == ["16x16", "8x8", "4x4", "2x2"]
+    for row, (name, _, _) in zip(rows, LAYERS):
+        rec = reference_area_ratios(np.load(run.path / "layers" / f"{name}.npy"), (0.2,))[0]
+        assert row["t=20%"] == f"{V.pct(rec['area_ratio'])} ({rec['side']} px)"
+        assert row["t=30%"].endswith(" *")  # not recorded: recomputed from the matrix
+
+
+def test_layer_rows_of_a_run_without_layers(tmp_path):
+    make_erf_run(tmp_path / "res" / "plain", "plain")
+    run = R.load_run(tmp_path / "res" / "plain", "erf", root=tmp_path / "res")
+    rows = V.layer_rows(run, (0.2,))
+    assert len(rows) == 1 and rows[0]["layer"] == V.FINAL_LAYER
+    assert not rows[0]["t=20%"].endswith("*")  # recorded
+    assert V.layer_names(run) == [] and V.growth_series([("plain", run)]) == {}
+
+
+def test_statistics_cells_show_the_recorded_numbers():
+    cells = V.statistics_cells(statistics(4.0, 29))
+    assert list(cells) == list(V.STATISTICS_HELP)  # one explanation per column
+    assert cells["sigma x / y (px)"] == "4.0 / 4.0" and cells["sigma major / minor (px)"] == "4.0 / 4.0"
+    assert cells["R2"] == "1.000" and cells["orientation (deg)"] == ""  # isotropic: no orientation
+    # radii of an isotropic Gaussian: sigma * sqrt(-2 ln(1 - s)) = 4.71, 8.58, 12.14 for s = 0.5, 0.9, 0.99
+    assert cells["radius 50/90/99% (px)"] == "4.7 / 8.6 / 12.1"
+    assert cells["centre-of-mass offset (px)"] == "0.0"
+    assert cells["theoretical RF (px)"] == "29" and cells["effective / theoretical"] == "0.24 (t=20%)"
+
+
+def test_statistics_cells_of_a_failed_fit_and_missing_statistics():
+    failed = V.statistics_cells(statistics(4.0, None, ok=False))
+    assert failed["sigma x / y (px)"] == "fit failed: the matrix is all zero"
+    assert failed["R2"] == "" and failed["theoretical RF (px)"] == "" and failed["effective / theoretical"] == ""
+    assert set(V.statistics_cells(None).values()) == {""}
+    assert V.statistics_rows([("m", "stages.0", None)])[0]["model"] == "m"
+
+
+def test_growth_series_overlays_several_runs(tmp_path):
+    rlk = _layered(tmp_path)
+    r50 = _layered(tmp_path, "resnet-50", layers=(("layer1", 2.0, 35), ("layer2", 3.0, 91)))
+    single = _layered(tmp_path, "one-layer", layers=(("layer4", 2.0, 35),))
+    series = V.growth_series([("rlk", rlk), ("r50", r50), ("single", single)])
+    assert list(series) == ["rlk", "r50"]  # a run of one layer has no growth
+    assert [layer for layer, _ in series["r50"]] == ["layer1", "layer2"]
+    for layer, ratios in series["rlk"]:
+        want = reference_area_ratios(np.load(rlk.path / "layers" / f"{layer}.npy"))
+        assert [(r["threshold"], r["side"]) for r in ratios] == [(w["threshold"], w["side"]) for w in want]
+    at = V.growth_series([("rlk", rlk)], thresholds=(0.4,))["rlk"]
+    want = reference_area_ratios(np.load(rlk.path / "layers" / "stages.0.npy"), (0.4,))[0]
+    assert at[0][1][0]["side"] == want["side"]  # a threshold the run did not record: from the layer matrix
+
+
+def test_baseline_rows_pair_trained_and_untrained_per_layer(tmp_path):
+    run = _layered(tmp_path, weights={"tag": "in1k"}, baseline=True)
+    rows = V.baseline_rows(run)
+    assert [(r.layer, r.which) for r in rows] == [(name, w) for name, _, _ in LAYERS
+                                                  for w in ("as run", "untrained baseline")]
+    assert rows[0].weights == "in1k" and rows[1].weights == "random init, seed 0"
+    base = json.loads((run.path / "baseline" / "erf.json").read_text())
+    own = json.loads((run.path / "erf.json").read_text())
+    cells = [r.cells((0.2,)) for r in rows[:2]]
+    for cell, layer in zip(cells, (own["layers"][0], base["layers"][0])):
+        r = layer["area_ratios"][0]
+        assert cell["t=20%"] == f"{V.pct(r['area_ratio'])} ({r['side']} px)"
+    # the baseline's ERFs were built 1.5 times as wide (builders.make_layered_run): sigma 2.0 -> 3.0
+    assert cells[0]["sigma major / minor (px)"] == "2.0 / 2.0" and cells[1]["sigma major / minor (px)"] == "3.0 / 3.0"
+    assert V.baseline_rows(_layered(tmp_path, "no-baseline")) == []
+
+
+def test_main_erf_runs_hide_a_baseline_beside_its_run(tmp_path):
+    _layered(tmp_path, baseline=True)
+    runs = R.find_runs(tmp_path / "results")
+    assert len(runs) == 2
+    assert [r.path.name for r in V.main_erf_runs(runs)] == ["replknet-31B"]
+
+
+def test_theoretical_side():
+    assert V.theoretical_side(statistics(2.0, 13)) == 13
+    assert V.theoretical_side(statistics(2.0, None)) is None and V.theoretical_side(None) is None
