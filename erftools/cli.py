@@ -14,7 +14,7 @@ import sys
 from ._io import ErftoolsError
 
 # module name in erftools.commands, in the order shown by --help
-COMMAND_MODULES = ("models", "erf", "shape_bias", "data", "report", "dashboard")
+COMMAND_MODULES = ("models", "erf", "shape_bias", "data", "study", "report", "dashboard")
 
 #: library errors name arguments (for notebook users); on the command line they become flags
 FLAG_ADVICE = (

@@ -12,7 +12,7 @@ import pytest
 from erftools.cli import flag_advice, main
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["models", "erf", "analyze", "compare", "shape-bias", "data", "report", "dashboard"]
+COMMANDS = ["models", "erf", "analyze", "compare", "shape-bias", "data", "study", "report", "dashboard"]
 
 
 def _modules_after(argv: list[str]) -> set:
