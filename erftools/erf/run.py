@@ -427,8 +427,12 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             saved = existing.get("fingerprint") or {}
             diff = [k for k in FINGERPRINT_KEYS if saved.get(k) != fp.get(k)]
             if diff:
+                older = [k for k in diff if k not in saved]
                 details = "; ".join(f"{k}: finished run {_short(saved.get(k))}, now {_short(fp.get(k))}"
-                                    for k in diff)
+                                    for k in diff if k in saved)
+                if older:
+                    details += ("; " if details else "") + ("made by an older erftools, whose fingerprint lacks "
+                                                            + ", ".join(older))
                 raise ErftoolsError(f"{out} already holds a finished ERF run with other settings ({details}); pass "
                                     "overwrite=True to replace it, or choose another output folder")
             log.warning("%s already holds the finished run of these settings; nothing to compute", out)
