@@ -210,17 +210,24 @@ def _layers_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors: 
 
 
 def _statistics_part(good: list[tuple[str, Run]], errors: list) -> list[str]:
-    items = []
+    items, without = [], []
     for title, run in good:
         try:
-            items += V.run_statistics_items(title, run)
+            found = [item for item in V.run_statistics_items(title, run) if item[2]]
         except ResultError as exc:
             errors.append(str(exc))
-    if not any(stats for _, _, stats in items):
+            continue
+        items += found
+        if not found:
+            without.append(title)
+    if not items:
         return []
     rows = V.statistics_rows(items)
     header = list(rows[0])
     out = ["### ERF statistics\n", _md_table(header, [[r[h] for h in header] for r in rows]) + "\n"]
+    if without:
+        out.append("No statistics recorded (runs of an erftools release before the statistics): "
+                   + ", ".join(md_text(t) for t in without) + ".\n")
     out.append("\n".join(f"* **{name}**: {text}" for name, text in V.STATISTICS_HELP.items()) + "\n")
     return out
 
@@ -247,10 +254,10 @@ def _baseline_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors
             out.append("### Trained and untrained\n")
             out.append("The same architecture with seeded random initialisation (`erftools erf --baseline random`), "
                        "measured in the same run on the same images.\n")
-        suffix = f" - {layer}" if layer else ""
-        fig = F.trained_untrained(F.ErfPanel(f"{title}{suffix}", m, f, None,
+        suffix = f", {layer}" if layer else ""
+        fig = F.trained_untrained(F.ErfPanel(f"as run{suffix}", m, f, None,
                                              V.theoretical_side(V.layer_statistics(run, layer))),
-                                  F.ErfPanel(f"{title}{suffix} - untrained", bm, bf, None,
+                                  F.ErfPanel(f"untrained baseline{suffix}", bm, bf, None,
                                              V.theoretical_side(V.layer_statistics(untrained, b_layer))))
         out.append(f"#### {md_text(title)}\n")
         out.append(_figure(fig, figdir / BASELINE_FIGURE.format(_figure_name(run)), base,

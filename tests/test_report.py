@@ -93,7 +93,8 @@ def test_report_layers_growth_statistics_and_baseline(layered, tmp_path):
     # statistics: every layer of both layered runs and the main matrix of the plain run, each column explained
     stats = [r for r in text.splitlines() if r.startswith("| replknet-31B | stages.")]
     assert len(stats) == len(LAYERS) and stats[0].split(" | ")[2] == "2.0 / 2.0"  # sigma of the builder's Gaussian
-    assert "| swin-B | final feature map |" in text
+    assert "| swin-B |" not in text.split("### ERF statistics")[1].split("###")[0]  # it has none recorded
+    assert "No statistics recorded (runs of an erftools release before the statistics): swin-B." in text
     for column, line in V.STATISTICS_HELP.items():
         assert f"* **{column}**: {line}" in text
     # trained and untrained: one pair of rows per layer, the baseline's numbers from its own record

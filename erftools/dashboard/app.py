@@ -305,15 +305,21 @@ def growth_section(layered: list[tuple[str, Run]]) -> None:
 
 def statistics_section(good: list[tuple[str, Run]]) -> None:
     """The ERF statistics of every chosen run (every layer of a layered run), with a line explaining each."""
-    items = []
+    items, without = [], []
     for title, run in good:
         with guard(f"{title} statistics"):
-            items += V.run_statistics_items(title, run)
-    if not any(stats for _, _, stats in items):
+            found = [item for item in V.run_statistics_items(title, run) if item[2]]
+            items += found
+            if not found:
+                without.append(title)
+    if not items:
         return
     st.subheader("ERF statistics")
     with st.container(key="erf-statistics"):
         st.dataframe(V.statistics_rows(items), hide_index=True, width="stretch")
+        if without:
+            st.caption("No statistics recorded (runs of an erftools release before the statistics): "
+                       + ", ".join(md_text(t) for t in without))
         st.markdown("\n".join(f"- **{name}**: {text}" for name, text in V.STATISTICS_HELP.items()))
 
 
@@ -339,12 +345,12 @@ def baseline_section(good: list[tuple[str, Run]], view: tuple) -> None:
             layer_matrix(base, base_layer)
             theo = tuple(V.theoretical_side(V.layer_statistics(r, lay)) if show_theoretical else None
                          for r, lay in ((run, layer), (base, base_layer)))
-            suffix = f" - {layer}" if layer else ""
+            suffix = f", {layer}" if layer else ""
             png = _heatmap_png((_matrix_key(run, layer), _matrix_key(base, base_layer)),
-                               (f"{title}{suffix}", f"{title}{suffix} - untrained baseline"), scale, threshold,
-                               cmap, zoom, theo)
+                               (f"as run{suffix}", f"untrained baseline{suffix}"), scale, threshold, cmap, zoom, theo)
             with st.container(key=f"erf-baseline-{i}"):
-                st.image(png, caption="left: the run's weights; right: random initialisation (one colour scale)")
+                st.image(png, caption=f"{md_text(title)}, left: the run's weights; right: random initialisation "
+                                      "(one colour scale)")
             thresholds = sorted(run.record.area_ratio_map()) or list(V.THRESHOLDS)
             st.dataframe([r.cells(thresholds) for r in V.baseline_rows(run)], hide_index=True, width="stretch")
 

@@ -10,8 +10,8 @@ commands listed in ``reports/examples/README.md``):
   ``erf.json`` stay the full-resolution ones) and redraws ``erf.png`` and the layer figures small;
 * rewrites absolute paths of this machine inside the records as portable ones (relative to the repository, or
   from a well-known folder name such as ``reference-decisions/`` onwards), so no local path is committed;
-* removes the shape-bias plots written by the CLI (per run and combined; the dashboard and ``erftools report``
-  draw their own), to keep the repository light.
+* removes the shape-bias plots written by the CLI (per run and combined) and the per-layer and growth figures of
+  ``erftools erf --layers`` (the dashboard and ``erftools report`` draw their own), to keep the repository light.
 """
 from __future__ import annotations
 
@@ -130,6 +130,26 @@ def _remove_plot(folder: Path, name) -> None:
     (folder / name).unlink(missing_ok=True)
 
 
+def _drop_layer_plots(folder: Path, record: dict) -> int:
+    """Remove the figures ``erftools erf --layers`` wrote per layer and the growth figure (the dashboard and the
+    report draw their own; their fields in the record become null); only a ``layers/<name>.png`` of the run folder
+    or a plain file name is deleted. Returns how many were removed."""
+    import re
+
+    removed = 0
+    for entry in record.get("layers") or []:
+        name = entry.get("figure") if isinstance(entry, dict) else None
+        if isinstance(name, str) and re.fullmatch(r"layers/[A-Za-z0-9][A-Za-z0-9._-]*\.png", name):
+            (folder / name).unlink(missing_ok=True)
+            entry["figure"] = None
+            removed += 1
+    if record.get("growth_figure"):
+        _remove_plot(folder, record["growth_figure"])
+        record["growth_figure"] = None
+        removed += 1
+    return removed
+
+
 def finalize(root: str | os.PathLike, side: int = 256, drop_run_plots: bool = True) -> list[str]:
     """Shrink, scrub and lighten every run below ``root``; return what was done (one line each)."""
     root = Path(root)
@@ -149,6 +169,8 @@ def finalize(root: str | os.PathLike, side: int = 256, drop_run_plots: bool = Tr
         except ResultError as exc:  # e.g. a file linked from outside the folder: left as it is
             done.append(f"skipped {run.path.name}: {exc}")
             continue
+        if run.kind == "erf" and drop_run_plots and _drop_layer_plots(run.path, record):
+            done.append(f"{run.path.name}: layer figures removed")
         if run.kind == "shape-bias" and drop_run_plots:
             for name in record.get("plots") or []:
                 _remove_plot(run.path, name)

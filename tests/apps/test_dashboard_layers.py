@@ -100,6 +100,8 @@ def test_statistics_with_one_line_explanations(monkeypatch, layered):
     explained = texts(at.markdown)
     for column, line in V.STATISTICS_HELP.items():
         assert column in stats.columns and line in explained
+    assert "swin-B" not in set(frame_with(at, "R2", node=block(at, "erf-statistics"))["model"])
+    assert any("No statistics recorded" in c.value and c.value.endswith("swin-B") for c in at.caption)
 
 
 def test_trained_and_untrained_side_by_side(monkeypatch, layered):

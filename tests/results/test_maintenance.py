@@ -115,7 +115,7 @@ def test_shrink_a_layered_run_shrinks_every_layer_by_the_same_factor(tmp_path):
     for e in record["layers"]:
         e["figure"] = e["matrix"][:-4] + ".png"
     (folder / "erf.json").write_text(json.dumps(record))
-    done = finalize(root, side=16)
+    done = finalize(root, side=16, drop_run_plots=False)
     assert any("rlk: erf.npy block-summed by 4" in line for line in done)
     run = R.load_run(folder, "erf", root=root)
     assert run.record.stored_downsample == 4 and run.record.layers == record["layers"]  # numbers kept
@@ -137,3 +137,26 @@ def test_shrink_refuses_layer_matrices_of_another_shape(tmp_path):
     with pytest.raises(R.ResultError, match="differ in shape"):
         shrink_erf_run(folder, side=16)
     assert R.load_record(folder, "erf").stored_downsample == 1 and np.load(folder / "erf.npy").shape == (64, 64)
+
+
+def test_finalize_drops_the_layer_and_growth_figures(tmp_path):
+    from .builders import make_layered_run
+
+    root = tmp_path / "results"
+    folder = make_layered_run(root / "rlk", "replknet-31B", growth_figure="erf_growth.png")
+    record = json.loads((folder / "erf.json").read_text())
+    for e in record["layers"]:
+        e["figure"] = e["matrix"][:-4] + ".png"
+        (folder / e["figure"]).write_bytes(b"png")
+    record["layers"][0]["figure"] = "../../keep.png"  # a name leading elsewhere is never deleted
+    (tmp_path / "keep.png").write_bytes(b"png")
+    (folder / "erf_growth.png").write_bytes(b"png")
+    (folder / "erf.json").write_text(json.dumps(record))
+    done = finalize(root, side=64)
+    assert "rlk: layer figures removed" in done
+    assert [p.name for p in (folder / "layers").glob("*.png")] == ["stages.0.png"]  # the one named elsewhere stays
+    assert not (folder / "erf_growth.png").exists()
+    assert (tmp_path / "keep.png").exists()
+    after = R.load_record(folder, "erf")
+    assert after.growth_figure is None and [e["figure"] for e in after.layers][1:] == [None] * 3
+    assert "rlk: layer figures removed" not in finalize(root, side=64)  # nothing left to remove

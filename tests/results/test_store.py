@@ -9,7 +9,7 @@ import numpy as np
 
 from erftools import results as R
 from erftools.results import ResultError, checked_path, safe_path
-from erftools.results.store import load_decisions, load_erf_matrix, stimulus_path
+from erftools.results.store import load_decisions, load_erf_matrix, load_layer_matrix, stimulus_path
 
 from .builders import (REPO, decision_rows, erf_matrix, erf_record, link, make_erf_run, make_sb_run, write_decisions,
                        write_record)
@@ -186,14 +186,17 @@ def test_committed_examples_load():
         pytest.skip("no reports/examples")
     listing = R.list_runs(examples)
     assert not listing.problems and not listing.incomplete
-    assert len(listing.erf) == 4 and len(listing.shape_bias) == 8
+    assert len(listing.erf) == 6 and len(listing.shape_bias) == 8  # 4 final-layer runs, a layered run, its baseline
     for run in listing.erf + listing.shape_bias:
         raw = json.loads((run.path / R.RECORD_FILES[run.kind]).read_text(encoding="utf-8"))
         assert run.record.to_dict() == raw and list(run.record.to_dict()) == list(raw)
         assert run.record.extra == {}  # every field of today's writers is a known field
     for run in listing.erf:
         m, f = load_erf_matrix(run)
-        assert f == run.record.stored_downsample == 4 and m.shape == (256, 256)
+        size = run.record.size[0]
+        assert f == run.record.stored_downsample == 4 and m.shape == (size // 4, size // 4)
+        for entry in run.record.layers or []:
+            assert load_layer_matrix(run, entry["layer"])[0].shape == m.shape
     humans = next(r for r in listing.shape_bias if r.path.name == "humans")
     assert len(load_decisions(humans)) == 12800 and humans.record.maker_kind == R.HUMANS
 
