@@ -1,6 +1,6 @@
 """``erftools report``: a Markdown report of the runs below a results folder, with figures, next to the paper.
 
-The report holds the ERF comparison figure and the area-ratio table (ours next to the paper's Table 10), the
+The report holds, for the results of a study (``erftools study``), the study's comparison table; then the ERF comparison figure and the area-ratio table (ours next to the paper's Table 10), the
 shape-bias plot and table (ours next to the paper's Fig. 5 and the humans'), and the provenance of every run.
 Figures go to ``<folder of the report>/figures/`` and are linked with relative paths, so the report reads the
 same on GitHub, in an editor, or in a copied folder.
@@ -81,6 +81,7 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike) -> Path:
             + [f"{md_code(_rel(i.path, base))} is an interrupted {i.kind} run (the same command continues it)"
                for i in listing.interrupted]) + "\n")
     provenance: list[tuple[str, Run]] = []
+    parts += _study_sections(results, base)
     if listing.erf:
         parts.append(_erf_section(V.main_erf_runs(listing.erf), figdir, base, provenance))
     if listing.shape_bias:
@@ -88,6 +89,29 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike) -> Path:
     parts.append(_provenance_section(provenance, base))
     write_text(out, "\n".join(parts))
     return out
+
+
+def _study_sections(results: Path, base: Path) -> list[str]:
+    """A short section per study below ``results`` (``erftools study``): title, reference, tolerances and the
+    comparison table; a study.json that cannot be read becomes a problem line."""
+    studies, problems = S.find_studies(results)
+    parts = []
+    for study in studies:
+        head = f"## Study {md_text(study.name)}" + (f": {md_text(study.title)}" if study.title else "")
+        lines = [head + "\n"]
+        if study.reference:
+            lines.append(f"Reference: {md_text(study.reference)}\n")
+        lines.append(f"Folder {md_code(_rel(study.path, base))}. Tolerances (|ours - paper| <= max(abs, rel x "
+                     f"paper)): {md_text(V.study_tolerances(study))}.\n")
+        rows = V.study_table(study)
+        header = ["model", "measurement", "value", "ours", "paper", "difference", "tolerance", "verdict"]
+        cells = [[r[h] for h in header[:-1]] + [r["verdict"] + (f" ({r['note']})" if r["note"] else "")]
+                 for r in rows]
+        lines.append(_md_table(header, cells) + "\n")
+        parts.append("\n".join(lines))
+    for p in problems:
+        parts.append(f"> **Study skipped:** {md_text(p.replace(str(results.resolve()), '.'))}\n")
+    return parts
 
 
 def _erf_section(runs: list[Run], figdir: Path, base: Path, provenance: list) -> str:

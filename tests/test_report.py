@@ -215,3 +215,49 @@ def test_report_shows_text_from_results_as_plain_text(tmp_path):
     assert f"erf {IMAGE_PAYLOAD}" in unescaped and "math $\\notacommand{x}$" in unescaped
     ours = re.findall(r"(?<!\\)\[[^\]]*(?<!\\)\]\(([^)]+)\)", text)  # the links Markdown sees: all resolve
     assert ours and all((out.parent / link).exists() for link in ours)
+
+
+# ---------------------------------------------------------------------------------------------------- studies
+@pytest.fixture(scope="session")
+def study_results(shared, tmp_path_factory):
+    from .results.builders import tiny_study
+
+    return tiny_study(shared, tmp_path_factory.mktemp("tiny-study"))
+
+
+def _study_rows(text: str, after: str) -> list[list[str]]:
+    part = text.split(after, 1)[1]
+    lines = [ln for ln in part.split("\n\n", 3)[2].splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines[2:]]
+
+
+def test_report_has_the_study_section(study_results, tmp_path):
+    out = build_report(study_results, tmp_path / "report.md")
+    text = out.read_text(encoding="utf-8")
+    assert text.index("## Study tiny: two random networks") < text.index("## Effective receptive fields")
+    assert "Tolerances (|ours - paper| <= max(abs, rel x paper)): ERF area ratio ±0.5 pp; shape bias ±0.02." in text
+    rows = _study_rows(text, "## Study tiny")
+    data = json.loads((study_results / "study.json").read_text(encoding="utf-8"))
+    assert len(rows) == len(data["rows"]) == 15
+    assert [r[-1] for r in rows] == [r["verdict"] + (f" ({r['note']})" if r["note"] else "") for r in data["rows"]]
+    assert rows[0][:6] == ["ResNet-18 (random)", "ERF (sequential)", r"r \@ 20% (%)",
+                           f"{data['rows'][0]['ours']:.2f}", "99.00", f"\\{data['rows'][0]['diff']:+.2f}"]
+    # the report the study command wrote itself holds the same section
+    assert "## Study tiny: two random networks" in (study_results / "report.md").read_text(encoding="utf-8")
+
+
+def test_report_study_payload_and_outside(study_results, tmp_path):
+    from .results.builders import HTML_PAYLOAD, IMAGE_PAYLOAD, SECRET, copy_study, make_outside
+
+    make_outside(tmp_path / "outside")
+    root = tmp_path / "results"
+    copy_study(study_results, root / "a", title=IMAGE_PAYLOAD, row_0={"label": HTML_PAYLOAD})
+    copy_study(study_results, root / "b", model_1={"runs": ["../../outside/sb-run"]})
+    text = build_report(root, tmp_path / "report.md").read_text(encoding="utf-8")
+    assert r"## Study tiny: \!\[x\](http\://127.0.0.1\:9/beacon.png)" in text
+    assert r"| \<img src=" in text and HTML_PAYLOAD not in text and IMAGE_PAYLOAD not in text
+    skipped = [ln for ln in text.splitlines() if ln.startswith("> **Study skipped:**")]
+    assert len(skipped) == 1 and skipped[0].startswith(r"> **Study skipped:** b/study.json\: the run folder")
+    assert "refusing to read" in skipped[0]
+    assert text.count("## Study tiny") == 1  # study a is still reported
+    assert SECRET not in text and str(tmp_path) not in text

@@ -7,6 +7,9 @@ examples) and never runs a model or downloads anything. Pages:
   high-contribution square, the area-ratio table next to the paper's Table 10, the radial profiles, the metadata.
 * **Shape bias**: the category-by-category plot with humans and reference CNNs, a table with confidence intervals
   and the paper's Fig. 5 values, and a browser over the cue-conflict stimuli with each model's decision.
+* **Study**: a study written by ``erftools study`` as one page: title, reference and tolerances, the comparison
+  table coloured by verdict, the models' ERF maps side by side with their area ratios next to the paper's, the
+  shape biases next to the paper's, the paper's values, and the models the study lists without running them.
 * **Runs**: every run found, unfinished runs and unreadable folders.
 
 Any missing, partial or malformed folder becomes a message in the page; the rest keeps working.
@@ -25,7 +28,7 @@ from ..results import ResultError, Run, md_code, md_text
 from ..results import views as V
 from . import ENV_STIMULI
 
-PAGES = {"ERF": "erf", "Shape bias": "shape-bias", "Runs": "runs"}
+PAGES = {"ERF": "erf", "Shape bias": "shape-bias", "Study": "study", "Runs": "runs"}
 SCALES = {"log (paper)": "log", "linear": "linear"}
 COLOUR_MAPS = (F.PAPER_CMAP, "RdYlGn", "viridis", "magma")
 MAX_DISPLAY_SIDE = 512
@@ -497,6 +500,103 @@ def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
             st.markdown("  \n".join(lines))
 
 
+# ---------------------------------------------------------------------------------------------------- study page
+def _verdict_style(verdict: str) -> str:
+    colour = V.VERDICT_HELP.get(verdict, ("gray", ""))[0]
+    return f"color: {colour}; font-weight: bold" if verdict in ("DIFFERS", "failed") else f"color: {colour}"
+
+
+def verdict_table(rows: list[dict]):
+    """The comparison rows as a table whose verdict column is coloured (a pandas Styler; cells stay plain text)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.style.map(_verdict_style, subset=["verdict"])
+
+
+def study_page(folder: Path, root: Path) -> None:
+    st.header("Study")
+    studies, problems = R.store.find_studies(folder)
+    for msg in problems:
+        st.error(f"Skipped a study that could not be read: {md_text(str(msg).replace(str(root), '<results root>'))}")
+    if not studies:
+        st.info(f"No study below {md_code(R.display_path(folder, root))}. Write one with "
+                "`erftools study STUDY.toml --results DIR` (docs/study.md).")
+        return
+    names = {f"{R.display_path(s.path, root)}: {s.name}": s for s in studies}
+    study = names[st.selectbox("Study", list(names), key="study_pick")] if len(names) > 1 else studies[0]
+    st.subheader(f"{md_text(study.name)}: {md_text(study.title)}" if study.title else md_text(study.name))
+    if study.reference:
+        st.markdown(f"**Reference:** {md_text(study.reference)}")
+    if study.description.strip():
+        st.markdown(md_text(study.description.strip()))
+    st.markdown(f"**Tolerances** (|ours - paper| <= max(abs, rel x paper)): {md_text(V.study_tolerances(study))}")
+    st.caption(f"folder: {md_code(R.display_path(study.path, root))}")
+
+    st.subheader("Comparison with the paper")
+    counts: dict[str, int] = {}
+    for r in study.rows:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    st.markdown(", ".join(f":{V.VERDICT_HELP[v][0]}[{v}] {counts[v]}" for v in V.VERDICT_HELP if v in counts)
+                or "No rows yet.")
+    with st.container(key="study-table"):
+        st.dataframe(verdict_table(V.study_table(study)), hide_index=True, width="stretch")
+    st.caption("; ".join(f"{v}: {text}" for v, (_, text) in V.VERDICT_HELP.items() if v in counts))
+
+    runs = V.study_runs(study)
+    for msg in runs.problems:
+        st.warning(md_text(str(msg).replace(str(root), "<results root>")))
+    study_erf_section(study, runs.erf)
+    study_shape_bias_section(runs.shape_bias)
+    st.subheader("The paper's values")
+    st.dataframe(V.study_paper_rows(study), hide_index=True, width="stretch")
+    unpublished = V.study_unpublished(study)
+    if unpublished:
+        st.subheader("Models not run here")
+        st.caption("Listed by the study with their note and where their weights are (plain text; nothing is "
+                   "downloaded by the dashboard).")
+        with st.container(key="study-unpublished"):
+            st.dataframe(unpublished, hide_index=True, width="stretch")
+
+
+def study_erf_section(study, erf_runs: list) -> None:
+    if not erf_runs:
+        return
+    st.subheader("Effective receptive fields")
+    thresholds = study.thresholds or list(V.THRESHOLDS)
+    c1, c2, c3 = st.columns([1.2, 2, 1])
+    scale = SCALES[c1.radio("Colour scale", list(SCALES), horizontal=True, key="study_scale")]
+    threshold = c2.select_slider("Threshold t of the square drawn", thresholds, value=thresholds[0],
+                                 format_func=lambda t: f"{t:.0%}", key="study_threshold")
+    cmap = c3.selectbox("Colour map", COLOUR_MAPS, key="study_cmap")
+    good = []
+    for title, _, run in erf_runs:
+        with guard(title):
+            erf_matrix(run)  # a problem with a matrix shows here, before the figure
+            good.append((title, run))
+    if good:
+        png = _heatmap_png(tuple(_key(r) for _, r in good), tuple(t for t, _ in good), scale, float(threshold),
+                           cmap)
+        with st.container(key="study-heatmap"):
+            st.image(png, caption="the study's models on one colour scale; dashed square: the high-contribution "
+                                  f"square at t = {threshold:.0%}")
+    st.markdown("**Area ratio r (%): ours (recorded at full resolution) next to the paper's**")
+    st.dataframe(V.study_erf_rows(study, erf_runs), hide_index=True, width="stretch")
+
+
+def study_shape_bias_section(sb_runs: list) -> None:
+    if not sb_runs:
+        return
+    st.subheader("Shape bias")
+    lines = V.study_shape_bias_lines(sb_runs)
+    with st.container(key="study-shape-bias"):
+        st.image(_shape_bias_bars_png(tuple(_line(row) for row in lines)),
+                 caption="pooled shape bias of each model with its 95% bootstrap interval, next to the paper's value")
+    st.dataframe(V.study_shape_bias_rows(sb_runs), hide_index=True, width="stretch")
+
+
 # ----------------------------------------------------------------------------------------------------- runs page
 def runs_page(listing: R.Listing, root: Path) -> None:
     st.header("Runs")
@@ -555,6 +655,8 @@ def main() -> None:
         erf_page(listing, root)
     elif page == "shape-bias":
         shape_bias_page(listing, root)
+    elif page == "study":
+        study_page(folder, root)
     else:
         runs_page(listing, root)
 

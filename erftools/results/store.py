@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .records import (ERF_KIND, ERF_MATRIX, ERF_RECORD, RECORD_FILES, RECORD_TYPES, RESUME_STATE, SB_DECISIONS, SB_KIND,
                       ErfRecord, Record, ResultError, ShapeBiasRecord, checked_path, read_json_record)
@@ -410,8 +411,271 @@ def stimulus_path(stimuli_dir: Path, shape: str, stimulus: str, allowed: set[tup
     return path
 
 
-__all__ = ["ENV_RESULTS", "Interrupted", "Listing", "find_interrupted", "Run", "block_reduce", "checked_path", "default_results_dir", "display_path",
+__all__ = ["STUDY_KIND", "STUDY_RECORD", "VERDICTS", "StudyModel", "StudyResult", "StudyRow", "find_studies",
+           "read_study", "ENV_RESULTS", "Interrupted", "Listing", "find_interrupted", "Run", "block_reduce", "checked_path", "default_results_dir", "display_path",
            "find_runs", "full_size", "is_baseline_run", "layer_entries", "layer_entry", "load_baseline",
            "layer_matrix_name", "load_layer_matrix", "list_runs", "load_decisions", "load_erf_matrix", "load_record", "load_run",
            "read_record", "results_root", "safe_path", "scan", "source_root", "stimuli_dir_for", "stimulus_path",
            "ErfRecord", "ShapeBiasRecord"]
+
+
+# --------------------------------------------------------------------------------------------------- studies
+STUDY_RECORD = "study.json"  # written by ``erftools study`` (erftools.study.runner) at the top of its results
+STUDY_KIND = "study"
+STUDY_SCHEMA = 1
+#: the verdicts of a study's comparison rows (``erftools.study.compare``), in the order they are explained
+VERDICTS = ("agrees", "DIFFERS", "no paper value", "not run", "missing", "failed")
+#: a run folder named in study.json: plain relative names (``<model id>/erf-<sampler>``), nothing else
+_REL_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)*$")
+
+
+@dataclass
+class StudyRow:
+    """One row of a study's comparison: one model, measurement and value next to the paper's."""
+    model: str
+    label: str
+    measurement: str  # "ERF (sequential)", "shape bias"
+    quantity: str  # "r @ 20% (%)" (area ratio in percent of the image), "shape bias"
+    ours: float | None
+    paper: float | None
+    diff: float | None
+    tolerance: str
+    verdict: str  # one of VERDICTS
+    folder: str | None = None  # the run folder relative to the study folder (shown as text only)
+    note: str = ""
+
+
+@dataclass
+class StudyModel:
+    """A model of a study: its run folders (relative to the study folder, checked) and the paper's values."""
+    id: str
+    name: str
+    label: str
+    weights: str | None
+    note: str
+    unpublished: bool
+    download: dict | None  # {"url", "file", "note"} for weights downloaded by hand (text, never fetched here)
+    runs: list[str]
+    paper_erf: dict[float, float]  # {threshold: area ratio in percent}
+    erf_source: str | None
+    paper_shape_bias: float | None
+    shape_bias_source: str | None
+
+
+@dataclass
+class StudyResult:
+    """A study's results folder (``study.json`` with ``"kind": "study"``), read by :func:`read_study`."""
+    path: Path  # the study folder (holding study.json)
+    root: Path  # the results folder it was found in; every file is read only from inside it
+    name: str
+    title: str
+    reference: str
+    description: str
+    tolerance: dict[str, dict]  # {"erf": {"abs", "rel"}, "shape_bias": {...}}
+    measurements: dict
+    models: list[StudyModel]
+    rows: list[StudyRow]
+    verdicts: dict[str, int]
+
+    @property
+    def thresholds(self) -> list[float]:
+        erf = self.measurements.get("erf") or {}
+        return [float(t) for t in erf.get("thresholds") or []]
+
+    def model(self, model_id: str) -> StudyModel:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        raise ResultError(f"{STUDY_RECORD}: no model {model_id!r} in study {self.name!r}")
+
+    def run_path(self, folder: str) -> Path:
+        """The real path of a run folder named in study.json, refused unless it is a plain relative folder name
+        that resolves inside the results folder (symbolic links included)."""
+        return _study_folder(self.path, self.root, folder, "run folder")
+
+    def runs(self, model: StudyModel) -> list[tuple[str, Run | None, str]]:
+        """``(folder, run or None, problem)`` for each run of ``model``: the run when its folder holds a finished
+        record of either kind, else None and why (not computed yet, interrupted, malformed)."""
+        out = []
+        for folder in model.runs:
+            path = self.run_path(folder)
+            kinds = [k for k in RECORD_FILES if (path / RECORD_FILES[k]).is_file()]
+            if not kinds:
+                out.append((folder, None, "not computed yet (no record in the folder)"))
+                continue
+            try:
+                run = load_run(path, kinds[0], root=self.root)
+            except ResultError as exc:
+                out.append((folder, None, str(exc).replace(str(self.root), ".")))
+                continue
+            if not run.complete:
+                out.append((folder, None, "unfinished (run the study again to continue it)"))
+                continue
+            out.append((folder, run, ""))
+        return out
+
+
+def _study_folder(study: Path, root: Path, folder: Any, what: str) -> Path:
+    if not isinstance(folder, str) or not _REL_FOLDER.match(folder):
+        raise ResultError(f"{study.name}/{STUDY_RECORD}: the {what} {folder!r} should be a folder relative to the "
+                          "study folder (plain names joined by '/'); refusing to read it")
+    return checked_path(root, study / folder, shown=f"{study.name}/{folder}")
+
+
+def _get(data: dict, key: str, types, where: str, default: Any = None, required: bool = False) -> Any:
+    if key not in data or data[key] is None:
+        if required:
+            raise ResultError(f"{where}: the field {key!r} is missing")
+        return default
+    value = data[key]
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ResultError(f"{where}: the field {key!r} should be {_type_names(types)}, got {value!r}")
+    if not isinstance(value, types):
+        raise ResultError(f"{where}: the field {key!r} should be {_type_names(types)}, got {type(value).__name__}")
+    return value
+
+
+def _type_names(types) -> str:
+    names = {str: "text", int: "a number", float: "a number", bool: "true or false", dict: "an object",
+             list: "a list"}
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+_NUM = (int, float)
+
+
+def _num(data: dict, key: str, where: str) -> float | None:
+    v = _get(data, key, _NUM, where)
+    if v is not None and not math.isfinite(float(v)):
+        raise ResultError(f"{where}: the field {key!r} should be a finite number, got {v!r}")
+    return None if v is None else float(v)
+
+
+def _study_model(data: Any, i: int, where: str, study: Path, root: Path) -> StudyModel:
+    w = f"{where}: models[{i}]"
+    if not isinstance(data, dict):
+        raise ResultError(f"{w} should be an object")
+    mid = _get(data, "id", str, w, required=True)
+    w = f"{where}: model {mid!r}"
+    runs = _get(data, "runs", list, w, [])
+    for folder in runs:
+        _study_folder(study, root, folder, "run folder")
+    paper = _get(data, "paper", dict, w, {})
+    erf = _get(paper, "erf", dict, w + " paper", {})
+    paper_erf = {}
+    for k, v in erf.items():
+        try:
+            t = float(k)
+        except ValueError:
+            raise ResultError(f"{w}: paper.erf key {k!r} should be a threshold such as \"0.2\"") from None
+        paper_erf[round(t, 6)] = _num(erf, k, w + " paper.erf")
+    download = _get(data, "download", dict, w)
+    if download is not None:
+        download = {k: _get(download, k, str, w + " download") for k in ("url", "file", "note")}
+    return StudyModel(mid, _get(data, "name", str, w, mid), _get(data, "label", str, w, mid),
+                      _get(data, "weights", str, w), _get(data, "note", str, w, ""),
+                      bool(_get(data, "unpublished", bool, w, False)), download, list(runs), paper_erf,
+                      _get(paper, "erf_source", str, w + " paper"), _num(paper, "shape_bias", w + " paper"),
+                      _get(paper, "shape_bias_source", str, w + " paper"))
+
+
+def _study_row(data: Any, i: int, where: str) -> StudyRow:
+    w = f"{where}: rows[{i}]"
+    if not isinstance(data, dict):
+        raise ResultError(f"{w} should be an object")
+    verdict = _get(data, "verdict", str, w, required=True)
+    if verdict not in VERDICTS:
+        raise ResultError(f"{w}: verdict {verdict!r} should be one of {', '.join(VERDICTS)}")
+    return StudyRow(_get(data, "model", str, w, required=True), _get(data, "label", str, w, ""),
+                    _get(data, "measurement", str, w, ""), _get(data, "quantity", str, w, ""),
+                    _num(data, "ours", w), _num(data, "paper", w), _num(data, "diff", w),
+                    _get(data, "tolerance", str, w, ""), verdict, _get(data, "folder", str, w),
+                    _get(data, "note", str, w, ""))
+
+
+def read_study(folder: str | os.PathLike, root: str | os.PathLike | None = None) -> StudyResult:
+    """The study in ``folder`` (its ``study.json``, ``"kind": "study"``), typed and checked.
+
+    ``study.json`` is read only when it lies inside ``root`` (the results folder; default ``folder``), and every
+    run folder it names must be a relative folder name resolving inside ``root``. A malformed file is a
+    :class:`ResultError` naming the field and the fix (run ``erftools study`` again to rewrite it).
+    """
+    import json
+
+    folder = Path(folder)
+    root = Path(root) if root is not None else folder
+    path = checked_path(root, folder / STUDY_RECORD)
+    shown = display_path(path, root) if root != folder else f"{folder.name}/{STUDY_RECORD}"
+    if not path.is_file():
+        raise ResultError(f"{shown} is missing: {folder.name} is not the results folder of a study")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"{shown} is unreadable or not valid JSON ({exc}); run `erftools study` again to "
+                          "rewrite it") from None
+    if not isinstance(data, dict) or data.get("kind") != STUDY_KIND:
+        kind = data.get("kind") if isinstance(data, dict) else None
+        raise ResultError(f"{shown} is not a study record (kind={kind!r}, expected {STUDY_KIND!r})")
+    schema = data.get("schema", STUDY_SCHEMA)
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise ResultError(f"{shown}: the field 'schema' should be a number, got {schema!r}")
+    if schema > STUDY_SCHEMA:
+        raise ResultError(f"{shown} has schema {schema}, newer than this erftools reads ({STUDY_SCHEMA}); "
+                          "upgrade erftools")
+    try:
+        name = _get(data, "name", str, shown, folder.name)
+        tolerance = _get(data, "tolerance", dict, shown, {})
+        for k, t in tolerance.items():
+            if not isinstance(t, dict):
+                raise ResultError(f"{shown}: tolerance {k!r} should be an object with abs and rel")
+            _num(t, "abs", f"{shown}: tolerance {k!r}")
+            _num(t, "rel", f"{shown}: tolerance {k!r}")
+        measurements = _get(data, "measurements", dict, shown, {})
+        erf = _get(measurements, "erf", dict, shown + " measurements")
+        if erf is not None:
+            for t in _get(erf, "thresholds", list, shown + " measurements.erf", []):
+                if isinstance(t, bool) or not isinstance(t, _NUM):
+                    raise ResultError(f"{shown}: measurements.erf.thresholds should be numbers, got {t!r}")
+        models = [_study_model(m, i, shown, folder, root)
+                  for i, m in enumerate(_get(data, "models", list, shown, required=True))]
+        rows = [_study_row(r, i, shown) for i, r in enumerate(_get(data, "rows", list, shown, required=True))]
+        verdicts = _get(data, "verdicts", dict, shown, {})
+    except ResultError as exc:
+        raise ResultError(f"{exc}; run `erftools study` again to rewrite the file") from None
+    return StudyResult(folder, root, name, _get(data, "title", str, shown, ""),
+                       _get(data, "reference", str, shown, ""), _get(data, "description", str, shown, ""),
+                       tolerance, measurements, models, rows, {str(k): v for k, v in verdicts.items()})
+
+
+def find_studies(root: str | os.PathLike, max_depth: int = 3) -> tuple[list[StudyResult], list[str]]:
+    """The studies below ``root`` (folders holding a ``study.json`` of kind "study", sorted by folder) and a
+    message for each one that could not be read. Only what lies inside ``root`` is read; a ``study.json`` of
+    another kind is not a study and is passed over."""
+    import json
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ResultError(f"results folder {root} does not exist")
+    studies, problems = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).relative_to(root).parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < max_depth else []
+        if STUDY_RECORD not in filenames:
+            continue
+        try:
+            path = checked_path(root, Path(dirpath) / STUDY_RECORD)
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("kind") != STUDY_KIND:
+                continue
+        except (OSError, ValueError):
+            pass  # read_study names the problem
+        except ResultError as exc:
+            problems.append(str(exc))
+            continue
+        try:
+            studies.append(read_study(dirpath, root))
+        except ResultError as exc:
+            problems.append(str(exc))
+    studies.sort(key=lambda s: str(s.path))
+    return studies, problems

@@ -693,3 +693,149 @@ def theoretical_side(stats: dict | None) -> int | None:
         return None if side is None else int(side)
     except (TypeError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------------- studies
+#: how each verdict of a study row is shown (a colour name the dashboard and the report share) and what it means
+VERDICT_HELP = {
+    "agrees": ("green", "ours is within the study's tolerance of the paper's value"),
+    "DIFFERS": ("red", "ours is outside the tolerance (or the paper has a square where ours has none)"),
+    "no paper value": ("gray", "the paper gives no value to compare with"),
+    "not run": ("violet", "the model is not run (no public weights)"),
+    "missing": ("orange", "the run is not computed yet or was interrupted: run the study again"),
+    "failed": ("red", "the run failed in the last session: see the note"),
+}
+
+
+@dataclass
+class StudyRuns:
+    """The finished runs of a study's models, by measurement: ``(title, model, run)``; problems as messages."""
+    erf: list = field(default_factory=list)
+    shape_bias: list = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def study_runs(study) -> StudyRuns:
+    """The finished runs of every model of ``study`` (a :class:`~erftools.results.store.StudyResult`), read
+    through the ordinary run readers (files only from inside the results folder). A model with several ERF
+    runs (samplers) gets the folder name in its title."""
+    out = StudyRuns()
+    for m in study.models:
+        if m.unpublished:
+            continue
+        try:
+            found = study.runs(m)
+        except ResultError as exc:
+            out.problems.append(str(exc))
+            continue
+        erf = [(folder, run) for folder, run, _ in found if run is not None and run.kind == "erf"]
+        for folder, run, problem in found:
+            if run is None:
+                out.problems.append(f"{m.label} ({folder}): {problem}")
+            elif run.kind == "erf":
+                title = m.label if len(erf) == 1 else f"{m.label} ({folder.rsplit('/', 1)[-1]})"
+                out.erf.append((title, m, run))
+            else:
+                out.shape_bias.append((m.label, m, run))
+    return out
+
+
+def _study_number(v: float | None, quantity: str) -> str:
+    return "–" if v is None else f"{v:.{3 if quantity == 'shape bias' else 2}f}"
+
+
+def study_table(study) -> list[dict[str, str]]:
+    """The comparison rows of a study as text cells (the columns of ``erftools study``'s table)."""
+    rows = []
+    for r in study.rows:
+        digits = 3 if r.quantity == "shape bias" else 2
+        rows.append({"model": r.label or r.model, "measurement": r.measurement, "value": r.quantity,
+                     "ours": _study_number(r.ours, r.quantity), "paper": _study_number(r.paper, r.quantity),
+                     "difference": "" if r.diff is None else f"{r.diff:+.{digits}f}", "tolerance": r.tolerance,
+                     "verdict": r.verdict, "note": r.note})
+    return rows
+
+
+def study_tolerances(study) -> str:
+    """The study's tolerances in words: ``ERF area ratio ±0.5 pp; shape bias ±0.02``."""
+    parts = []
+    for key, tol in study.tolerance.items():
+        if not (study.measurements.get(key) or key not in ("erf", "shape_bias")):
+            continue
+        unit = " pp" if key == "erf" else ""
+        what = "ERF area ratio" if key == "erf" else key.replace("_", " ")
+        a, rel = tol.get("abs") or 0.0, tol.get("rel") or 0.0
+        text = " or ".join(p for p in ([f"±{a:g}{unit}"] if a else []) + ([f"±{rel:.0%} of the paper's value"]
+                                                                         if rel else [])) or "exact"
+        parts.append(f"{what} {text}")
+    return "; ".join(parts)
+
+
+def study_erf_rows(study, erf_runs: list) -> list[dict[str, str]]:
+    """For each ERF run of the study: ours (recorded at full resolution, %) next to the paper's value at each of
+    the study's thresholds."""
+    thresholds = study.thresholds or list(THRESHOLDS)
+    rows = []
+    for title, model, run in erf_runs:
+        ours = run.record.area_ratio_map()
+        row = {"model": title}
+        for t in thresholds:
+            key = round(float(t), 6)
+            row[f"ours t={t:.0%}"] = pct(ours[key]) if key in ours else "n/a"
+            row[f"paper t={t:.0%}"] = paper_pct(model.paper_erf.get(key))
+        row["paper source"] = model.erf_source or ""
+        rows.append(row)
+    return rows
+
+
+def study_shape_bias_lines(sb_runs: list) -> list[ShapeBiasRow]:
+    """The shape-bias runs of a study and, after each, the paper's value for that model (a ``published`` line
+    without per-category values), for the shape-bias bar chart."""
+    lines = []
+    for title, model, run in sb_runs:
+        lines.append(shape_bias_row(title, run, {"paper": {}}))
+        if model.paper_shape_bias is not None:
+            lines.append(ShapeBiasRow(f"{title} (paper)", PUBLISHED, model.paper_shape_bias))
+    return lines
+
+
+def study_shape_bias_rows(sb_runs: list) -> list[dict[str, str]]:
+    """For each shape-bias run of the study: ours with its interval next to the paper's value and source."""
+    rows = []
+    for title, model, run in sb_runs:
+        rec = run.record
+        paper = model.paper_shape_bias
+        rows.append({"model": title, "ours": f3(rec.shape_bias), "95% CI": ci_text(rec.ci95),
+                     "paper": f3(paper), "difference": "" if paper is None or rec.shape_bias is None
+                     else f"{rec.shape_bias - paper:+.3f}", "trials": cell_text(rec.num_trials),
+                     "paper source": model.shape_bias_source or ""})
+    return rows
+
+
+def study_paper_rows(study) -> list[dict[str, str]]:
+    """The paper's values the study compares with, one row per model (published or not)."""
+    thresholds = study.thresholds or sorted({t for m in study.models for t in m.paper_erf})
+    rows = []
+    for m in study.models:
+        row = {"model": m.label}
+        for t in thresholds:
+            row[f"r t={t:.0%} (%)"] = paper_pct(m.paper_erf.get(round(float(t), 6)))
+        row["ERF source"] = m.erf_source or ""
+        row["shape bias"] = f3(m.paper_shape_bias)
+        row["shape-bias source"] = m.shape_bias_source or ""
+        rows.append(row)
+    return rows
+
+
+def study_unpublished(study) -> list[dict[str, str]]:
+    """The models the study lists without running them (no public weights) and those whose weights are
+    downloaded by hand: their note and download link as plain text."""
+    rows = []
+    for m in study.models:
+        if not (m.unpublished or m.download):
+            continue
+        d = m.download or {}
+        rows.append({"model": m.label, "status": "no public weights" if m.unpublished else "download by hand",
+                     "note": " ".join(x for x in (m.note, d.get("note") or "") if x), "download": d.get("url") or "",
+                     "file": d.get("file") or ""})
+    return rows

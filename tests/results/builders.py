@@ -333,3 +333,49 @@ def json_record(path: Path) -> dict:
     import json
 
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------------------------------- study
+_STUDIES: dict = {}
+
+
+def tiny_study(shared: Path, tmp_root: Path) -> Path:
+    """The results folder of the tiny two-model study of tests/study (random resnet18 and a narrow RepLKNet at
+    64 px on two bundled photographs, shape bias on six cue-conflict stimuli, an unpublished RepLKNet-3), run by
+    the real study code once per test session (about 20 s on two cores); callers only read it."""
+    import pytest
+
+    from erftools.study import load_study, run_study
+
+    from ..study.conftest import make_study_dir
+
+    if "results" not in _STUDIES:
+        cue = shared / "data" / "cue-conflict"
+        if not (cue / "SHA256SUMS").is_file():
+            pytest.skip(f"cue-conflict stimuli not found in {cue}")
+        study = make_study_dir(tmp_root / "study", cue)
+        out = tmp_root / "results"
+        outcome = run_study(load_study(study), results=out, progress=False, report=True)
+        assert not outcome.failures, outcome.failures
+        _STUDIES["results"] = out
+    return _STUDIES["results"]
+
+
+def copy_study(src: Path, dest: Path, **changes) -> Path:
+    """A copy of a study's results folder whose study.json has ``changes`` applied: ``title=...`` sets a top-level
+    field, ``model_<i>={...}`` updates model i, ``row_<i>={...}`` updates row i."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dest)
+    path = dest / "study.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for key, value in changes.items():
+        if key.startswith("model_"):
+            data["models"][int(key[6:])].update(value)
+        elif key.startswith("row_"):
+            data["rows"][int(key[4:])].update(value)
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return dest
