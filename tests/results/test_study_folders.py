@@ -127,3 +127,14 @@ def test_study_json_of_another_kind_is_not_a_study(tmp_path):
     assert studies == [] and len(problems) == 1 and "y/study.json is unreadable or not valid JSON" in problems[0]
     with pytest.raises(ResultError, match="x/study.json is not a study record \\(kind='notes'"):
         S.read_study(tmp_path / "x", tmp_path)
+
+
+def test_study_json_linked_outside_is_refused(study_results, tmp_path):
+    outside = copy_study(study_results, tmp_path / "outside", title=SECRET)
+    (tmp_path / "results" / "s").mkdir(parents=True)
+    os.symlink(outside / "study.json", tmp_path / "results" / "s" / "study.json")
+    studies, problems = S.find_studies(tmp_path / "results")
+    assert studies == [] and len(problems) == 1
+    assert "refusing to read s/study.json" in problems[0] and SECRET not in problems[0]
+    with pytest.raises(ResultError, match="outside the results folder"):
+        S.read_study(tmp_path / "results" / "s", tmp_path / "results")
