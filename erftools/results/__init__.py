@@ -33,12 +33,17 @@ from .records import (COMBINED_KIND, ERF_CHECKPOINT, ERF_FIGURE, ERF_KIND, ERF_M
                       SB_DECISIONS, SB_KIND, SB_PARTIAL, SB_RECORD, SCHEMA, ErfRecord, Record, ResultError,
                       ShapeBiasRecord, base_record, checked_path, maker_kind, read_json_record, record_from_dict, slug,
                       validate)
-from .store import (ENV_RESULTS, Interrupted, Listing, Run, block_reduce, default_results_dir, display_path,
-                    find_interrupted, find_runs, list_runs, load_decisions, load_erf_matrix, load_record, load_run,
-                    read_record, results_root, safe_path, scan, source_root, stimuli_dir_for, stimulus_path)
+from .store import (ENV_RESULTS, STUDY_KIND, STUDY_RECORD, VERDICTS, Interrupted, Listing, Run, StudyModel,
+                    StudyResult, StudyRow, block_reduce, default_results_dir, display_path, find_interrupted,
+                    find_runs, find_studies, is_baseline_run, layer_entries, layer_entry, layer_matrix_name,
+                    list_runs, load_baseline, load_decisions, load_erf_matrix, load_layer_matrix, load_record,
+                    load_run, read_record, read_study, results_root, safe_path, scan, source_root, stimuli_dir_for,
+                    stimulus_path)
 from .text import md_code, md_text, plot_text
 
 __all__ = [
+    "STUDY_KIND", "STUDY_RECORD", "VERDICTS", "StudyModel", "StudyResult", "StudyRow", "find_studies", "read_study",
+    "is_baseline_run", "layer_entries", "layer_entry", "layer_matrix_name", "load_baseline", "load_layer_matrix",
     "COMBINED_KIND", "ENV_RESULTS", "ERF_CHECKPOINT", "ERF_FIGURE", "Interrupted", "RESUME_STATE", "SB_PARTIAL",
     "find_interrupted", "slug", "ERF_KIND", "ERF_MATRIX", "ERF_RECORD", "HUMAN", "HUMANS",
     "MAKER_KINDS", "MODEL", "NETWORK", "PUBLISHED", "RECORD_FILES", "RECORD_TYPES", "SB_COMBINED", "SB_DECISIONS",

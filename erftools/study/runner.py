@@ -25,11 +25,11 @@ from .compare import Row, compare, markdown_rows, rows_json, summary
 from .jobs import (Job, check_weights_ids, erf_command, images_dir, jobs, parse_shard, resolve_weights, results_dir,
                    shape_bias_command, shard_models, stimuli_dir)
 from .spec import Study, StudyError
+from ..results.store import STUDY_RECORD  # one definition: the store reads it
 
 log = logging.getLogger(__name__)
 
 STUDY_COPY = "study.toml"
-STUDY_RECORD = "study.json"
 STUDY_TABLE = "study.md"
 REPORT = "report.md"
 

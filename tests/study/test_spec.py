@@ -119,3 +119,12 @@ def test_the_complete_example_of_the_docs_parses():
                                          "replknet-3"]
     assert st.models[3].needs_file and st.models[4].unpublished and st.erf.layers == "stages"
     assert st.models[1].paper_erf[0.99] == 34.9 and st.tolerance["erf"] == Tolerance(0.5, 0.1)
+
+
+def test_the_results_layer_knows_every_verdict():
+    """The dashboard colours verdicts from erftools.results.store.VERDICTS; a renamed verdict must not go unseen."""
+    from erftools.results.store import VERDICTS
+    import erftools.study.compare as compare
+
+    assert set(VERDICTS) == {compare.AGREES, compare.DIFFERS, compare.NO_PAPER, compare.NOT_RUN, compare.MISSING,
+                             compare.FAILED}
