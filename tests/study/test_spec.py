@@ -124,7 +124,6 @@ def test_the_complete_example_of_the_docs_parses():
 def test_the_results_layer_knows_every_verdict():
     """The dashboard colours verdicts from erftools.results.store.VERDICTS; a renamed verdict must not go unseen."""
     from erftools.results.store import VERDICTS
-    import erftools.study.compare as compare
+    from erftools.study.compare import AGREES, DIFFERS, FAILED, MISSING, NO_PAPER, NOT_RUN
 
-    assert set(VERDICTS) == {compare.AGREES, compare.DIFFERS, compare.NO_PAPER, compare.NOT_RUN, compare.MISSING,
-                             compare.FAILED}
+    assert set(VERDICTS) == {AGREES, DIFFERS, NO_PAPER, NOT_RUN, MISSING, FAILED}
