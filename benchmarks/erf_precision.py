@@ -2,7 +2,9 @@
 
 For every model the same images go through erftools' ERF procedure (``compute_erf`` with its defaults: the model
 prepared, batch 1) once per precision, and once with the model in float64 (``model.double()``: the images are cast
-to float64, every operation runs in float64; the reference). Each run is compared with the reference by
+to float64, every operation runs in float64; the reference). PyTorch's CPU depthwise convolution has no fast float64
+kernel (0.09 GMAC/s at K=31), so the reference runs RepLKNet's large kernels through erftools.ops' FFT convolution,
+in float64 as well (``conv_backend="fft"``; the same convolution to ~1e-14); the tiny fixture's uses the native one. Each run is compared with the reference by
 
 * the max-relative error of the matrix: ``max |a - b| / max |b|`` (``b`` the float64 matrix, both the float64
   means of the per-image maps);
@@ -87,9 +89,32 @@ def _round_tf32(t):
     return t + (r - t).detach() if t.requires_grad else r
 
 
+class _RoundGradTF32:
+    """Identity in the forward pass (a copy, so that an in-place operation after it is allowed); rounds the
+    gradient to TF32 in the backward pass."""
+    fn = None
+
+    @classmethod
+    def apply(cls, x):
+        import torch
+
+        if cls.fn is None:
+            class Fn(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, v):
+                    return v.clone()
+
+                @staticmethod
+                def backward(ctx, g):
+                    return _round_tf32(g)
+
+            cls.fn = Fn
+        return cls.fn.apply(x)
+
+
 def _emulate_tf32(model) -> int:
     """Hooks that round the operands of every dense Conv2d / Linear to TF32 (forward: input and weight; backward:
-    the incoming gradient). Returns the number of modules hooked."""
+    the gradient arriving at the output). Returns the number of modules hooked."""
     import torch
     import torch.nn as nn
 
@@ -106,11 +131,11 @@ def _emulate_tf32(model) -> int:
                 mod._tf32_weight = True
             return (_round_tf32(args[0]),) + tuple(args[1:])
 
-        def grad_pre(mod, grad_output):
-            return tuple(None if g is None else _round_tf32(g) for g in grad_output)
+        def post(mod, args, out):
+            return _RoundGradTF32.apply(out) if out.requires_grad else out
 
         m.register_forward_pre_hook(pre)
-        m.register_full_backward_pre_hook(grad_pre)
+        m.register_forward_hook(post)
         n += 1
     return n
 
@@ -126,9 +151,14 @@ def child(model_name: str, precision: str, size: int, n_images: int, cache: Path
     model, x, what = _build(model_name, size)
     images = x if x is not None else select_images(None, n_images, "sequential", size=size)
     hooked = 0
+    backend = None
     if precision == "fp64":
         model = model.double()
         prec = "fp32"
+        if model_name != "tiny":
+            # PyTorch has no fast float64 depthwise kernel on CPU (0.09 GMAC/s at K=31: hours for RepLKNet-31B at
+            # 1024); erftools.ops' FFT convolution computes the same convolution in float64 (error ~1e-14)
+            backend = "fft"
     elif precision == "tf32-emulated":
         from erftools.erf.compute import prepare_model
 
@@ -138,14 +168,15 @@ def child(model_name: str, precision: str, size: int, n_images: int, cache: Path
     else:
         prec = precision
     t = time.perf_counter()
-    r = compute_erf(model, images, device="cpu", batch_size=1, precision=prec)
+    r = compute_erf(model, images, device="cpu", batch_size=1, precision=prec, conv_backend=backend,
+                    allow_low_precision=True)
     seconds = time.perf_counter() - t
     peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
     mean64 = r.total / r.num_images
     info = {"model": model_name, "precision": precision, "ran": r.precision, "note": r.precision_note,
             "size": int(r.matrix.shape[-1]), "images": r.num_images, "image_source": what, "seconds": round(seconds, 1),
             "per_image_s": r.timings.get("per_image_s"), "peak_rss_gib": round(peak / 2**30, 2),
-            "tf32_emulated_modules": hooked, "torch": torch.__version__}
+            "tf32_emulated_modules": hooked, "conv_backend": r.prepared.get("conv_backend"), "torch": torch.__version__}
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(cache / _key(model_name, precision, size), mean64=mean64, matrix=r.matrix,
              info=json.dumps(info))

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 __all__ = ["ErfResult", "ErfAccumulator", "compute_erf", "compute_erfs", "accumulate_erf", "accumulate_erfs",
            "contribution_maps", "layer_maps", "prepare_model", "rewrite_model", "resolve_device",
            "default_batch_size", "auto_batch_size", "batch_size_for_memory", "activation_bytes_per_image",
-           "PRECISIONS", "check_precision", "precision_context"]
+           "PRECISIONS", "MEASURED_ERRORS", "check_precision", "precision_context", "default_channels_last"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -59,9 +59,16 @@ def default_batch_size(device: torch.device) -> int:
 #: "Precision", for each one's measured error against float64.
 PRECISIONS = ("fp32", "tf32", "bf16")
 
-#: measured on CPU (reports/benchmarks/erf_precision.md): the largest max-relative error of the matrix against
-#: float64 and whether a high-contribution square side moved, over RepLKNet-31B, ResNet-152 and the tiny fixture
-BF16_MEASURED = {"max_relative_error": None, "sides_changed": None}
+#: each precision's error against float64, measured on CPU by benchmarks/erf_precision.py (random weights; RepLKNet-31B
+#: and ResNet-152 at 1024 px on 2 images, the tiny fixture; reports/benchmarks/erf_precision.md): the largest
+#: max-relative error of the matrix, and whether a high-contribution square side moved (with an example). tf32 is
+#: the CPU emulation (operands of every dense convolution / linear layer rounded to TF32), not a GPU measurement.
+MEASURED_ERRORS = {
+    "fp32": {"max_relative_error": 1.2e-3, "sides_changed": False, "example": None},
+    "tf32": {"max_relative_error": 7.5e-2, "sides_changed": False, "example": None},
+    "bf16": {"max_relative_error": 3.0e-1, "sides_changed": True,
+             "example": "ResNet-152 at 1024 px: the 0.5 square grew from 7 to 9 px"},
+}
 
 
 def check_precision(precision: str) -> str:
@@ -124,19 +131,27 @@ def _autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+def _measured(precision: str) -> str:
+    m, ref = MEASURED_ERRORS[precision], MEASURED_ERRORS["fp32"]
+    moved = f"high-contribution squares moved ({m['example']})" if m["sides_changed"] else \
+        "no high-contribution square moved"
+    return (f"measured on CPU with random weights, its contribution matrix was up to {m['max_relative_error']:.1e} "
+            f"(max-relative) away from float64, against {ref['max_relative_error']:.1e} for fp32, and {moved} "
+            "(reports/benchmarks/erf_precision.md)")
+
+
+def _check_allowed(precision: str, allow_low_precision: bool) -> None:
+    """Refuse a precision whose squares moved in the measurements, unless ``allow_low_precision``."""
+    if MEASURED_ERRORS[precision]["sides_changed"] and not allow_low_precision:
+        raise ErftoolsError(f"precision={precision!r} changes the ERF's area ratios: {_measured(precision)}. "
+                            "Use precision='fp32' (the default, the paper's), or pass allow_low_precision=True to "
+                            "accept the error")
+
+
 def _warn_precision(precision: str) -> None:
-    """Say once per run what the measurements say about ``precision`` (see :data:`BF16_MEASURED`)."""
-    if precision == "bf16":
-        log.warning("precision='bf16' is not the paper's procedure: %s", _bf16_summary())
-
-
-def _bf16_summary() -> str:
-    m = BF16_MEASURED
-    if m["max_relative_error"] is None:
-        return "its error against float64 has not been measured"
-    moved = "moved" if m["sides_changed"] else "did not move"
-    return (f"on CPU its contribution matrix was up to {m['max_relative_error']:.1e} (max-relative) away from "
-            f"float64 and the high-contribution squares {moved} (reports/benchmarks/erf_precision.md)")
+    """Log once per run what the measurements say about a precision that is not the paper's."""
+    if precision in ("bf16", "tf32"):
+        log.warning("precision=%r is not the paper's procedure (fp32): %s", precision, _measured(precision))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -254,10 +269,11 @@ def prepare_model(model: nn.Module, device: torch.device | str | None = None, *,
 
     eval mode; parameters frozen; RepLKNet: ``fuse_bn()`` (structural re-parameterisation + every BN folded);
     timm ResNets: every BN folded into the convolution before it;
-    channels-last layout (default: :func:`default_channels_last` for ``precision``); ``conv_backend`` for RepLKNet's large-kernel convolutions (default on
-    CPU with channels-last: ``native``, oneDNN's channels-last depthwise kernel); every convolution keeps only what
-    the input gradient needs (:func:`erftools.erf._frozen.freeze_convolutions`). The model is changed in place and
-    is meant for ERF maps afterwards (its parameters no longer require grad).
+    channels-last layout (default: :func:`default_channels_last` for ``precision``); ``conv_backend`` for
+    RepLKNet's large-kernel convolutions (default on CPU with channels-last: ``native``, oneDNN's channels-last
+    depthwise kernel); every convolution keeps only what the input gradient needs
+    (:func:`erftools.erf._frozen.freeze_convolutions`). The model is changed in place and is meant for ERF maps
+    afterwards (its parameters no longer require grad).
     """
     from ..models import RepLKNet
 
@@ -536,7 +552,7 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
                 feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False,
                 state: ErfAccumulator | None = None,
                 on_batch: Callable[[ErfAccumulator], None] | None = None, layer: str | None = None,
-                precision: str = "fp32") -> ErfResult:
+                precision: str = "fp32", allow_low_precision: bool = False) -> ErfResult:
     """The aggregated contribution matrix (effective receptive field) of ``model`` over ``images``.
 
     Args:
@@ -558,14 +574,17 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
         layer: a module name from ``model.named_modules()`` whose output is the target instead of the final
             feature map (see :func:`compute_erfs`).
         precision: ``"fp32"`` (default, the paper's; on CUDA TF32 is switched off for the run), ``"tf32"`` (CUDA
-            TF32 convolutions and matrix products; plain fp32 elsewhere) or ``"bf16"`` (the forward pass under
-            bfloat16 autocast, the maps summed in float64; logs a warning with its measured error). What ran is
-            ``ErfResult.precision`` (``precision_note`` says why it differs). A float64 model computes in
-            float64 (``precision="fp32"`` only).
+            TF32 convolutions and matrix products, with a warning naming its measured error; plain fp32
+            elsewhere) or ``"bf16"`` (the forward pass under bfloat16 autocast, the maps summed in float64). What
+            ran is ``ErfResult.precision`` (``precision_note`` says why it differs). A float64 model computes in
+            float64 (``precision="fp32"`` only). See :data:`MEASURED_ERRORS` and docs/erf.md, "Precision".
+        allow_low_precision: accept a precision whose high-contribution squares moved in erftools' measurements
+            (``bf16``: refused without it; with it, a warning names the measured error).
 
-    Raises :class:`ErftoolsError` when no image gave a usable map, or for an unknown ``precision``.
+    Raises :class:`ErftoolsError` when no image gave a usable map, for an unknown ``precision``, or for ``bf16``
+    without ``allow_low_precision``.
     """
-    check_precision(precision)
+    _check_arguments(batch_size, precision, allow_low_precision)
     if layer is not None:
         if feature_fn is not None:
             raise ErftoolsError("give either layer= or feature_fn=, not both")
@@ -577,10 +596,11 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
                             conv_backend=conv_backend, channels_last=channels_last, progress=progress,
                             states=None if state is None else {layers[0]: state},
                             on_batch=None if on_batch is None else (lambda accs: on_batch(accs[layers[0]])),
-                            precision=precision)[layers[0]]
+                            precision=precision, allow_low_precision=allow_low_precision)[layers[0]]
     acc, meta = accumulate_erf(model, images, batch_size=batch_size, device=device, prepare=prepare,
                                conv_backend=conv_backend, channels_last=channels_last, feature_fn=feature_fn,
-                               progress=progress, state=state, on_batch=on_batch, precision=precision)
+                               progress=progress, state=state, on_batch=on_batch, precision=precision,
+                               allow_low_precision=allow_low_precision)
     return ErfResult(acc.mean(), acc.count, len(acc.skipped), list(acc.skipped), list(acc.processed),
                      meta["feature_shape"], meta["target"], meta["prepared"], meta["device"], meta["batch_size"],
                      meta["timings"], acc.total, precision=meta["precision"], precision_note=meta["precision_note"])
@@ -591,7 +611,7 @@ def compute_erfs(model: nn.Module, images, layers: str | Iterable[str], *, batch
                  channels_last: bool | None = None, progress: bool = False,
                  states: dict[str, ErfAccumulator] | None = None,
                  on_batch: Callable[[dict[str, ErfAccumulator]], None] | None = None,
-                 precision: str = "fp32") -> dict[str, ErfResult]:
+                 precision: str = "fp32", allow_low_precision: bool = False) -> dict[str, ErfResult]:
     """The ERF of several layers of ``model`` at once: ``{layer: ErfResult}``, in the order asked.
 
     Each layer is a module name from ``model.named_modules()`` (or ``"stages"``: every stage of a known family, see
@@ -608,7 +628,8 @@ def compute_erfs(model: nn.Module, images, layers: str | Iterable[str], *, batch
     """
     accs, meta = accumulate_erfs(model, images, layers, batch_size=batch_size, device=device, prepare=prepare,
                                  conv_backend=conv_backend, channels_last=channels_last, progress=progress,
-                                 states=states, on_batch=on_batch, precision=precision)
+                                 states=states, on_batch=on_batch, precision=precision,
+                                 allow_low_precision=allow_low_precision)
     results = {}
     for name, acc in accs.items():
         results[name] = ErfResult(acc.mean(), acc.count, len(acc.skipped), list(acc.skipped), list(acc.processed),
@@ -636,9 +657,10 @@ def _setup(model: nn.Module, device, prepare: bool, channels_last, conv_backend,
     return dev, prepared
 
 
-def _check_arguments(batch_size, precision: str) -> None:
+def _check_arguments(batch_size, precision: str, allow_low_precision: bool = False) -> None:
     """Refuse bad arguments before the model is touched."""
     check_precision(precision)
+    _check_allowed(precision, allow_low_precision)
     if batch_size is not None and int(batch_size) < 1:
         raise ErftoolsError(f"batch_size must be at least 1 (got {batch_size})")
 
@@ -720,23 +742,24 @@ def _progress_bar(progress: bool, images, desc: str):
     return tqdm(total=_count(images), unit="img", desc=desc, dynamic_ncols=True)
 
 
-def _meta(prec: dict, estimate: dict | None) -> dict:
+def _meta(prec: dict, estimate: dict | None, allow_low_precision: bool) -> dict:
     """The precision and batch-size entries shared by both accumulators' metadata."""
-    return {**prec, "batch_size_estimate": estimate}
+    return {**prec, "allow_low_precision": bool(allow_low_precision), "batch_size_estimate": estimate}
 
 
 def accumulate_erf(model: nn.Module, images, *, batch_size: int | None = None,
                    device: str | torch.device | None = None, prepare: bool = True, conv_backend: str | None = None,
                    channels_last: bool | None = None, feature_fn: Callable | None = None, progress: bool = False,
                    state: ErfAccumulator | None = None, on_batch: Callable[[ErfAccumulator], None] | None = None,
-                   progress_desc: str | None = None, precision: str = "fp32") -> tuple[ErfAccumulator, dict]:
+                   progress_desc: str | None = None, precision: str = "fp32",
+                   allow_low_precision: bool = False) -> tuple[ErfAccumulator, dict]:
     """The work of :func:`compute_erf` without the final mean: returns the accumulator and a dict of metadata
     (``feature_shape``, ``target``, ``prepared``, ``device``, ``batch_size``, ``timings``, ``precision`` (what
-    ran), ``precision_requested``, ``precision_note``, ``batch_size_estimate`` (None, or the automatic CUDA
-    estimate: ``batch_size``, ``bytes_per_image``, ``free_bytes``)). Used by the resumable and distributed runner,
-    whose processes may have nothing left to do."""
+    ran), ``precision_requested``, ``precision_note``, ``allow_low_precision``, ``batch_size_estimate`` (None,
+    or the automatic CUDA estimate: ``batch_size``, ``bytes_per_image``, ``free_bytes``)). Used by the resumable
+    and distributed runner, whose processes may have nothing left to do."""
     t0 = time.perf_counter()
-    _check_arguments(batch_size, precision)
+    _check_arguments(batch_size, precision, allow_low_precision)
     dev, prepared = _setup(model, device, prepare, channels_last, conv_backend, precision)
     dtype = _model_dtype(model)
     prec = _resolve_precision(precision, dev, dtype)
@@ -768,7 +791,7 @@ def accumulate_erf(model: nn.Module, images, *, batch_size: int | None = None,
                 bar.close()
     meta = {"feature_shape": info.get("feature_shape"), "target": adapter.name,
             "target_description": adapter.description, "prepared": prepared, "device": str(dev), "batch_size": bs,
-            "timings": _timings(t0, t_prepare, loop, dev), **_meta(prec, estimate)}
+            "timings": _timings(t0, t_prepare, loop, dev), **_meta(prec, estimate, allow_low_precision)}
     return acc, meta
 
 
@@ -788,12 +811,13 @@ def accumulate_erfs(model: nn.Module, images, layers: str | Iterable[str], *, ba
                     conv_backend: str | None = None, channels_last: bool | None = None, progress: bool = False,
                     states: dict[str, ErfAccumulator] | None = None,
                     on_batch: Callable[[dict[str, ErfAccumulator]], None] | None = None,
-                    progress_desc: str | None = None, precision: str = "fp32") -> tuple[dict[str, ErfAccumulator], dict]:
+                    progress_desc: str | None = None, precision: str = "fp32",
+                    allow_low_precision: bool = False) -> tuple[dict[str, ErfAccumulator], dict]:
     """The work of :func:`compute_erfs` without the final means: ``({layer: accumulator}, meta)``; ``meta`` has
     ``feature_shapes`` and ``targets`` (dicts by layer), ``layers``, ``prepared``, ``device``, ``batch_size``,
     ``timings`` and the precision and batch-size entries of :func:`accumulate_erf`."""
     t0 = time.perf_counter()
-    _check_arguments(batch_size, precision)
+    _check_arguments(batch_size, precision, allow_low_precision)
     names = expand_layers(model, layers)
     if states is not None and set(states) != set(names):
         raise ErftoolsError(f"states has the layers {sorted(states)}, but {names} were asked for")
@@ -829,7 +853,8 @@ def accumulate_erfs(model: nn.Module, images, layers: str | Iterable[str], *, ba
             bar.close()
     meta = {"layers": names, "feature_shapes": {n: infos.get(n, {}).get("feature_shape") for n in names},
             "targets": {n: f"module:{n}" for n in names}, "prepared": prepared, "device": str(dev),
-            "batch_size": bs, "timings": _timings(t0, t_prepare, loop, dev), **_meta(prec, estimate)}
+            "batch_size": bs, "timings": _timings(t0, t_prepare, loop, dev),
+            **_meta(prec, estimate, allow_low_precision)}
     return accs, meta
 
 
