@@ -27,6 +27,8 @@ FLAG_ADVICE = (
     (re.compile(r"\bbase_url=URL\b"), "--base-url URL"),
     (re.compile(r"\bprepare=False\b"), "--no-prepare"),
     (re.compile(r"\bresults=DIR\b"), "--results DIR"),
+    (re.compile(r"\ballow_low_precision=True\b"), "--allow-low-precision"),
+    (re.compile(r"\bprecision='fp32'"), "--precision fp32"),
 )
 
 

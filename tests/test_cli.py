@@ -72,3 +72,12 @@ def test_version_has_one_source():
     text = (REPO / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in text and 'version = {attr = "erftools._version.__version__"}' in text
     assert erftools.__version__ == __version__
+
+
+def test_bf16_erf_needs_the_flag_and_says_which(capsys, tmp_path):
+    args = ["erf", "--model", "resnet18", "--weights", "random", "--size", "64", "--num-images", "1", "--no-progress",
+            "--precision", "bf16", "--out", str(tmp_path / "r")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "--allow-low-precision" in err and "allow_low_precision=True" not in err
+    assert not (tmp_path / "r" / "erf.json").exists()

@@ -56,7 +56,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
                    help="fp32 (default, the paper's), tf32 (CUDA tensor cores; plain fp32 on CPU) or bf16 (autocast; "
-                        "its measured error against float64 is in docs/erf.md)")
+                        "its measured error against float64 is in docs/erf.md; refused without "
+                        "--allow-low-precision because it moved a square in those measurements)")
+    p.add_argument("--allow-low-precision", action="store_true",
+                   help="accept bf16 although its measured error moved a high-contribution square (recorded)")
     p.add_argument("--conv-backend", default=None, choices=("auto", "native", "fft", "triton"),
                    help="large-kernel convolution backend of RepLKNet models (default: $ERFTOOLS_CONV_BACKEND, "
                         "else native channels-last on CPU and auto on CUDA)")
@@ -152,7 +155,7 @@ def cmd_erf(args) -> int:
     common = dict(batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
                   prepare=not args.no_prepare, conv_backend=args.conv_backend, thresholds=thresholds,
                   progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers,
-                  precision=args.precision)
+                  precision=args.precision, allow_low_precision=args.allow_low_precision)
     command = "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         record = run_erf(model, images, out, label=args.label, extra={"model_kwargs": kwargs, "command": command},

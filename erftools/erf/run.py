@@ -366,7 +366,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             prepare: bool = True, conv_backend: str | None = None,
             thresholds: Iterable[float] = DEFAULT_THRESHOLDS, label: str | None = None, extra: dict | None = None,
             progress: bool = True, plot: bool = True, seed: int | None = None, model_kwargs: dict | None = None,
-            layers: str | Iterable[str] | None = None, precision: str = "fp32",
+            layers: str | Iterable[str] | None = None, precision: str = "fp32", allow_low_precision: bool = False,
             on_batch: Callable[[ErfAccumulator], None] | None = None) -> dict:
     """Compute the ERF of ``model`` over ``images`` (an :class:`erftools.images.ImageList`) and write the run folder.
 
@@ -396,9 +396,10 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
 
         layers = expand_layers(model, layers)
     targets = list(layers) if layers is not None else [FINAL]
-    from .compute import check_precision
+    from .compute import _check_allowed, check_precision
 
     check_precision(precision)
+    _check_allowed(precision, allow_low_precision)  # before anything is computed or written
     fp = fingerprint(info, images, model=model, seed=seed, model_kwargs=model_kwargs, conv_backend=conv_backend,
                      prepare=prepare, layer=list(layers) if layers is not None else None, precision=precision)
     dist = Dist()
@@ -488,7 +489,8 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             local[FINAL], meta = accumulate_erf(model, images.subset(shard), batch_size=batch_size, device=dev,
                                                 prepare=prepare, conv_backend=conv_backend,
                                                 progress=progress and rank == 0, state=local[FINAL],
-                                                on_batch=checkpoint, progress_desc=desc, precision=precision)
+                                                on_batch=checkpoint, progress_desc=desc, precision=precision,
+                                                allow_low_precision=allow_low_precision)
             meta = dict(meta, feature_shapes={FINAL: meta["feature_shape"]},
                         targets={FINAL: meta["target"]})
         else:
@@ -502,7 +504,8 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             local, meta = accumulate_erfs(model, images.subset(shard), targets, batch_size=batch_size, device=dev,
                                           prepare=prepare, conv_backend=conv_backend,
                                           progress=progress and rank == 0, states=local, on_batch=checkpoint_all,
-                                          progress_desc=desc, precision=precision)
+                                          progress_desc=desc, precision=precision,
+                                          allow_low_precision=allow_low_precision)
 
         # -- combine ----------------------------------------------------------------------------------------------
         totals = {}

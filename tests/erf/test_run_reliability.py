@@ -263,7 +263,10 @@ def test_precision_is_recorded_and_part_of_the_fingerprint(tmp_path, folder):
     rec = run_erf(tiny_resnet(0), _images(folder), out, device="cpu", progress=False, plot=False, precision="tf32")
     assert rec["precision_requested"] == "tf32" and rec["precision"] == "fp32"  # TF32 exists on CUDA only
     assert "CUDA" in rec["precision_note"] and rec["fingerprint"]["precision"] == "tf32"
-    with pytest.raises(ErftoolsError, match="precision"):
+    with pytest.raises(ErftoolsError, match="allow_low_precision=True"):  # bf16 moved a square when measured
         run_erf(tiny_resnet(0), _images(folder), out, device="cpu", progress=False, plot=False, precision="bf16")
+    with pytest.raises(ErftoolsError, match="precision"):  # allowed, but not a resume of the tf32 run
+        run_erf(tiny_resnet(0), _images(folder), out, device="cpu", progress=False, plot=False, precision="bf16",
+                allow_low_precision=True)
     with pytest.raises(ErftoolsError, match="unknown precision"):
         run_erf(tiny_resnet(0), _images(folder), tmp_path / "x", device="cpu", progress=False, precision="fp8")
