@@ -257,3 +257,36 @@ def test_out_of_memory_with_one_image_is_a_clear_error_and_other_errors_pass_thr
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         compute_erf(_Fits(9), _images(2), batch_size=2, device="cpu", prepare=False, feature_fn=broken)
+
+
+def test_input_gradient_only_layers_under_bf16_autocast():
+    # prepare_model's convolutions / linear layers that keep only the input's shape must give, under autocast,
+    # the input gradient that plain autograd gives for the same bf16 forward pass
+    from erftools.erf._frozen import freeze_convolutions
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return self.fc(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    plain, frozen = Net().eval(), Net().eval()
+    frozen.load_state_dict(plain.state_dict())
+    for m in (plain, frozen):
+        for p in m.parameters():
+            p.requires_grad_(False)
+    assert freeze_convolutions(frozen) == 2
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    maps = [C.contribution_maps(m, x, precision="bf16") for m in (plain, frozen)]
+    assert maps[0].dtype == torch.float32 and maps[0].max() > 0
+    # the same bf16 operations in both; only the order of the backward sums may differ (bf16 products summed in
+    # float32: ~1e-3 relative)
+    torch.testing.assert_close(maps[1], maps[0], rtol=1e-2, atol=1e-2 * float(maps[0].max()))
+    # and bf16 really changed something against fp32 (the check above would pass trivially otherwise)
+    assert not torch.allclose(maps[0], C.contribution_maps(plain, x), rtol=1e-5, atol=0)
