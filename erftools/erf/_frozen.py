@@ -74,14 +74,20 @@ def _patched_linear(module: nn.Linear, original):
 
 
 def _patched_forward(module: nn.Conv2d, original):
-    from ..ops import DepthwiseConv2d, resolve_backend
+    from ..ops import DepthwiseConv2d, record_native_run, resolve_backend
+    from ..ops._dispatch import cuda_native_layout
 
     def forward(x):
         if not torch.is_grad_enabled() or not x.requires_grad or module.weight.requires_grad:
             return original(x)
-        if isinstance(module, DepthwiseConv2d) and module._fast_path_ok() and \
-                resolve_backend(module.backend, x, module.kernel_size[0]) != "native":
-            return original(x)
+        if isinstance(module, DepthwiseConv2d) and module._fast_path_ok():
+            k = module.kernel_size[0]
+            # only the input gradient is needed here: the backend choice (and on CUDA the measured layout) for that
+            if resolve_backend(module.backend, x, k, weight_grad=False, mode="input_grad") != "native":
+                return original(x)
+            if x.is_cuda and cuda_native_layout(x.device, x.dtype, k, tuple(x.shape[-2:]), "input_grad"):
+                return original(x)  # dwconv2d applies the table's layout
+            record_native_run(x, k)  # so that backend_report() lists the native layers run here
         return _InputGradConv.apply(x, module.weight, module.bias, module.stride, module.padding, module.dilation,
                                     module.groups)
 
@@ -99,7 +105,8 @@ def freeze_convolutions(model: nn.Module) -> int:
                 m._erftools_input_grad_only = True
             n += 1
             continue
-        if type(m) is nn.Conv2d or (isinstance(m, nn.Conv2d) and type(m).__name__ == "DepthwiseConv2d"):
+        if type(m) is nn.Conv2d or (isinstance(m, nn.Conv2d) and type(m).__name__ in ("DepthwiseConv2d",
+                                                                                   "ScriptableDepthwiseConv2d")):
             if getattr(m, "_erftools_input_grad_only", False):
                 n += 1
                 continue
