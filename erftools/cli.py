@@ -8,35 +8,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import re
 import sys
 
+from ._advice import FLAG_ADVICE, flag_advice  # noqa: F401  (flag_advice is used below; both re-exported)
 from ._io import ErftoolsError
 
 # module name in erftools.commands, in the order shown by --help
 COMMAND_MODULES = ("models", "erf", "shape_bias", "data", "study", "report", "dashboard")
-
-#: library errors name arguments (for notebook users); on the command line they become flags
-FLAG_ADVICE = (
-    (re.compile(r"\boverwrite=True\b"), "--overwrite"),
-    (re.compile(r"\bresume=True\b"), "--resume"),
-    (re.compile(r"\bdevice='cpu'"), "--device cpu"),
-    (re.compile(r"\bstimuli_dir=DIR\b"), "--stimuli DIR"),
-    (re.compile(r"\ballow_incomplete=True\b"), "--allow-incomplete"),
-    (re.compile(r"\bmirror=DIR\b"), "--mirror DIR"),
-    (re.compile(r"\bbase_url=URL\b"), "--base-url URL"),
-    (re.compile(r"\bprepare=False\b"), "--no-prepare"),
-    (re.compile(r"\bresults=DIR\b"), "--results DIR"),
-    (re.compile(r"\ballow_low_precision=True\b"), "--allow-low-precision"),
-    (re.compile(r"\bprecision='fp32'"), "--precision fp32"),
-)
-
-
-def flag_advice(message: str) -> str:
-    """A library error message with its argument advice spelled as command-line flags."""
-    for pattern, flag in FLAG_ADVICE:
-        message = pattern.sub(flag, message)
-    return message
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,9 +34,9 @@ ADVICE = (
 
 
 def advice(message: str) -> str:
-    for pattern, flag in ADVICE:
-        message = pattern.sub(flag, message)
-    return message
+    from .._advice import flag_advice
+
+    return flag_advice(message, ADVICE)
 
 
 def register(subparsers) -> None:
