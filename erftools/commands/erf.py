@@ -205,6 +205,7 @@ def cmd_erf(args) -> int:
     per = t.get("seconds_per_image")
     print(f"{record['num_images']} images at {args.size}x{args.size}{skipped}; "
           f"{t.get('wall_s', 0):.1f} s" + (f" ({per:.2f} s per image)" if per else "") + f"; written to {out}")
+    print(f"browse it: erftools dashboard --results {shlex.quote(str(out.parent if args.out is None else out))}")
     return 0
 
 

@@ -159,6 +159,8 @@ def main(args) -> int:
         top = Path(args.out) if args.out else DEFAULT_OUT
         sbrun.write_combined(top, records, [str(f.relative_to(top)) for f in folders], references=refs)
         print(f"combined plots: {top / sbrun.PLOT_MATRIX}, {top / sbrun.PLOT_BARS}")
+    browse = (Path(args.out) if args.out else DEFAULT_OUT) if not single or args.out else folders[0].parent
+    print(f"browse it: erftools dashboard --results {browse}")
     return 0
 
 

@@ -90,6 +90,7 @@ def test_cli_layers_and_untrained_baseline(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "resnet18 layer2" in text and "untrained layer4" in text and "statistics:" in text
+    assert f"browse it: erftools dashboard --results {out}" in text
     rec = read_record(out, "erf")
     base = read_record(out / "baseline", "erf")
     assert rec["baseline"]["folder"] == "baseline" and base["baseline_of"] == ".."
