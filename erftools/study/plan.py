@@ -53,6 +53,15 @@ class Plan:
         return all(ok for _, _, ok in self.inputs) and all(ok for _, _, ok in self.weights)
 
 
+def shape_bias_ms_per_image(row: dict) -> float | None:
+    """A shape-bias benchmark row's milliseconds per stimulus on erftools' default path: ``prepared`` when
+    measured, else ``plain`` (rows of an older benchmark), else the old flat ``ms_per_image``."""
+    for variant in ("prepared", "plain"):
+        if isinstance(row.get(variant), dict) and row[variant].get("ms_per_image"):
+            return float(row[variant]["ms_per_image"])
+    return row.get("ms_per_image")
+
+
 def run_status(folder: Path, kind: str) -> str:
     """done (a finished record), interrupted (a checkpoint to continue) or to compute."""
     from ..results import ERF_CHECKPOINT, ERF_RECORD, SB_PARTIAL, SB_RECORD
@@ -122,8 +131,9 @@ def benchmark_rates(device: str) -> tuple[dict, dict, str]:
     try:
         data = json.loads((d / "shape_bias.json").read_text(encoding="utf-8"))
         for r in data.get("results", []):
-            if r.get("model") and r.get("ms_per_image"):
-                sb[r["model"]] = r["ms_per_image"] / 1000.0
+            ms = shape_bias_ms_per_image(r)
+            if r.get("model") and ms:
+                sb[r["model"]] = ms / 1000.0
         env = data.get("environment", {})
         note.append(f"shape bias from shape_bias.json ({env.get('logical_cpus', '?')}-core CPU)")
     except (OSError, ValueError):
