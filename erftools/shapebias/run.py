@@ -209,6 +209,9 @@ def _run_model_locked(dist, model, info, label, out, stimuli, fingerprint, *, ov
         decisions, nonfinite = state["decisions"], state["nonfinite"]
     seconds = time.perf_counter() - t0
     _check_nonfinite(nonfinite, len(stimuli.stimuli), max_nonfinite_fraction, info)
+    if not decisions:
+        raise ErftoolsError(f"no stimulus gave finite logits with {info.name} (weights {info.weights}); nothing to "
+                            "analyse")
     rows = decision_rows(decisions, label)
     write_rows(out / results.SB_DECISIONS, rows)
     with atomic_path(out / PROBABILITIES) as tmp:
