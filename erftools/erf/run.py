@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .._dist import Dist
-from .._io import ErftoolsError, atomic_path, save_npy, write_json
+from .._io import ErftoolsError, atomic_path, save_npy, sha256_strings, write_json
 from ..results.records import ERF_CHECKPOINT, ERF_FIGURE, ERF_MATRIX, ERF_RECORD, base_record
 from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, radial_profile
 from .compute import ErfAccumulator, accumulate_erf, accumulate_erfs, resolve_device
@@ -104,8 +104,6 @@ def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int
             stats.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
         except OSError:
             stats.append(f"{f}|missing")
-    from .._io import sha256_strings
-
     return {"model": info.name, "arch": info.arch, "weights": info.weights, "weights_sha256": info.weights_sha256,
             "parameters_sha256": parameters_sha256(model) if model is not None else None,
             "seed": seed, "model_kwargs": dict(model_kwargs or {}),
@@ -129,7 +127,7 @@ def layer_file_stem(layer: str) -> str:
     return stem
 
 
-def _theoretical(model: torch.nn.Module, targets: list, layers) -> dict:
+def _theoretical(model: torch.nn.Module, targets: list) -> dict:
     """``{target: theoretical RF dict}`` traced once on the model as built; a failure costs only this statistic."""
     from .theoretical import theoretical_rfs
 
@@ -407,8 +405,6 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
     dist.setup(dev)
     rank, world = dist.rank, dist.world
     wrote_checkpoint = []  # non-empty once this call has (re)written the checkpoint folder
-    # the theoretical receptive fields, traced on the model as built (before any preparation changes it)
-    theoretical = _theoretical(model, targets, layers) if rank == 0 else {}
 
     def body() -> dict:
         from ..ops import backend_report, reset_backend_report
@@ -466,6 +462,9 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             wrote_checkpoint.append(True)
         gen += 1
         dist.barrier()
+        # the theoretical receptive fields, traced on the model as built (before the preparation below changes it),
+        # only when there is something to compute
+        theoretical = _theoretical(model, targets) if rank == 0 else {}
 
         # -- this process's share ---------------------------------------------------------------------------------
         first = base[targets[0]]

@@ -80,6 +80,11 @@ class Decision:
 PRECISIONS = ("fp32", "bf16")
 
 
+def new_precision_check() -> dict:
+    """An empty account of the decisions a lower precision changed against fp32 (filled by :func:`evaluate`)."""
+    return {"reference": "fp32", "compared": 0, "changed_decisions": 0, "changed": [], "max_abs_probability_diff": 0.0}
+
+
 class _StimulusImages:
     """A map-style dataset of stimuli (decoded in DataLoader worker processes)."""
 
@@ -160,7 +165,7 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     root = Path(root)
     done = dict(done or {})
     bad: list[dict] = []
-    check = {"reference": "fp32", "compared": 0, "changed_decisions": 0, "changed": [], "max_abs_probability_diff": 0.0}
+    check = new_precision_check()
     todo = [s for s in stimuli if s.relpath not in done]
     workers = default_workers(device) if workers is None else max(0, int(workers))
     loader = DataLoader(_StimulusImages(todo, root), batch_size=batch_size, shuffle=False,

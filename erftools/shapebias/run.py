@@ -245,7 +245,9 @@ def _run_model_locked(dist, model, info, label, out, stimuli, fingerprint, *, ov
 
 
 def _merge_checks(checks: list[dict]) -> dict:
-    out = {"reference": "fp32", "compared": 0, "changed_decisions": 0, "changed": [], "max_abs_probability_diff": 0.0}
+    from .decisions import new_precision_check
+
+    out = new_precision_check()
     for c in checks:
         if not c:
             continue
