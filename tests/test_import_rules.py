@@ -10,7 +10,14 @@ Layers, lowest first; a module may import its own layer or lower ones (imports i
   ``_dist``), ``erftools.images`` and ``erftools.results.records`` (the record schema);
 * the report and the dashboard never import each other, and read and draw only through ``erftools.results`` and
   ``erftools.figures`` (no engine, model or op directly);
-* nothing imports ``erftools.commands`` except ``erftools.cli`` (and the commands themselves).
+* nothing imports ``erftools.commands`` except ``erftools.cli`` (and the commands themselves);
+* ``erftools.shapebias`` never imports ``erftools.erf`` (the two measurements share only models, ops and the base
+  modules: model preparation and identity are ``erftools.models.prepare``, the run-folder protocol
+  ``erftools._runfolder``);
+* ``erftools.models`` imports no measurement (the layers say so; the rule names it);
+* ``erftools.erf.analysis`` and ``erftools.erf.statistics`` never import torch: they are numpy-only, and the results
+  layer uses them. Importing them loads no torch (no module-level import of torch or of an erf module that is not
+  numpy-only); ``erf_statistics(model=...)`` traces the theoretical field of a model the caller built with torch.
 """
 from __future__ import annotations
 
@@ -106,7 +113,55 @@ def violations(name: str, imported: set[str]) -> list[str]:
                        "through erftools.figures")
         if theirs == "commands" and mine not in ("commands", "cli"):
             out.append(f"{name} imports {target}: only erftools.cli imports the commands")
+        if mine == "shapebias" and theirs == "erf":
+            out.append(f"{name} imports {target}: the shape bias never imports the ERF engine")
+        if mine == "models" and theirs in MEASUREMENTS:
+            out.append(f"{name} imports {target}: models import no measurement")
     return out
+
+
+MEASUREMENTS = {"erf", "shapebias"}
+NUMPY_ONLY = {"erftools.erf.analysis", "erftools.erf.statistics"}  # the results layer imports them without torch
+
+
+def third_party(source: str, *, loading: bool = False) -> set[str]:
+    """The top-level names of the packages ``source`` imports (inside functions too; with ``loading``, only what
+    importing the module runs: module-level statements, ``if``/``try`` blocks included)."""
+    out = set()
+    tree = ast.parse(source)
+    nodes = _loading_nodes(tree.body) if loading else ast.walk(tree)
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def _loading_nodes(body):
+    """The statements importing a module runs: its body, and the bodies of its ``if``/``try``/``with`` blocks."""
+    for node in body:
+        yield node
+        for block in ("body", "orelse", "finalbody", "handlers"):
+            if isinstance(node, (ast.If, ast.Try, ast.With, ast.ExceptHandler)) and hasattr(node, block):
+                yield from _loading_nodes(getattr(node, block))
+
+
+def test_the_numpy_only_modules_never_import_torch():
+    for name in NUMPY_ONLY:
+        source = MODULES[name].read_text(encoding="utf-8")
+        assert "torch" not in third_party(source, loading=True), f"{name} imports torch; it is numpy-only"
+        module = ast.Module(body=[n for n in _loading_nodes(ast.parse(source).body)
+                                  if isinstance(n, (ast.Import, ast.ImportFrom))], type_ignores=[])
+        loaded = {m for m in imports(name, ast.unparse(module), MODULES[name]) if group(m) == "erf"}
+        assert loaded <= NUMPY_ONLY, f"{name} imports {loaded - NUMPY_ONLY} when loaded, which imports torch"
+
+
+def test_the_torch_checker_sees_imports_in_functions():
+    assert "torch" in third_party("def f():\n    import torch.nn as nn\n")
+    assert "torch" in third_party("def f():\n    from torch import nn\n")
+    assert "torch" in third_party("try:\n    import torch\nexcept ImportError:\n    pass\n", loading=True)
+    assert "torch" not in third_party("def f():\n    import torch\n", loading=True)
 
 
 def test_every_module_is_in_a_layer():
@@ -137,6 +192,8 @@ def test_the_import_rules_hold():
     ("erftools.erf.run", "from ..results import store", "imports erftools.results.store from the higher layer"),
     ("erftools.results.views", "import erftools.commands.erf", "only erftools.cli imports the commands"),
     ("erftools._io", "from .models import create_model", "base modules import only base modules"),
+    ("erftools.shapebias.run", "from ..erf.run import parameters_sha256", "never imports the ERF engine"),
+    ("erftools.models.x", "from ..shapebias import run", "models import no measurement"),
 ])
 def test_the_checker_finds_broken_rules(name, source, expect):
     path = PACKAGE / Path(*name.split(".")[1:]).with_suffix(".py")
@@ -148,7 +205,8 @@ def test_the_checker_allows_the_layering():
           ("erftools.figures", "from .results import views\nfrom .erf.plots import plot_erf"),
           ("erftools.report", "from . import figures\nfrom .results import views"),
           ("erftools.cli", "from .commands import erf"),
-          ("erftools.shapebias.run", "from ..erf.run import parameters_sha256")]
+          ("erftools.shapebias.run", "from ..models.prepare import parameters_sha256"),
+          ("erftools.erf.run", "from .._runfolder import RunFolder")]
     for name, source in ok:
         path = PACKAGE / Path(*name.split(".")[1:]).with_suffix(".py")
         assert violations(name, imports(name, source, path)) == [], name

@@ -15,8 +15,8 @@ The numbers are unchanged: the forward is the module's own, and the backward is 
 dtype, as autocast did in the forward pass.
 
 Large-kernel ``DepthwiseConv2d`` modules keep their own path when their backend is not ``native`` (the FFT and Triton
-backends have their own backward passes). :func:`fold_batchnorm_pairs` folds the eval-mode BNs of timm's ResNets
-into their convolutions (RepLKNet has its own ``fuse_bn``).
+backends have their own backward passes). (The BatchNorm folding is the model's preparation,
+:mod:`erftools.models.prepare`.)
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["freeze_convolutions", "fold_batchnorm_pairs"]
+__all__ = ["freeze_convolutions"]
 
 
 class _InputGradConv(torch.autograd.Function):
@@ -115,40 +115,4 @@ def freeze_convolutions(model: nn.Module) -> int:
             m.forward = _patched_forward(m, m.forward)
             m._erftools_input_grad_only = True
             n += 1
-    return n
-
-
-@torch.no_grad()
-def fold_batchnorm_pairs(model: nn.Module) -> int:
-    """Fold every eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` into it, in place, for the layouts of
-    timm's ResNet family: attribute pairs ``convN``/``bnN`` of one module, and ``nn.Sequential`` (conv, bn) pairs
-    (the downsample branches). The BN becomes ``nn.Identity``. Exact in eval mode. Returns the number folded."""
-    n = 0
-
-    def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(
-            bn.running_var + bn.eps)
-        shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
-        conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-        bias = shift if conv.bias is None else conv.bias * scale + shift
-        conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
-
-    def ok(conv, bn) -> bool:
-        return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
-                and bn.running_mean is not None and not bn.training and bn.num_features == conv.out_channels)
-
-    for m in list(model.modules()):
-        names = dict(m.named_children())
-        for name, child in list(names.items()):
-            if name.startswith("conv") and name[4:].isdigit() and ok(child, names.get("bn" + name[4:])):
-                fold(child, names["bn" + name[4:]])
-                setattr(m, "bn" + name[4:], nn.Identity())
-                n += 1
-        if isinstance(m, nn.Sequential):
-            items = list(m._modules.items())
-            for (k0, c), (k1, b) in zip(items, items[1:]):
-                if ok(c, b):
-                    fold(c, b)
-                    m._modules[k1] = nn.Identity()
-                    n += 1
     return n

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .._io import ErftoolsError
+from ..models.prepare import timm_class
 
 __all__ = ["FeatureAdapter", "feature_map", "model_kwargs_for_size", "model_name", "to_nchw", "tokens_to_nchw"]
 
@@ -53,10 +54,7 @@ def _is_replknet(model) -> bool:
     return isinstance(model, RepLKNet)
 
 
-def _timm_class(model, module: str, cls: str) -> bool:
-    mod = type(model).__module__
-    return (mod.startswith("timm.models.") and mod.endswith(module)
-            and any(c.__name__ == cls for c in type(model).__mro__))
+_timm_class = timm_class  # one definition (erftools.models.prepare)
 
 
 def _swin_stage_output(model):

@@ -244,6 +244,17 @@ class Record:
             if problem:
                 raise ResultError(f"{where}: field {f.name!r} {problem} (got {_short(value)})")
 
+    def update(self, fields: dict) -> "Record":
+        """Set ``fields`` (known ones as attributes, others in ``extra``), in place; returns the record. The
+        validating writer (:func:`write_record`) checks the types."""
+        known = set(self.fields())
+        for key, value in fields.items():
+            if key in known:
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
+        return self
+
     # ----------------------------------------------------------------------------------------------- views
     @property
     def model_name(self) -> str | None:
@@ -441,3 +452,21 @@ def base_record(kind: str, **fields: Any) -> dict:
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions()}
     rec.update(fields)
     return rec
+
+
+def new_record(kind: str, **fields: Any) -> Record:
+    """A writer's typed record of ``kind`` with the common fields (:func:`base_record`) and ``fields`` (fields this
+    version does not know go to ``extra``), validated; the writer writes it with :func:`write_record`."""
+    return record_from_dict(base_record(kind, **fields))
+
+
+def write_record(path: str | os.PathLike, record: Record | dict) -> dict:
+    """The one way a record reaches the disk: serialise (NumPy and torch scalars become JSON numbers, NaN null),
+    validate the serialised object (:class:`ResultError` naming the file and the wrong-typed field: nothing is
+    written then), write it atomically. Returns the JSON object written."""
+    from .._io import _json_safe, write_json
+
+    data = _json_safe(record.to_dict() if isinstance(record, Record) else record)
+    record_from_dict(data, source=path)
+    write_json(path, data)
+    return data

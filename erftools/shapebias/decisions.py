@@ -105,31 +105,13 @@ def default_workers(device: str) -> int:
 
 
 def prepare_for_inference(model, device: str) -> dict:
-    """The ERF path's preparation, for classification: eval mode, parameters frozen, RepLKNet re-parameterised and
-    every BatchNorm folded into its convolution (timm ResNets too), channels-last weights on CPU (with oneDNN's depthwise
-    kernel for RepLKNet). Changes the model in place and returns what was done (stored in the run record); the
-    logits equal the unprepared model's to float rounding."""
-    import torch
+    """The inference preparation of :func:`erftools.models.prepare.prepare_for_inference`, with the shape bias's
+    layout: channels-last on CPU (with oneDNN's depthwise kernel for RepLKNet, by the one backend rule); on CUDA the
+    layout stays as it is until measured. In place; returns what was done (the record's ``prepared``); the logits
+    equal the unprepared model's to float rounding."""
+    from ..models.prepare import prepare_for_inference as prepare
 
-    from ..erf.compute import rewrite_model
-    from ..models import RepLKNet
-
-    model.eval()
-    done = {"eval": True, "frozen_parameters": True}
-    done.update(rewrite_model(model))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    channels_last = not str(device).startswith("cuda")  # on CUDA the layout stays as it is until measured
-    if isinstance(model, RepLKNet) and not str(device).startswith("cuda") \
-            and not os.environ.get("ERFTOOLS_CONV_BACKEND") and all(
-                getattr(m, "backend", "auto") in ("auto", None) for m in model.modules() if hasattr(m, "backend")):
-        model.set_conv_backend("native")  # oneDNN's channels-last depthwise kernel beats the FFT on CPU
-        done["conv_backend"] = "native"
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    done["channels_last"] = channels_last
-    return done
+    return prepare(model, device, channels_last=not str(device).startswith("cuda"))
 
 
 def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, batch_size: int = 32,

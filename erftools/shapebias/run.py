@@ -21,24 +21,28 @@ from __future__ import annotations
 
 import csv
 import errno
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .. import _runfolder
 from ..results import records as results
 from .._io import ErftoolsError, atomic_path, sha256_file, sha256_strings, write_json
 from .._lock import run_lock
 from .analysis import (DEFAULT_BOOTSTRAP, DEFAULT_SEED, DecisionMaker, analyse_decision_maker,
                        group_decision_makers, read_decisions)
 from .categories import CATEGORIES
-from .decisions import PRECISIONS, Decision, decision_rows, evaluate, resolve_device, write_rows
+from .decisions import (PRECISIONS, Decision, decision_rows, evaluate, prepare_for_inference, resolve_device,
+                        write_rows)
 from .plots import entry_from_record, plot_shape_bias, plot_shape_bias_bars
 from .reference import get_reference, published_for
 from .stimuli import StimuliReport, load_stimuli, manifest_sha256, parse_stimulus
@@ -71,6 +75,36 @@ def _conv_backends(model) -> list[str] | None:
     return found or None
 
 
+def model_fingerprint(model, info, stimuli: StimuliReport, *, seed: int, precision: str, prepare: bool) -> dict:
+    """Everything that changes a model's decisions: model, weights, the network's tensors (and the seed of random
+    weights), preprocessing, the stimuli, precision and preparation."""
+    from ..models.prepare import parameters_sha256
+
+    return {"model": info.name, "arch": info.arch, "weights": info.weights,
+            "weights_sha256": info.weights_sha256, "seed": seed if info.weights == "random" else None,
+            "parameters_sha256": parameters_sha256(model),
+            "preprocessing": info.preprocessing.to_dict(), "stimuli_sha256": stimuli.sha256,
+            "stimuli": sha256_strings(s.relpath for s in stimuli.stimuli),
+            "precision": precision, "prepare": bool(prepare)}
+
+
+@dataclass
+class _ModelRun:
+    """One model's shape-bias run: its settings, and what the steps find out."""
+    model: object
+    info: object
+    label: str
+    out: Path
+    stimuli: StimuliReport
+    fingerprint: dict
+    dist: object
+    device: str
+    resume: bool | None
+    overwrite: bool
+    options: dict  # batch_size, seed, n_boot, references, progress, max_nonfinite_fraction, precision, prepare, workers
+    t0: float = field(default_factory=time.perf_counter)
+
+
 def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.PathLike,
               stimuli: StimuliReport | None = None, stimuli_dir: str | os.PathLike | None = None,
               allow_incomplete: bool = False, label: str | None = None, batch_size: int = 32,
@@ -93,11 +127,12 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     :func:`erftools.shapebias.decisions.prepare_for_inference`). ``workers``: image-decoding processes.
 
     Under ``torchrun`` the stimuli are split across the processes; rank 0 writes the same files as one process.
+    The folder follows the run-folder protocol (:mod:`erftools._runfolder`); the steps are :func:`_open_state`,
+    :func:`_evaluate_share`, :func:`_model_record`, :func:`_finish`.
     """
     import torch
 
     from .._dist import Dist
-    from ..erf.run import parameters_sha256
     from ..models import create_model, get_model_info
 
     overwrite = bool(overwrite or fresh)
@@ -105,143 +140,161 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
         raise ErftoolsError("resume and overwrite contradict each other; choose one")
     if precision not in PRECISIONS:
         raise ErftoolsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    out = Path(out)
     if stimuli is None:
         stimuli = load_stimuli(stimuli_dir, allow_incomplete=allow_incomplete)
     if model is None:
         torch.manual_seed(seed)
         model = create_model(name, weights=weights, conv_backend=conv_backend)
     info = get_model_info(model)
-    label = label or info.name
-    device = resolve_device(device)
-    fingerprint = {"model": info.name, "arch": info.arch, "weights": info.weights,
-                   "weights_sha256": info.weights_sha256, "seed": seed if info.weights == "random" else None,
-                   "parameters_sha256": parameters_sha256(model),
-                   "preprocessing": info.preprocessing.to_dict(), "stimuli_sha256": stimuli.sha256,
-                   "stimuli": sha256_strings(s.relpath for s in stimuli.stimuli),
-                   "precision": precision, "prepare": bool(prepare)}
-    dist = Dist()
-    import contextlib
+    run = _ModelRun(model, info, label or info.name, Path(out), stimuli,
+                    model_fingerprint(model, info, stimuli, seed=seed, precision=precision, prepare=prepare),
+                    Dist(), resolve_device(device), resume, overwrite,
+                    dict(batch_size=batch_size, seed=seed, n_boot=n_boot, references=references, progress=progress,
+                         max_nonfinite_fraction=max_nonfinite_fraction, precision=precision, prepare=prepare,
+                         workers=workers))
+    with _runfolder.held(run.out, run.dist, torch.device(run.device), "shape-bias run"):
+        return _run_model_steps(run)
 
-    dist.setup(torch.device(device))
+
+def _partial_fingerprint(out: Path, fingerprint: dict) -> dict | None:
+    """The fingerprint the partial decisions in ``out`` were written with (None: there are none, or only files of an
+    older erftools, which are discarded): ``.partial.json``, else what the first file's header hash says."""
+    files = _partial_files(out)
+    if not files:
+        return None
     try:
-        with contextlib.ExitStack() as stack:
-            if dist.rank == 0:
-                stack.enter_context(run_lock(out, what="shape-bias run"))
-            return _run_model_locked(
-                dist, model, info, label, out, stimuli, fingerprint, overwrite=overwrite, resume=resume,
-                batch_size=batch_size, device=device, seed=seed, n_boot=n_boot, references=references,
-                progress=progress, max_nonfinite_fraction=max_nonfinite_fraction, precision=precision,
-                prepare=prepare, workers=workers)
-    finally:
-        dist.close()
+        meta = json.loads((out / PARTIAL_META).read_text(encoding="utf-8"))
+        if isinstance(meta, dict):
+            return meta
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(files[0], encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+    except OSError:
+        return None
+    if not first.startswith(PARTIAL_MAGIC):
+        return None
+    return fingerprint if first[len(PARTIAL_MAGIC):].strip() == _fingerprint_hash(fingerprint) else {}
 
 
-def _partial_file(out: Path, rank: int) -> Path:
-    return out / (PARTIAL if rank == 0 else f"{PARTIAL[:-4]}.r{rank}.csv")
+def _open_state(run: _ModelRun) -> dict:
+    """(Rank 0) the protocol's answer for the folder: the decisions of the finished run of these settings (reused,
+    re-analysed), or the partial decisions to continue, with the partial file started."""
+    folder = _runfolder.RunFolder(run.out, SB_RUN, run.fingerprint, resume=run.resume, overwrite=run.overwrite)
+    interrupted = None if run.overwrite else _partial_fingerprint(run.out, run.fingerprint)
+    state, _existing = folder.decide(interrupted)
+    decisions, nonfinite = (None, [])
+    if state == _runfolder.FINISHED:
+        decisions, nonfinite = _reuse_complete(run.out, run.fingerprint, run.stimuli)
+    done = {}
+    if decisions is None:
+        _mark_incomplete(run.out)
+        done = _read_partial(run.out, run.fingerprint, run.stimuli) if interrupted is not None else {}
+        if done:
+            log.warning("resuming %s: %d of %d images already decided", run.out, len(done), len(run.stimuli.stimuli))
+        _start_partial(run.out, run.fingerprint, keep=bool(done))
+    return {"reused": decisions is not None, "done": done, "decisions": decisions, "nonfinite": nonfinite}
 
 
-def _run_model_locked(dist, model, info, label, out, stimuli, fingerprint, *, overwrite, resume, batch_size, device,
-                      seed, n_boot, references, progress, max_nonfinite_fraction, precision, prepare,
-                      workers) -> dict:
-    from ..ops import backend_report, reset_backend_report
+def _evaluate_share(run: _ModelRun, done: dict) -> tuple | None:
+    """This process's share of the stimuli not yet decided, each batch appended to its partial file; gathered on
+    rank 0: ``(decisions, nonfinite, precision check, backends report, prepared)`` there, None elsewhere."""
+    from ..ops import backend_report
+
+    rank, world, opts = run.dist.rank, run.dist.world, run.options
+    todo = [s for s in run.stimuli.stimuli if s.relpath not in done]
+    part = _partial_file(run.out, rank)
+    if rank != 0 and not part.exists():
+        _start_rank_partial(part, run.fingerprint)
+    prepared = prepare_for_inference(run.model, run.device) if opts["prepare"] else None
+    nonfinite: list = []
+    check: dict = {}
+    mine = evaluate(run.model, todo[rank::world], run.stimuli.root, batch_size=opts["batch_size"], device=run.device,
+                    progress=opts["progress"] and rank == 0, on_batch=functools.partial(_append_partial, part),
+                    skipped=nonfinite, precision=opts["precision"], workers=opts["workers"], precision_check=check)
+    parts = run.dist.gather({"decisions": mine, "nonfinite": nonfinite, "check": check,
+                             "backends": backend_report()})
+    if rank != 0:
+        return None
+    by_rel = dict(done)
+    for p in parts:
+        by_rel.update({d.stimulus.relpath: d for d in p["decisions"]})
+    decisions = [by_rel[s.relpath] for s in run.stimuli.stimuli if s.relpath in by_rel]
+    skipped = {d["file"]: d for p in parts for d in p["nonfinite"]}
+    order = {s.relpath: i for i, s in enumerate(run.stimuli.stimuli)}
+    nonfinite = sorted(skipped.values(), key=lambda d: order.get(d["file"], len(order)))
+    check = _merge_checks([p["check"] for p in parts]) if opts["precision"] != "fp32" else {}
+    return decisions, nonfinite, check, [p["backends"] for p in parts], prepared
+
+
+def _shared_state(run: _ModelRun) -> dict:
+    """The folder's state, decided by rank 0 alone (:func:`_open_state`), then shared with the other ranks."""
+    state = _open_state(run) if run.dist.rank == 0 else {}
+    if run.dist.world > 1:
+        shared = run.dist.broadcast({k: v for k, v in state.items() if k != "decisions"}
+                                    if run.dist.rank == 0 else None)
+        if run.dist.rank != 0:
+            state = dict(shared, decisions=None)
+    return state
+
+
+def _run_model_steps(run: _ModelRun) -> dict:
+    """Inside the folder's lock: the state, this share's decisions (unless reused), the record written by rank 0."""
+    from ..ops import reset_backend_report
 
     reset_backend_report()
-    t0 = time.perf_counter()
-    rank, world = dist.rank, dist.world
-    state: dict = {}
-    done: dict = {}
-    if rank == 0:  # what the folder holds: decided by rank 0 alone, then shared
-        decisions, nonfinite = (None, []) if overwrite else _reuse_complete(out, fingerprint, stimuli)
-        if decisions is None:
-            _refuse_other_finished_run(out, fingerprint, overwrite)
-            _mark_incomplete(out)
-            done = {} if overwrite else _read_partial(out, fingerprint, stimuli)
-            if resume and not done:
-                raise ErftoolsError(f"nothing to resume in {out}: it holds no interrupted or finished shape-bias run "
-                                    "of these settings")
-            if done:
-                log.warning("resuming %s: %d of %d images already decided", out, len(done), len(stimuli.stimuli))
-            _start_partial(out, fingerprint, keep=bool(done))
-        state = {"reused": decisions is not None, "done": sorted(done),
-                 "decisions": decisions, "nonfinite": nonfinite}
-    if world > 1:
-        shared = dist.broadcast({k: v for k, v in state.items() if k != "decisions"} if rank == 0 else None)
-        if rank != 0:
-            state = dict(shared, decisions=None)
+    state = _shared_state(run)
     reused = state["reused"]
-    prepared = None
-    check: dict = {}
-    if not reused:
-        done_rel = set(state["done"])
-        todo = [s for s in stimuli.stimuli if s.relpath not in done_rel]
-        shard = todo[rank::world]
-        part = _partial_file(out, rank)
-        if rank != 0 and not part.exists():
-            _start_rank_partial(part, fingerprint)
-        if prepare:
-            from .decisions import prepare_for_inference
-
-            prepared = prepare_for_inference(model, device)
-        nonfinite: list = []
-        mine = evaluate(model, shard, stimuli.root, batch_size=batch_size, device=device,
-                        progress=progress and rank == 0, on_batch=lambda new: _append_partial(part, new),
-                        skipped=nonfinite, precision=precision, workers=workers, precision_check=check)
-        parts = dist.gather({"decisions": mine, "nonfinite": nonfinite, "check": check,
-                             "backends": backend_report()})
-        if rank != 0:
-            dist.barrier()
-            return dist.broadcast(None)
-        by_rel = dict(done)
-        for p in parts:
-            by_rel.update({d.stimulus.relpath: d for d in p["decisions"]})
-        decisions = [by_rel[s.relpath] for s in stimuli.stimuli if s.relpath in by_rel]
-        skipped = {d["file"]: d for p in parts for d in p["nonfinite"]}
-        order = {s.relpath: i for i, s in enumerate(stimuli.stimuli)}
-        nonfinite = sorted(skipped.values(), key=lambda d: order.get(d["file"], len(order)))
-        check = _merge_checks([p["check"] for p in parts]) if precision != "fp32" else {}
-        backends = [p["backends"] for p in parts]
+    if reused:
+        result = (state["decisions"], state["nonfinite"], {}, None, None) if run.dist.rank == 0 else None
     else:
-        backends = None
-        if rank != 0:
-            dist.barrier()
-            return dist.broadcast(None)
-        decisions, nonfinite = state["decisions"], state["nonfinite"]
-    seconds = time.perf_counter() - t0
-    _check_nonfinite(nonfinite, len(stimuli.stimuli), max_nonfinite_fraction, info)
+        result = _evaluate_share(run, state["done"])
+    if result is None:
+        return _runfolder.share(run.dist, None)
+    decisions, nonfinite, check, backends, prepared = result
+    seconds = time.perf_counter() - run.t0
+    _check_nonfinite(nonfinite, len(run.stimuli.stimuli), run.options["max_nonfinite_fraction"], run.info)
     if not decisions:
-        raise ErftoolsError(f"no stimulus gave finite logits with {info.name} (weights {info.weights}); nothing to "
-                            "analyse")
+        raise ErftoolsError(f"no stimulus gave finite logits with {run.info.name} (weights {run.info.weights}); "
+                            "nothing to analyse")
+    record, refs = _model_record(run, decisions, nonfinite, check, backends, prepared,
+                                 None if reused else seconds)
+    data = _finish(run.out, record, refs)
+    _remove_partial(run.out)
+    return _runfolder.share(run.dist, data)
+
+
+def _model_record(run: _ModelRun, decisions: list, nonfinite: list, check: dict, backends, prepared,
+                  seconds: float | None):
+    """The decisions written (``decisions.csv``, ``probabilities_16class.npy``) and analysed: the typed record and
+    the references to draw beside it (the paper's value for these weights included)."""
+    info, label, out, opts = run.info, run.label, run.out, run.options
     rows = decision_rows(decisions, label)
     write_rows(out / results.SB_DECISIONS, rows)
     with atomic_path(out / PROBABILITIES) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.stack([d.probabilities for d in decisions]).astype(np.float32))
     dm = DecisionMaker(label, rows, results.MODEL, [label], [str(out / results.SB_DECISIONS)])
-    analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
+    analysis = analyse_decision_maker(dm, n_boot=opts["n_boot"], seed=opts["seed"])
     pub = published_for(info.name, info.weights)
-    record = results.base_record(
+    seed = opts["seed"] if info.weights == "random" else None
+    record = results.new_record(
         "shape-bias", label=label, source="model", decision_maker_kind=results.MODEL, model=info.to_dict(),
-        weights={"source": info.weights, "sha256": info.weights_sha256,
-                 "seed": seed if info.weights == "random" else None},
+        weights={"source": info.weights, "sha256": info.weights_sha256, "seed": seed},
         preprocessing=dict(info.preprocessing.to_dict(), resize=None, crop=None, note=PREPROCESSING_NOTE),
-        stimuli=_stimuli_record(stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
-        categories=list(CATEGORIES), device=device, batch_size=batch_size, conv_backend=_conv_backends(model),
-        conv_backends_report=backends,
-        precision=precision, precision_check=check or None, prepared=prepared, world_size=world,
-        timing={"seconds": None if reused else round(seconds, 3),
-                "images_per_second": None if reused or not seconds else round(len(decisions) / seconds, 2),
-                "reused_decisions": reused},
-        num_nonfinite=len(nonfinite), nonfinite=nonfinite,
-        published=pub, fingerprint=fingerprint)
-    record.update(analysis)
-    refs = list(references)
+        stimuli=_stimuli_record(run.stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
+        categories=list(CATEGORIES), device=run.device, batch_size=opts["batch_size"],
+        conv_backend=_conv_backends(run.model), conv_backends_report=backends,
+        precision=opts["precision"], precision_check=check or None, prepared=prepared, world_size=run.dist.world,
+        timing={"seconds": None if seconds is None else round(seconds, 3),
+                "images_per_second": None if not seconds else round(len(decisions) / seconds, 2),
+                "reused_decisions": seconds is None},
+        num_nonfinite=len(nonfinite), nonfinite=nonfinite, published=pub, fingerprint=run.fingerprint, **analysis)
+    refs = list(opts["references"])
     if pub and pub["name"] not in refs:
         refs.append(pub["name"])  # the paper's value for these weights, drawn next to ours
-    _finish(out, record, refs)
-    _remove_partial(out)
-    dist.barrier()
-    return dist.broadcast(record)
+    return record, refs
 
 
 def _merge_checks(checks: list[dict]) -> dict:
@@ -325,22 +378,19 @@ def _reuse_complete(out: Path, fingerprint: dict, stimuli: StimuliReport) -> tup
     return out_, nonfinite
 
 
-def _refuse_other_finished_run(out: Path, fingerprint: dict, overwrite: bool) -> None:
-    """A finished run of another model or other settings is only replaced with ``overwrite``."""
-    if overwrite or not (out / results.SB_RECORD).is_file():
-        return
-    try:
-        rec = results.read_json_record(out, "shape-bias")
-    except results.ResultError:
-        return  # not a finished run: an unreadable or foreign summary is replaced like a partial one
-    if not rec.get("complete") or rec.get("fingerprint") == fingerprint:
-        return  # unfinished, or this very run (its files are damaged): recompute
-    what = (rec.get("model") or {}).get("name") or rec.get("label") or "another decision maker"
-    weights = (rec.get("weights") or {}).get("source") if isinstance(rec.get("weights"), dict) else None
-    raise ErftoolsError(f"{out} already holds a finished shape-bias run of {what}"
-                        + (f" (weights {weights})" if weights else "")
-                        + " with other settings; pass overwrite=True to replace it, or choose another "
-                          "output folder")
+def _finished_of(record: dict) -> str:
+    """`` of <decision maker> (weights <source>)`` of a finished record, in the protocol's refusal."""
+    what = (record.get("model") or {}).get("name") or record.get("label") or "another decision maker"
+    weights = (record.get("weights") or {}).get("source") if isinstance(record.get("weights"), dict) else None
+    return f" of {what}" + (f" (weights {weights})" if weights else "")
+
+
+#: the shape bias under the run-folder protocol (fingerprints compared whole)
+SB_RUN = _runfolder.RunKind("shape-bias", "shape-bias", "partial decisions", None, _finished_of)
+
+
+def _partial_file(out: Path, rank: int) -> Path:
+    return out / (PARTIAL if rank == 0 else f"{PARTIAL[:-4]}.r{rank}.csv")
 
 
 def _fingerprint_hash(fingerprint: dict) -> str:
@@ -507,22 +557,20 @@ def _run_decision_maker(dm: DecisionMaker, out: Path, stimuli_dir, seed: int, n_
                         references: Sequence[str], overwrite: bool) -> dict:
     fingerprint = {"label": dm.label, "kind": dm.kind, "members": list(dm.members),
                    "decisions_sha256": sha256_strings(sorted(sha256_file(f) for f in dm.files))}
-    _refuse_other_finished_run(out, fingerprint, overwrite)
+    _runfolder.RunFolder(out, SB_RUN, fingerprint, overwrite=overwrite).decide(None)  # refuses another run's
     analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
     _mark_incomplete(out)
     write_rows(out / results.SB_DECISIONS, dm.rows)
     files = [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in dm.files]
-    record = results.base_record(
+    record = results.new_record(
         "shape-bias", label=dm.label, source="decisions", decision_maker_kind=dm.kind,
         model={"name": dm.label, "subjects": dm.members}, weights=None,
         preprocessing=None, decisions=results.SB_DECISIONS, decisions_files=files, categories=list(CATEGORIES),
         stimuli={"dir": str(Path(stimuli_dir).resolve()) if stimuli_dir else None, "sha256": manifest_sha256(),
                  "note": "decisions refer to the standard cue-conflict set; image file = <dir>/<category>/<the "
                          "part of imagename after its last '_'>"},
-        fingerprint=fingerprint)
-    record.update(analysis)
-    _finish(out, record, references)
-    return record
+        fingerprint=fingerprint, **analysis)
+    return _finish(out, record, references)
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -540,17 +588,17 @@ def reference_entries(names: Sequence[str]) -> list[dict]:
     return out
 
 
-def _finish(out: Path, record: dict, references: Sequence[str]) -> None:
-    """Write plots, then the record with ``complete: true`` (last)."""
-    entries = [entry_from_record(record)]
+def _finish(out: Path, record: results.ShapeBiasRecord, references: Sequence[str]) -> dict:
+    """Write plots, then the record with ``complete: true`` (last, validated); return the JSON object written."""
+    entries = [entry_from_record(record.to_dict())]
     entries += [e for e in reference_entries(references) if e["label"] != entries[0]["label"]]
-    plot_shape_bias(entries, out / PLOT_MATRIX, title=f"Shape bias: {record['label']}")
-    plot_shape_bias_bars(entries, out / PLOT_BARS, title=f"Shape bias: {record['label']}")
+    plot_shape_bias(entries, out / PLOT_MATRIX, title=f"Shape bias: {record.label}")
+    plot_shape_bias_bars(entries, out / PLOT_BARS, title=f"Shape bias: {record.label}")
     _close_figures()
-    record["plots"] = [PLOT_MATRIX, PLOT_BARS]
-    record["references"] = [r for r in references if r and r.lower() != "none"]
-    record["complete"] = True
-    write_json(out / results.SB_RECORD, record)
+    record.plots = [PLOT_MATRIX, PLOT_BARS]
+    record.references = [r for r in references if r and r.lower() != "none"]
+    record.complete = True
+    return results.write_record(out / results.SB_RECORD, record)
 
 
 def write_combined(out: str | os.PathLike, records: Sequence[dict], folders: Sequence[str],

@@ -88,7 +88,7 @@ def test_interrupt_then_wrong_and_right_resume(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     base = ["erf", "--model", "resnet18", "--weights", "random", "--num-images", "3", "--no-progress",
             "--out", str(out)]
-    real_save = run_mod._save_state
+    real_save = run_mod.checkpoint.save_state
     calls = {"n": 0}
 
     def save_then_stop(path, acc, gen):
@@ -98,11 +98,11 @@ def test_interrupt_then_wrong_and_right_resume(tmp_path, capsys, monkeypatch):
             if calls["n"] == 1:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_mod, "_save_state", save_then_stop)
+    monkeypatch.setattr(run_mod.checkpoint, "save_state", save_then_stop)
     assert main(base + ["--size", "64"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "continue with the same command" in err
-    monkeypatch.setattr(run_mod, "_save_state", real_save)
+    monkeypatch.setattr(run_mod.checkpoint, "save_state", real_save)
     assert main(base + ["--size", "96"]) == 1  # other settings: refused, the flag is named
     err = capsys.readouterr().err
     assert "refusing to resume" in err and "size" in err and "--overwrite" in err and "overwrite=True" not in err

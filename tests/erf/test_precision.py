@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from erftools import ErftoolsError
 from erftools.erf import area_ratios, compute_erf, compute_erfs
+from erftools.erf import batching as B
 from erftools.erf import compute as C
 
 from _erf_helpers import fixture_data, fixture_model
@@ -55,8 +56,8 @@ def test_tf32_on_cpu_is_fp32_and_says_so(shared, tiny, default_result):
     # plain fp32 on CPU: equal to the fp32 run up to fp32 summation noise (~1e-7 relative)
     assert _rel(res.matrix, default_result.matrix.astype(np.float64)) < 1e-6
     _, meta = C.accumulate_erf(fixture_model(shared), x[:1, :, :64, :64], device="cpu", precision="tf32")
-    assert meta["precision"] == "fp32" and meta["precision_requested"] == "tf32"
-    assert "cpu" in meta["precision_note"] and "TF32" in meta["precision_note"]
+    assert meta.precision == "fp32" and meta.precision_requested == "tf32"
+    assert "cpu" in meta.precision_note and "TF32" in meta.precision_note
 
 
 def test_bf16_is_refused_without_the_allowance(shared, tiny):
@@ -75,7 +76,7 @@ def test_bf16_is_refused_without_the_allowance(shared, tiny):
 
 def test_bf16_on_the_tiny_fixture_within_the_measured_bound(shared, tiny, caplog):
     x, golden, sides = tiny
-    with caplog.at_level(logging.WARNING, logger="erftools.erf.compute"):
+    with caplog.at_level(logging.WARNING, logger="erftools.erf.precision"):
         res = compute_erf(fixture_model(shared), x, device="cpu", precision="bf16", allow_low_precision=True)
     assert res.precision == "bf16" and "autocast" in res.precision_note
     err = _rel(res.matrix, golden)
@@ -91,7 +92,7 @@ def test_bf16_on_the_tiny_fixture_within_the_measured_bound(shared, tiny, caplog
 def test_bf16_for_several_layers_records_the_precision(shared, tiny):
     accs, meta = C.accumulate_erfs(fixture_model(shared), tiny[0][:1], layers=["stages.0", "stages.1"],
                                    device="cpu", precision="bf16", allow_low_precision=True)
-    assert meta["precision"] == meta["precision_requested"] == "bf16" and meta["allow_low_precision"]
+    assert meta.precision == meta.precision_requested == "bf16" and meta.allow_low_precision
     res = compute_erfs(fixture_model(shared), tiny[0][:1], layers=["stages.0", "stages.1"], device="cpu",
                        precision="bf16", allow_low_precision=True)
     assert [r.precision for r in res.values()] == ["bf16", "bf16"]
@@ -186,16 +187,16 @@ def test_auto_batch_size_from_mocked_free_memory(monkeypatch):
 
 def test_cuda_batch_size_is_estimated_only_when_not_given(monkeypatch):
     calls = []
-    monkeypatch.setattr(C, "auto_batch_size", lambda fwd, model, hw, dev, **kw: calls.append(hw) or {
+    monkeypatch.setattr(B, "auto_batch_size", lambda fwd, model, hw, dev, **kw: calls.append(hw) or {
         "batch_size": 6, "bytes_per_image": 1, "free_bytes": 6})
     net, cuda, x = _small_net(), torch.device("cuda", 0), torch.zeros(5, 3, 40, 24)
-    assert C._choose_batch_size(None, cuda, x, net, net, "fp32", False)[0] == 6 and calls == [(40, 24)]
-    assert C._choose_batch_size(3, cuda, x, net, net, "fp32", False) == (3, None)
-    assert C._choose_batch_size(None, cuda, iter([x]), net, net, "fp32", False) == (4, None)  # size unknown
-    assert C._choose_batch_size(None, torch.device("cpu"), x, net, net, "fp32", False) == (1, None)
+    assert B.choose_batch_size(None, cuda, x, net, net, "fp32", False)[0] == 6 and calls == [(40, 24)]
+    assert B.choose_batch_size(3, cuda, x, net, net, "fp32", False) == (3, None)
+    assert B.choose_batch_size(None, cuda, iter([x]), net, net, "fp32", False) == (4, None)  # size unknown
+    assert B.choose_batch_size(None, torch.device("cpu"), x, net, net, "fp32", False) == (1, None)
     assert calls == [(40, 24)]
     with pytest.raises(ErftoolsError, match="batch_size must be at least 1"):
-        C._choose_batch_size(0, cuda, x, net, net, "fp32", False)
+        B.choose_batch_size(0, cuda, x, net, net, "fp32", False)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def _images(n=16):
 def test_out_of_memory_halves_and_keeps_the_smaller_batch(caplog):
     x = _images()
     fake = _Fits(2)
-    with caplog.at_level(logging.WARNING, logger="erftools.erf.compute"):
+    with caplog.at_level(logging.WARNING, logger="erftools.erf.precision"):
         res = compute_erf(fake, x, batch_size=8, device="cpu", prepare=False, feature_fn=fake)
     one = _Fits(100)
     expect = compute_erf(one, x, batch_size=1, device="cpu", prepare=False, feature_fn=one)

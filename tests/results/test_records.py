@@ -142,11 +142,14 @@ def _keywords(path, call: str) -> set[str]:
 
 
 def _record_items(path) -> set[str]:
-    """The keys a source file sets with ``record["key"] = ...`` (fields added after ``base_record``)."""
+    """The fields a source file sets with ``record["key"] = ...`` or ``record.key = ...`` (after ``new_record``)."""
     tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
-    return {t.slice.value for node in ast.walk(tree) if isinstance(node, ast.Assign) for t in node.targets
-            if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == "record"
-            and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str)}
+    targets = [t for node in ast.walk(tree) if isinstance(node, ast.Assign) for t in node.targets]
+    return ({t.slice.value for t in targets
+             if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == "record"
+             and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str)}
+            | {t.attr for t in targets if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+               and t.value.id == "record"})
 
 
 def _dict_keys(path, keyword: str) -> set[str]:
@@ -157,14 +160,14 @@ def _dict_keys(path, keyword: str) -> set[str]:
 
 
 def test_every_field_the_erf_writer_writes_is_known():
-    written = (_keywords("erftools/erf/run.py", "base_record") | _record_items("erftools/erf/run.py")
+    written = (_keywords("erftools/erf/run.py", "new_record") | _record_items("erftools/erf/run.py")
                | _dict_keys("erftools/commands/erf.py", "extra"))
     assert {"label", "model", "area_ratios", "stored_downsample", "fingerprint", "command"} <= written
     assert written - set(ErfRecord.fields()) == set()
 
 
 def test_every_field_the_shape_bias_writer_writes_is_known(tmp_path):
-    written = _keywords("erftools/shapebias/run.py", "base_record") | _record_items("erftools/shapebias/run.py")
+    written = _keywords("erftools/shapebias/run.py", "new_record") | _record_items("erftools/shapebias/run.py")
     assert {"decision_maker_kind", "num_nonfinite", "nonfinite", "fingerprint", "plots", "references"} <= written
     assert written - set(ShapeBiasRecord.fields()) == set()
     # and the folder the engine really writes from published decisions reads back complete, with no unknown field
@@ -184,3 +187,41 @@ def test_every_field_the_shape_bias_writer_writes_is_known(tmp_path):
                                         ("..", "run"), (".hidden", "hidden"), ("swin_B.in1k", "swin_B.in1k")])
 def test_slug(text, name):
     assert rec.slug(text) == name
+
+
+# ---- issue 18: one validating writer; writers refuse wrong-typed fields ------------------------------------------
+def test_write_record_refuses_a_wrong_typed_field_and_writes_nothing(tmp_path):
+    path = tmp_path / "erf.json"
+    good = rec.new_record("erf", label="net", size=[8, 8], num_images=3)
+    assert rec.write_record(path, good)["num_images"] == 3 and ErfRecord.from_dict(json.loads(path.read_text()))
+    path.unlink()
+    good.num_images = "three"  # a writer's bug: text where the schema says integer
+    with pytest.raises(ResultError, match=r"erf\.json: field 'num_images' should be integer"):
+        rec.write_record(path, good)
+    assert not path.exists()
+    with pytest.raises(ResultError, match=r"field 'size' should be \[height, width\]"):
+        rec.new_record("erf", size=[8])  # refused where the writer builds it, too
+
+
+def test_run_erf_refuses_a_wrong_typed_field_from_its_caller(tmp_path):
+    """The engine's writer goes through the validating writer: a caller's ``extra`` field of the wrong type (a
+    number of images as text) is refused, and no record claims the folder complete."""
+    import torch
+
+    from erftools.erf.run import run_erf
+    from erftools.images import select_images
+    from erftools.models import create_model
+
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (40, 40), (40 * i, 90, 200)).save(images_dir / f"{i}.png")
+    torch.manual_seed(0)
+    model = create_model("resnet18", weights="random", num_classes=10)
+    images = select_images(images_dir, num=2, size=32, mean=(0.5,) * 3, std=(0.5,) * 3, min_side=1)
+    with pytest.raises(ResultError, match="field 'batch_size' should be integer"):
+        run_erf(model, images, tmp_path / "run", device="cpu", progress=False, plot=False,
+                extra={"batch_size": "1"})
+    assert not (tmp_path / "run" / "erf.json").exists()
