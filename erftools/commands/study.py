@@ -70,7 +70,11 @@ def register(subparsers) -> None:
                    help="run each measurement under torchrun with N processes (one per GPU)")
     p.add_argument("--device", default=None, help="override the study's device (auto, cpu, cuda)")
     p.add_argument("--skip-missing", action="store_true",
-                   help="run the models whose weights are available; list the others as missing")
+                   help="run the models that pass the checks (weights there, model builds, ...); list the others "
+                        "as missing")
+    p.add_argument("--overwrite", action="store_true",
+                   help="accept a study file that differs from the one the results folder was made with and "
+                        "compute every run (of this shard) again; never touches files no study wrote")
     p.add_argument("--report-only", action="store_true",
                    help="compute nothing: write the table and report of the finished runs (e.g. after all shards)")
     p.add_argument("--no-report", action="store_true", help="write the table but not report.md and its figures")
@@ -103,27 +107,32 @@ def _main(args) -> int:
     study = load_study(args.study)
     weights_files = parse_weights_files(args.weights_file)
     common = dict(results=args.results, images=args.images, stimuli=args.stimuli, weights_files=weights_files,
-                  weights_dir=args.weights_dir, shard=args.shard, device=args.device)
+                  weights_dir=args.weights_dir, shard=args.shard, device=args.device, overwrite=args.overwrite,
+                  skip_missing=args.skip_missing, allow_incomplete=args.allow_incomplete,
+                  nproc_per_node=args.nproc_per_node)
     if args.dry_run:
         from ..study.jobs import parse_shard
 
         common["shard"] = parse_shard(args.shard)
-        plan = make_plan(study, nproc_per_node=args.nproc_per_node, **common)
+        plan = make_plan(study, **common)
         print(advice(format_plan(plan)))
         return 0
     if args.report_only:
+        from ..study.folder import check_folder, study_lock
+
         root = results_dir(study, args.results)
         if not root.is_dir():
             raise ErftoolsError(f"results folder {root} does not exist; run the study first")
-        outcome = StudyOutcome(root, [])
-        write_outputs(study, root, outcome, report=not args.no_report)
+        check_folder(root, study, args.overwrite)
+        with study_lock(root):
+            outcome = StudyOutcome(root, [])
+            write_outputs(study, root, outcome, report=not args.no_report, force_report=True)
     else:
         try:
-            outcome = run_study(study, nproc_per_node=args.nproc_per_node, skip_missing=args.skip_missing,
-                                allow_incomplete=args.allow_incomplete, progress=not args.no_progress,
-                                report=not args.no_report, echo=lambda s: print(s, flush=True), **common)
+            outcome = run_study(study, progress=not args.no_progress, report=not args.no_report,
+                                echo=lambda s: print(s, flush=True), **common)
         except KeyboardInterrupt:
-            again = ["erftools"] + [a for a in sys.argv[1:] if a != "--overwrite"]
+            again = ["erftools"] + [a for a in sys.argv[1:] if a != "--overwrite"]  # the copy is already replaced
             print(f"\nerftools study: interrupted. Every finished run and batch is kept; continue with the same "
                   f"command:\n  {shlex.join(again)}", file=sys.stderr)
             return 130

@@ -76,12 +76,12 @@ def shard_models(study: Study, shard: tuple[int, int] | None) -> list[ModelSpec]
 
 
 def results_dir(study: Study, results: str | os.PathLike | None = None) -> Path:
-    """The study's results folder: the argument, else the study's ``results`` key, else results/studies/<name>."""
-    if results is not None:
-        return Path(results).expanduser()
-    if study.results:
-        return Path(study.results).expanduser()
-    return DEFAULT_RESULTS / study.name
+    """The study's results folder: the argument, else the study's ``results`` key, else results/studies/<name>;
+    checked by :func:`erftools.study.folder.results_folder` (a study file's folder stays inside the working
+    directory, no folder is a system location)."""
+    from .folder import results_folder
+
+    return results_folder(study, results)
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,8 @@ def erf_command(study: Study, job: Job, out: Path, weights: str, images: Path | 
         cmd += ["--conv-backend", e.conv_backend]
     if e.layers:
         cmd += ["--layers", e.layers if isinstance(e.layers, str) else ",".join(e.layers)]
+    if e.allow_low_precision:
+        cmd.append("--allow-low-precision")
     return cmd
 
 

@@ -1,19 +1,27 @@
 """What a study will download and compute, and about how long it takes (``erftools study --dry-run``).
 
-Nothing is downloaded or computed here. Time estimates come from the benchmarks committed in
+Nothing is downloaded or computed here; the checks are the run's own (:mod:`erftools.study.checks`), so the dry
+run refuses what the run would refuse, in the same words. Time estimates come from the benchmarks committed in
 ``reports/benchmarks/`` of a source checkout: ``erf_bench.json`` and ``shape_bias.json`` (measured on a CPU) and
 ``gpu/gpu_check.json`` (a GPU, once measured). A model without a benchmark of its own is estimated from its family's
 (RepLKNet from RepLKNet-31B, ResNets from ResNet-152, Swin from Swin-B); ERF times scale with the number of pixels.
+On a CPU the times are then scaled to this machine by its fp32 GEMM rate measured now (about a second,
+:func:`erftools.study.machine.gemm_rate`) against the rate recorded with the benchmark (``shape_bias.json``;
+for the ERF ``erf_lower_bound.json``, measured with erftools' RepLKNet-31B ERF on the benchmark's machine, since
+``erf_bench.json`` records none). Downloads whose host does not answer within two seconds are marked "to download
+(network needed)".
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .jobs import Job, check_weights_ids, images_dir, jobs, resolve_weights, results_dir, shard_models, stimuli_dir
-from .spec import Study
+from .checks import cannot_start, preflight
+from .jobs import Job, check_weights_ids, jobs, results_dir, shard_models
+from .spec import Study, StudyError
 
 __all__ = ["Plan", "PlannedRun", "make_plan", "format_plan", "run_status", "benchmark_rates"]
 
@@ -37,9 +45,11 @@ class Plan:
     device: str
     benchmark_note: str
     inputs: list = field(default_factory=list)  # (what, text, ok)
-    weights: list = field(default_factory=list)  # (model id, text, ok)
+    weights: list = field(default_factory=list)  # (model id, text, mark): mark "ok", "MISSING" or NETWORK
     runs: list = field(default_factory=list)
     not_run: list = field(default_factory=list)  # (model, reason): models without public weights
+    refusal: str | None = None  # what `erftools study` would refuse to start with (None: it can start)
+    scale_note: str = ""  # how the estimates were scaled to this machine
 
     @property
     def total_s(self) -> float | None:
@@ -50,7 +60,7 @@ class Plan:
 
     @property
     def ready(self) -> bool:
-        return all(ok for _, _, ok in self.inputs) and all(ok for _, _, ok in self.weights)
+        return self.refusal is None
 
 
 def shape_bias_ms_per_image(row: dict) -> float | None:
@@ -95,17 +105,30 @@ def _family_key(name: str) -> str:
     return n
 
 
-def benchmark_rates(device: str) -> tuple[dict, dict, str]:
-    """``({model: ERF seconds per image at 1024}, {model: shape-bias seconds per stimulus}, note)`` from the
-    committed benchmarks for ``device`` ("cpu" or "cuda")."""
+def _gemm(data: dict, *keys) -> float | None:
+    for k in keys:
+        data = (data or {}).get(k) if isinstance(data, dict) else None
+    return float(data) if isinstance(data, (int, float)) and data > 0 else None
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def benchmark_rates(device: str) -> tuple[dict, dict, str, dict]:
+    """``({model: ERF seconds per image at 1024}, {model: shape-bias seconds per stimulus}, note, {"erf": GFLOP/s,
+    "shape_bias": GFLOP/s})`` from the committed benchmarks for ``device`` ("cpu" or "cuda"); the last are the fp32
+    GEMM rates measured with the CPU benchmarks (empty for CUDA)."""
     d = _benchmarks_dir()
     erf, sb = {}, {}
     if device == "cuda":
-        try:
-            data = json.loads((d / "gpu" / "gpu_check.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        data = _load(d / "gpu" / "gpu_check.json")
+        if data is None:
             return {}, {}, ("no GPU benchmark is committed (reports/benchmarks/gpu/gpu_check.json), so there are no "
-                            "time estimates for CUDA")
+                            "time estimates for CUDA"), {}
         parts = data.get("parts") or {}
         for rec in (parts.get("erf") or {}).get("records", []):
             ips = (rec.get("erftools") or {}).get("images_per_second")
@@ -116,32 +139,34 @@ def benchmark_rates(device: str) -> tuple[dict, dict, str]:
             if rec.get("model") and ips:
                 sb[rec["model"]] = 1.0 / ips
         gpu = (data.get("env") or {}).get("gpu") or "a GPU"
-        return erf, sb, f"estimates from reports/benchmarks/gpu/gpu_check.json (measured on {gpu})"
-    note = []
-    try:
-        data = json.loads((d / "erf_bench.json").read_text(encoding="utf-8"))
+        return erf, sb, f"estimates from reports/benchmarks/gpu/gpu_check.json (measured on {gpu})", {}
+    note, rates = [], {}
+    data = _load(d / "erf_bench.json")
+    if data is not None:
         for r in data.get("results", []):
             if r.get("mode") == "erftools" and not r.get("options") and r.get("steady_seconds_per_image"):
                 erf[r["model"]] = r["steady_seconds_per_image"] * (1024 / r.get("size", 1024)) ** 2
         meta = data.get("meta", {})
         note.append(f"ERF from erf_bench.json ({meta.get('cpu_count', '?')}-core CPU, {meta.get('threads', '?')} "
                     "threads)")
-    except (OSError, ValueError):
-        pass
-    try:
-        data = json.loads((d / "shape_bias.json").read_text(encoding="utf-8"))
+        rate = _gemm(meta, "gemm", "best_gflops") or _gemm(_load(d / "erf_lower_bound.json"), "gemm", "best_gflops")
+        if rate:
+            rates["erf"] = rate
+    data = _load(d / "shape_bias.json")
+    if data is not None:
         for r in data.get("results", []):
             ms = shape_bias_ms_per_image(r)
             if r.get("model") and ms:
                 sb[r["model"]] = ms / 1000.0
         env = data.get("environment", {})
         note.append(f"shape bias from shape_bias.json ({env.get('logical_cpus', '?')}-core CPU)")
-    except (OSError, ValueError):
-        pass
+        rate = _gemm(env, "gemm", "best_gflops")
+        if rate:
+            rates["shape_bias"] = rate
     if not note:
-        return {}, {}, "no committed benchmarks found (reports/benchmarks/ ships with a source checkout)"
+        return {}, {}, "no committed benchmarks found (reports/benchmarks/ ships with a source checkout)", {}
     cores = os.cpu_count() or 1
-    return erf, sb, "estimates: " + "; ".join(note) + f"; this machine has {cores} cores"
+    return erf, sb, "estimates: " + "; ".join(note) + f"; this machine has {cores} cores", rates
 
 
 def _device(study: Study, device: str | None) -> str:
@@ -157,72 +182,127 @@ def _device(study: Study, device: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- plan
-def make_plan(study: Study, *, results=None, images=None, stimuli=None, weights_files=None, weights_dir=None,
-              shard=None, device: str | None = None, nproc_per_node: int | None = None) -> Plan:
-    """The plan of ``study`` on this machine: inputs, weights (and whether they are cached or must be supplied),
-    every run with its folder, status and estimated time. Nothing is downloaded or computed."""
+NETWORK = "to download (network needed)"
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    except Exception:  # noqa: BLE001 - no huggingface_hub: the default endpoint
+        return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+
+
+def _weights_line(m, choice, reach: dict) -> tuple[str, str]:
+    """(text, mark) of one model's weights: where they come from, cached or to be downloaded."""
     from ..models import is_cached, resolve
+    from ..models._weights import hub_checkpoint_path
+    from .machine import REACH_TIMEOUT_S, host_of, reachable
+
+    w = choice.weights
+    if w == "random":
+        return "random (seeded), nothing to download", "ok"
+    entry, tag = resolve(m.name)
+    src = None if w.startswith(("http://", "https://")) else entry.weight_source(None if w == "pretrained" else w)
+    if w.startswith(("http://", "https://")):
+        url, cached, text = w, hub_checkpoint_path(w).is_file(), w
+    elif src is not None and src.downloadable:
+        url = src.url or f"{_hub_endpoint().rstrip('/')}/{src.hf_hub_id}"
+        cached, text = is_cached(entry, src.tag), f"{src.tag}: {src.url or f'Hugging Face hub {src.hf_hub_id}'}"
+    else:
+        return choice.how, "ok"
+    if cached:
+        return text + " (cached)", "ok"
+    host = host_of(url)
+    if host not in reach:
+        hub_offline = not (src is None or src.url) and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        reach[host] = False if hub_offline else reachable(url)
+    if reach[host]:
+        return text + " (will be downloaded)", "ok"
+    return (f"{text}: {host[0] if host else url} did not answer within {REACH_TIMEOUT_S:g} s; connect this machine "
+            "to the network, or download the file elsewhere and pass weights_files={'" + m.id + "': PATH}"), NETWORK
+
+
+def _scale(dev: str, rates: dict, machine_rate, needed: bool) -> tuple[dict, str]:
+    """The factors that scale the benchmarks' times to this machine, and how they were found."""
+    if dev != "cpu" or not rates or not needed:
+        return {}, ""
+    if machine_rate is None:
+        from .machine import gemm_rate
+
+        t = time.perf_counter()
+        machine_rate = gemm_rate()
+        took = f", measured in {time.perf_counter() - t:.1f} s"
+    else:
+        took = ""
+    factors = {k: v / machine_rate for k, v in rates.items()}
+    parts = ", ".join(f"{k.replace('_', ' ').replace('erf', 'ERF')} x{f:.2f} (benchmark {rates[k]:.0f} GFLOP/s)"
+                      for k, f in factors.items())
+    return factors, (f"scaled to this machine by its fp32 GEMM rate now, {machine_rate:.0f} GFLOP/s{took}: {parts}; "
+                     "the rate of a shared machine varies with its load, so the estimate does too")
+
+
+def make_plan(study: Study, *, results=None, images=None, stimuli=None, weights_files=None, weights_dir=None,
+              shard=None, device: str | None = None, nproc_per_node: int | None = None, overwrite: bool = False,
+              skip_missing: bool = False, allow_incomplete: bool | None = None,
+              machine_rate: float | None = None) -> Plan:
+    """The plan of ``study`` on this machine: inputs, weights (cached, to be downloaded, or to be supplied), every
+    run with its folder, status and estimated time, and what the run would refuse to start with (the same checks).
+    ``machine_rate``: this machine's GEMM rate in GFLOP/s (default: measured now). Nothing is downloaded or
+    computed."""
+    from .folder import check_folder
 
     check_weights_ids(study, weights_files)
     root = results_dir(study, results)
     dev = _device(study, device)
-    erf_rate, sb_rate, note = benchmark_rates(dev)
     nproc = max(1, int(nproc_per_node or 1))
-    plan = Plan(study, root, dev + (f", {nproc} processes per model (torchrun)" if nproc > 1 else ""), note)
     models = shard_models(study, shard)
     runs = jobs(study, models)
-    if any(j.kind == "erf" for j in runs):
-        p, problem = images_dir(study, images)
-        text = problem or (f"{p}" if p else "the bundled photographs (not ImageNet: not comparable to the paper)")
-        plan.inputs.append(("ERF images", text, problem is None))
-    n_stimuli = NUM_STIMULI
-    if any(j.kind == "shape_bias" for j in runs):
-        sdir = stimuli_dir(study, stimuli)
-        if sdir.is_dir():
-            n_stimuli = sum(1 for _ in sdir.rglob("*.png")) or NUM_STIMULI
-            plan.inputs.append(("cue-conflict stimuli", f"{sdir} ({n_stimuli} images)", True))
-        else:
-            plan.inputs.append(("cue-conflict stimuli", f"not found at {sdir}: run `erftools data fetch "
-                                                        "cue-conflict` or pass stimuli=DIR", False))
-    for m in study.models:
-        if m.unpublished:
-            plan.not_run.append((m, m.note or "no public weights"))
+    allow = study.shape_bias.allow_incomplete if study.shape_bias else False
+    allow = allow if allow_incomplete is None else bool(allow_incomplete)
+    pre = preflight(study, models, images=images, stimuli=stimuli, weights_files=weights_files,
+                    weights_dir=weights_dir, allow_incomplete=allow, nproc_per_node=nproc)
+    statuses = [run_status(root / j.folder, j.kind) for j in runs]
+    erf_rate, sb_rate, note, rates = benchmark_rates(dev)
+    factors, scale_note = _scale(dev, rates, machine_rate, any(st != "done" for st in statuses))
+    plan = Plan(study, root, dev + (f", {nproc} processes per model (torchrun)" if nproc > 1 else ""), note,
+                scale_note=scale_note)
+    try:
+        check_folder(root, study, overwrite)
+        plan.refusal = cannot_start(pre, skip_missing)
+    except StudyError as exc:
+        plan.refusal = str(exc)
+    _inputs(plan, study, runs, pre)
+    plan.not_run = [(m, m.note or "no public weights") for m in study.models if m.unpublished]
+    reach: dict = {}
     for m in models:
-        choice = resolve_weights(study, m, weights_files, weights_dir)
-        if choice.problem:
-            plan.weights.append((m.id, choice.problem, False))
+        if m.id in pre.model_problems:
+            plan.weights += [(m.id, p, "MISSING") for p in pre.model_problems[m.id]]
         else:
-            text = choice.how
-            try:
-                entry, _ = resolve(m.name)
-            except Exception as exc:  # noqa: BLE001 - an unknown name is reported, not raised, in a plan
-                plan.weights.append((m.id, f"model {m.name!r}: {exc}", False))
-                continue
-            src = entry.weight_source(None if choice.weights == "pretrained" else choice.weights)
-            if choice.weights == "random":
-                text = "random (seeded), nothing to download"
-            elif src is not None and src.downloadable:
-                cached = is_cached(entry, src.tag)
-                where = src.url or f"Hugging Face hub {src.hf_hub_id}"
-                text = f"{src.tag}: {where}" + (" (cached)" if cached else " (will be downloaded)")
-            elif src is not None and src.manual:
-                plan.weights.append((m.id, f"{src.tag}: only on Google Drive ({src.manual}); download it and "
-                                           f"pass weights_files={{'{m.id}': PATH}}", False))
-                continue
-            plan.weights.append((m.id, text, True))
-    for j in runs:
-        folder = root / j.folder
-        status = run_status(folder, j.kind)
+            plan.weights.append((m.id, *_weights_line(m, pre.choices[m.id], reach)))
+    n_stimuli = len(pre.stimuli.stimuli) if pre.stimuli is not None else NUM_STIMULI
+    for j, status in zip(runs, statuses):
         if j.kind == "erf":
-            units = study.erf.num_images
-            rate = erf_rate.get(j.model.name) or erf_rate.get(_family_key(j.model.name))
-            est = None if rate is None else rate * units * (study.erf.size / 1024) ** 2 / nproc
+            units, table, size = study.erf.num_images, erf_rate, (study.erf.size / 1024) ** 2
         else:
-            units = n_stimuli
-            rate = sb_rate.get(j.model.name) or sb_rate.get(_family_key(j.model.name))
-            est = None if rate is None else rate * units / nproc
-        plan.runs.append(PlannedRun(j, folder, status, units, est))
+            units, table, size = n_stimuli, sb_rate, 1.0
+        rate = table.get(j.model.name) or table.get(_family_key(j.model.name))
+        est = None if rate is None else rate * units * size / nproc * factors.get(j.kind, 1.0)
+        plan.runs.append(PlannedRun(j, root / j.folder, status, units, est))
     return plan
+
+
+def _inputs(plan: Plan, study: Study, runs, pre) -> None:
+    if any(j.kind == "erf" for j in runs):
+        bad = [p for p in pre.input_problems if p.startswith(("ERF images", "no image folder", "the image folder"))]
+        text = bad[0] if bad else (f"{pre.img_dir}" if pre.img_dir else
+                                   "the bundled photographs (not ImageNet: not comparable to the paper)")
+        plan.inputs.append(("ERF images", text, not bad))
+    if any(j.kind == "shape_bias" for j in runs):
+        bad = [p for p in pre.input_problems if p.startswith("cue-conflict")]
+        text = bad[0] if bad else f"{pre.stimuli_dir} ({len(pre.stimuli.stimuli)} images)"
+        plan.inputs.append(("cue-conflict stimuli", text, not bad))
 
 
 def _duration(s: float | None) -> str:
@@ -238,13 +318,16 @@ def _duration(s: float | None) -> str:
 def format_plan(plan: Plan) -> str:
     st = plan.study
     out = [f"Study {st.name}: {st.title}", f"  from {st.source}" + (f"; {st.reference}" if st.reference else ""),
-           f"  results: {plan.results}", f"  device: {plan.device}; {plan.benchmark_note}", ""]
+           f"  results: {plan.results}", f"  device: {plan.device}; {plan.benchmark_note}"]
+    if plan.scale_note:
+        out.append(f"  {plan.scale_note}")
+    out.append("")
     if plan.inputs:
         out.append("Inputs:")
         out += [f"  [{'ok' if ok else 'MISSING'}] {what}: {text}" for what, text, ok in plan.inputs]
         out.append("")
     out.append("Weights:")
-    out += [f"  [{'ok' if ok else 'MISSING'}] {mid}: {text}" for mid, text, ok in plan.weights]
+    out += [f"  [{mark}] {mid}: {text}" for mid, text, mark in plan.weights]
     out += [f"  [not run] {m.id}: {reason}" for m, reason in plan.not_run]
     out.append("")
     out.append("Runs:")
@@ -259,7 +342,8 @@ def format_plan(plan: Plan) -> str:
     out.append("")
     out.append(f"Estimated compute time: {_duration(total)}" + ("" if total is not None else
                                                                   " (no benchmark for some models)"))
-    if not plan.ready:
-        out.append("Not ready: supply what is marked MISSING above (the runs of the other models can go ahead with "
-                   "skip_missing=True).")
+    if any(mark == NETWORK for _, _, mark in plan.weights):
+        out.append(f"Downloads marked [{NETWORK}] fail on this machine as it is now.")
+    if plan.refusal:
+        out.append("Not ready: " + plan.refusal)
     return "\n".join(out)

@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .._io import ErftoolsError, write_json, write_text
+from .._io import ErftoolsError, _json_safe, write_text
+from .checks import cannot_start, preflight
 from .compare import Row, compare, markdown_rows, rows_json, summary
-from .jobs import (Job, check_weights_ids, erf_command, images_dir, jobs, parse_shard, resolve_weights, results_dir,
-                   shape_bias_command, shard_models, stimuli_dir)
+from .folder import record_name, check_folder, results_folder, study_lock
+from .jobs import Job, check_weights_ids, erf_command, jobs, parse_shard, shape_bias_command, shard_models
+from .ledger import is_kept, job_inputs, remember
 from .spec import Study, StudyError
+from .terms import in_study_terms
 from ..results.store import STUDY_RECORD  # one definition: the store reads it
 
 log = logging.getLogger(__name__)
@@ -41,106 +44,131 @@ class StudyOutcome:
     results: Path
     rows: list[Row]
     ran: list[str] = field(default_factory=list)  # job folders computed or found finished in this session
+    kept: list[str] = field(default_factory=list)  # ... of which finished earlier from the same inputs (untouched)
     failures: dict = field(default_factory=dict)  # {job folder: message}
     skipped: dict = field(default_factory=dict)  # {model id: why} (missing weights with skip_missing)
     report: Path | None = None
     report_problem: str | None = None
 
 
-def _check_copy(root: Path, study: Study) -> None:
-    """Keep a copy of the study file in the results folder; refuse a folder that holds another study."""
+def _write_copy(root: Path, study: Study) -> None:
+    """Keep a copy of the study file in the results folder (rewritten only when it differs)."""
     copy = root / STUDY_COPY
-    if copy.is_file():
-        from .spec import parse_study
-
-        try:
-            other = parse_study(copy.read_text(encoding="utf-8"), str(copy))
-        except ErftoolsError:
-            other = None
-        if other is not None and other.name != study.name:
-            raise StudyError(f"{root} holds the results of another study ({other.name!r}); choose another results "
-                             "folder")
-    write_text(copy, study.text)
+    if not copy.is_file() or copy.read_text(encoding="utf-8", errors="replace") != study.text:
+        write_text(copy, study.text)
 
 
 def run_study(study: Study, *, results=None, images=None, stimuli=None, weights_files: dict | None = None,
               weights_dir=None, shard: str | tuple | None = None, nproc_per_node: int | None = None,
               device: str | None = None, skip_missing: bool = False, allow_incomplete: bool | None = None,
-              progress: bool = True, report: bool = True, echo: Callable[[str], None] | None = None,
-              on_batch: Callable | None = None, runner: Callable | None = None) -> StudyOutcome:
+              overwrite: bool = False, progress: bool = True, report: bool = True,
+              echo: Callable[[str], None] | None = None, on_batch: Callable | None = None,
+              runner: Callable | None = None) -> StudyOutcome:
     """Run ``study`` (see :mod:`erftools.study.runner`) and return the comparison.
 
     ``images``: the ERF image folder (the ImageNet validation folder; overrides the study's ``images``);
     ``stimuli``: the cue-conflict folder; ``weights_files``: ``{model id: checkpoint path}``; ``weights_dir``: a
     folder holding manually downloaded weights under their expected names; ``shard``: ``"i/n"``, this machine's
     share of the models; ``nproc_per_node``: run each measurement under torchrun with that many processes;
-    ``skip_missing``: run the models whose weights are available and list the others instead of refusing.
+    ``skip_missing``: run the models that pass the checks and list the others instead of refusing;
+    ``overwrite``: accept a study file that differs from the one the results folder was made with, and compute
+    every run (of this shard) again. ``results``: the results folder (anywhere but a system location; the study
+    file's ``results`` must stay inside the working directory: :mod:`erftools.study.folder`).
     ``on_batch`` is passed to the in-process ERF runs (tests use it to interrupt a study); ``runner`` replaces
     ``subprocess.run`` for the torchrun commands (tests).
+
+    Everything is checked before the first model runs (:mod:`erftools.study.checks`); a run that fails for its
+    own reason becomes a ``failed`` row and the others go on.
     """
     echo = echo or (lambda s: None)
-    root = results_dir(study, results)
+    root = results_folder(study, results)
     shard_t = parse_shard(shard) if isinstance(shard, (str, type(None))) else tuple(shard)
     if nproc_per_node is not None and int(nproc_per_node) < 1:
         raise StudyError(f"nproc_per_node must be at least 1 (got {nproc_per_node})")
     check_weights_ids(study, weights_files)
     models = shard_models(study, shard_t)
-    todo = jobs(study, models)
     allow = study.shape_bias.allow_incomplete if study.shape_bias else False
     allow = allow if allow_incomplete is None else bool(allow_incomplete)
-    dev = device or study.device
-
-    # -- everything this shard needs, checked before anything is computed -----------------------------------------
-    problems: list[str] = []
-    img_dir = None
-    if any(j.kind == "erf" for j in todo):
-        img_dir, problem = images_dir(study, images)
-        if problem:
-            problems.append(problem)
-    choices = {m.id: resolve_weights(study, m, weights_files, weights_dir) for m in models}
-    missing = {mid: c.problem for mid, c in choices.items() if c.problem}
-    if missing and not skip_missing:
-        problems += [f"{mid}: {p}" for mid, p in missing.items()]
-    if problems:
-        raise StudyError("the study cannot start:\n  " + "\n  ".join(problems)
-                         + ("\n(skip_missing=True runs the models whose weights are there)" if missing else ""))
-    stimuli_report = None
-    sdir = stimuli_dir(study, stimuli) if any(j.kind == "shape_bias" for j in todo) else None
-    if sdir is not None and (nproc_per_node or 1) <= 1 and any(j.model.id not in missing for j in todo
-                                                               if j.kind == "shape_bias"):
-        from ..shapebias.stimuli import load_stimuli
-
-        stimuli_report = load_stimuli(sdir, allow_incomplete=allow)
-
-    root.mkdir(parents=True, exist_ok=True)
-    _check_copy(root, study)
-    outcome = StudyOutcome(root, [])
-    outcome.skipped = dict(missing)
-    for job in todo:
-        if job.model.id in missing:
-            continue
-        weights = choices[job.model.id].weights
-        out = root / job.folder
-        echo(f"[{job.model.id}] {job.name} -> {out}")
+    single = (nproc_per_node or 1) <= 1
+    pre = preflight(study, models, images=images, stimuli=stimuli, weights_files=weights_files,
+                    weights_dir=weights_dir, allow_incomplete=allow, nproc_per_node=int(nproc_per_node or 1))
+    refusal = cannot_start(pre, skip_missing)
+    if refusal:
+        raise StudyError(refusal)
+    check_folder(root, study, overwrite)  # before the lock: a refused folder gets nothing written into it
+    ctx = _Context(study, root, pre, device or study.device, progress, on_batch, runner, overwrite, allow,
+                   int(nproc_per_node or 1), echo)
+    with study_lock(root, shard_t):
+        check_folder(root, study, overwrite)
+        outcome = StudyOutcome(root, [], skipped={mid: "; ".join(p) for mid, p in pre.model_problems.items()})
+        if record_name(root) != study.name:
+            write_outputs(study, root, outcome, report=False)  # the study record first: the folder is ours
+        _write_copy(root, study)
         try:
-            if nproc_per_node and int(nproc_per_node) > 1:
-                if job.kind == "erf":
-                    cmd = erf_command(study, job, out, weights, img_dir, dev, int(nproc_per_node))
-                else:
-                    cmd = shape_bias_command(study, job, out, weights, sdir, dev, int(nproc_per_node), allow)
-                rc = (runner or _run)(cmd)
-                if rc != 0:
-                    raise ErftoolsError(f"the command exited with status {rc}: {shlex.join(cmd)}")
-            elif job.kind == "erf":
-                _erf_in_process(study, job, out, weights, img_dir, dev, progress, on_batch)
-            else:
-                _shape_bias_in_process(study, job, out, weights, stimuli_report, dev, progress)
-            outcome.ran.append(job.folder)
-        except ErftoolsError as exc:  # one failed run never costs the others
-            outcome.failures[job.folder] = str(exc)
-            echo(f"[{job.model.id}] {job.name} failed: {exc}")
-    write_outputs(study, root, outcome, report=report)
+            for job in jobs(study, models):
+                if job.model.id not in pre.model_problems:
+                    _run_job(ctx, job, outcome, single)
+        except BaseException:
+            write_outputs(study, root, outcome, report=False)  # the table of what is there; then stop
+            raise
+        write_outputs(study, root, outcome, report=report)
     return outcome
+
+
+@dataclass
+class _Context:
+    """What every run of one study session shares."""
+    study: Study
+    root: Path
+    pre: object  # the Preflight
+    device: str
+    progress: bool
+    on_batch: Callable | None
+    runner: Callable | None
+    overwrite: bool
+    allow_incomplete: bool
+    nproc: int
+    echo: Callable
+
+
+def _run_job(ctx: _Context, job: Job, outcome: StudyOutcome, single: bool) -> None:
+    """One run: kept when it finished earlier from the same inputs, else handed to its engine; its own failure
+    is recorded (a ``failed`` row) and the study goes on."""
+    study, pre = ctx.study, ctx.pre
+    weights = pre.choices[job.model.id].weights
+    out = ctx.root / job.folder
+    inputs = job_inputs(study, job, weights, images=pre.images.get(job.sampler), stimuli=pre.stimuli,
+                        stimuli_dir=pre.stimuli_dir, allow_incomplete=ctx.allow_incomplete)
+    if not ctx.overwrite and is_kept(out, job, inputs):
+        ctx.echo(f"[{job.model.id}] {job.name}: finished earlier from the same inputs, kept as it is ({out})")
+        outcome.ran.append(job.folder)
+        outcome.kept.append(job.folder)
+        return
+    ctx.echo(f"[{job.model.id}] {job.name} -> {out}")
+    try:
+        if not single:
+            if job.kind == "erf":
+                cmd = erf_command(study, job, out, weights, pre.img_dir, ctx.device, ctx.nproc)
+            else:
+                cmd = shape_bias_command(study, job, out, weights, pre.stimuli_dir, ctx.device, ctx.nproc,
+                                         ctx.allow_incomplete)
+            if ctx.overwrite:
+                cmd.append("--overwrite")
+            rc = (ctx.runner or _run)(cmd)
+            if rc != 0:
+                raise ErftoolsError(f"the command exited with status {rc}: {shlex.join(cmd)}")
+        elif job.kind == "erf":
+            _erf_in_process(study, job, out, weights, pre.img_dir, ctx.device, ctx.progress, ctx.on_batch,
+                            ctx.overwrite)
+        else:
+            _shape_bias_in_process(study, job, out, weights, pre.stimuli, ctx.device, ctx.progress, ctx.overwrite)
+        remember(out, job, inputs)
+        outcome.ran.append(job.folder)
+    except Exception as exc:  # noqa: BLE001 - one failed run never costs the others
+        message = str(exc) if isinstance(exc, ErftoolsError) else f"{type(exc).__name__}: {exc}"
+        log.debug("run %s failed", job.folder, exc_info=True)
+        outcome.failures[job.folder] = in_study_terms(message, job.model.id)
+        ctx.echo(f"[{job.model.id}] {job.name} failed: {outcome.failures[job.folder]}")
 
 
 def _run(cmd: list[str]) -> int:
@@ -148,7 +176,7 @@ def _run(cmd: list[str]) -> int:
 
 
 def _erf_in_process(study: Study, job: Job, out: Path, weights: str, img_dir: Path | None, device: str,
-                    progress: bool, on_batch) -> dict:
+                    progress: bool, on_batch, overwrite: bool = False) -> dict:
     """As ``erftools erf`` builds and runs a model (so its folder resumes the same either way)."""
     import torch
 
@@ -169,12 +197,12 @@ def _erf_in_process(study: Study, job: Job, out: Path, weights: str, img_dir: Pa
     return run_erf(model, images, out, batch_size=e.batch_size, device=device, conv_backend=e.conv_backend,
                    thresholds=e.thresholds, label=job.label(study), progress=progress, seed=seed,
                    model_kwargs=kwargs, layers=layers, on_batch=on_batch, precision=e.precision,
-                   extra={"model_kwargs": kwargs, "study": {"name": study.name, "model": job.model.id,
+                   allow_low_precision=e.allow_low_precision, overwrite=overwrite, extra={"model_kwargs": kwargs, "study": {"name": study.name, "model": job.model.id,
                                                             "sampler": job.sampler}})
 
 
 def _shape_bias_in_process(study: Study, job: Job, out: Path, weights: str, stimuli, device: str,
-                           progress: bool) -> dict:
+                           progress: bool, overwrite: bool = False) -> dict:
     import torch
 
     from ..models import create_model
@@ -186,32 +214,31 @@ def _shape_bias_in_process(study: Study, job: Job, out: Path, weights: str, stim
     model = create_model(job.model.name, weights, **job.model.model_kwargs)
     return run_model(job.model.name, weights=weights, out=out, stimuli=stimuli, label=job.label(study),
                      batch_size=s.batch_size, device=device, seed=seed, n_boot=s.bootstrap, progress=progress,
-                     model=model, precision=s.precision)
+                     model=model, precision=s.precision, overwrite=overwrite)
 
 
-def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None, report: bool = True) -> list[Row]:
-    """The comparison of every finished run below ``root`` (``study.json``, ``study.md``) and the report."""
-    outcome = outcome or StudyOutcome(root, [])
-    rows = compare(study, root, outcome.failures)
-    outcome.rows = rows
-    record = {"kind": "study", "schema": 1, "name": study.name, "title": study.title,
-              "reference": study.reference, "description": study.description, "study_file": STUDY_COPY,
-              "tolerance": {k: {"abs": t.abs, "rel": t.rel} for k, t in study.tolerance.items()},
-              "measurements": {"erf": None if study.erf is None else {
-                  "num_images": study.erf.num_images, "size": study.erf.size, "samplers": list(study.erf.samplers),
-                  "thresholds": list(study.erf.thresholds), "precision": study.erf.precision},
-                  "shape_bias": None if study.shape_bias is None else {
-                      "precision": study.shape_bias.precision, "batch_size": study.shape_bias.batch_size}},
-              "models": [{"id": m.id, "name": m.name, "label": m.label, "weights": m.weights,
-                          "download": m.download, "note": m.note, "unpublished": m.unpublished,
-                          "runs": [j.folder for j in jobs(study, [m])] if not m.unpublished else [],
-                          "paper": {"erf": {f"{k:g}": v for k, v in (m.paper_erf or {}).items()} or None,
-                                    "erf_source": m.paper_erf_source or None,
-                                    "shape_bias": m.paper_shape_bias,
-                                    "shape_bias_source": m.paper_shape_bias_source or None}}
-                         for m in study.models],
-              "rows": rows_json(rows), "verdicts": summary(rows)}
-    write_json(root / STUDY_RECORD, record)
+def _study_record(study: Study, rows: list[Row]) -> dict:
+    e, sb = study.erf, study.shape_bias
+    return {"kind": "study", "schema": 1, "name": study.name, "title": study.title,
+            "reference": study.reference, "description": study.description, "study_file": STUDY_COPY,
+            "tolerance": {k: {"abs": t.abs, "rel": t.rel} for k, t in study.tolerance.items()},
+            "measurements": {"erf": None if e is None else {
+                "num_images": e.num_images, "size": e.size, "samplers": list(e.samplers),
+                "thresholds": list(e.thresholds), "precision": e.precision,
+                "allow_low_precision": e.allow_low_precision},
+                "shape_bias": None if sb is None else {"precision": sb.precision, "batch_size": sb.batch_size}},
+            "models": [{"id": m.id, "name": m.name, "label": m.label, "weights": m.weights,
+                        "download": m.download, "note": m.note, "unpublished": m.unpublished,
+                        "runs": [j.folder for j in jobs(study, [m])] if not m.unpublished else [],
+                        "paper": {"erf": {f"{k:g}": v for k, v in (m.paper_erf or {}).items()} or None,
+                                  "erf_source": m.paper_erf_source or None,
+                                  "shape_bias": m.paper_shape_bias,
+                                  "shape_bias_source": m.paper_shape_bias_source or None}}
+                       for m in study.models],
+            "rows": rows_json(rows), "verdicts": summary(rows)}
+
+
+def _study_table(study: Study, rows: list[Row]) -> str:
     from ..results import md_text
 
     head = [f"# Study {md_text(study.name)}: {md_text(study.title)}", ""]
@@ -224,8 +251,37 @@ def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None,
         head += [md_text(study.description.strip()), ""]
     head += [f"Tolerances (|ours - paper| <= max(abs, rel x paper)): {tol}.", "",
              f"Figures and the provenance of every run: [{REPORT}]({REPORT}).", ""]
-    write_text(root / STUDY_TABLE, "\n".join(head) + "\n" + markdown_rows(rows) + "\n")
-    if report:
+    return "\n".join(head) + "\n" + markdown_rows(rows) + "\n"
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` (atomically) unless ``path`` holds it already; whether it wrote."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_text(path, text)
+    return True
+
+
+def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None, report: bool = True,
+                  force_report: bool = False) -> list[Row]:
+    """The comparison of every finished run below ``root`` (``study.json``, ``study.md``) and the report.
+
+    A file whose content would not change is not rewritten, and the report is rebuilt only when a run was
+    computed in this session, the comparison changed or the report is missing (or ``force_report``): a rerun of a
+    finished study touches nothing."""
+    import json
+
+    outcome = outcome or StudyOutcome(root, [])
+    rows = compare(study, root, outcome.failures)
+    outcome.rows = rows
+    record = json.dumps(_json_safe(_study_record(study, rows)), indent=2, allow_nan=False) + "\n"
+    changed = _write_if_changed(root / STUDY_RECORD, record)
+    changed |= _write_if_changed(root / STUDY_TABLE, _study_table(study, rows))
+    computed = set(outcome.ran) - set(outcome.kept)
+    if report and (force_report or changed or computed or not (root / REPORT).is_file()):
         from ..report import build_report
         from ..results import ResultError
 
@@ -233,6 +289,8 @@ def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None,
             outcome.report = build_report(root, root / REPORT)
         except ResultError as exc:
             outcome.report_problem = str(exc)
+    elif report:
+        outcome.report = root / REPORT
     return rows
 
 

@@ -9,12 +9,14 @@ reference into the paper data erftools ships: ``table10:<row>`` in ``data/paper_
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._io import ErftoolsError
+from .._limits import bound_problem
 
 MEASUREMENTS = ("erf", "shape_bias")
 SAMPLERS = ("sequential", "random", "stratified")
@@ -60,6 +62,7 @@ class ErfSpec:
     batch_size: int | None = None
     conv_backend: str | None = None
     precision: str = "fp32"
+    allow_low_precision: bool = False  # bf16 is refused at load without it (it moved a square: docs/erf.md)
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,7 @@ def _tomllib():
 
 STUDY_KEYS = ("name", "title", "description", "reference", "results", "device")
 ERF_KEYS = ("images", "num_images", "size", "samplers", "seed", "thresholds", "layers", "batch_size",
-            "conv_backend", "precision")
+            "conv_backend", "precision", "allow_low_precision")
 SB_KEYS = ("stimuli", "allow_incomplete", "batch_size", "seed", "bootstrap", "precision")
 MODEL_KEYS = ("id", "name", "label", "weights", "seed", "model_kwargs", "measure", "download", "note", "paper")
 TOL_KEYS = ("erf", "shape_bias")
@@ -279,9 +282,10 @@ def parse_study(text: str, source: str = "<study>", base_dir: Path | None = None
         ctx.check_keys(t, ("abs", "rel"), ("tolerance", key))
         a = ctx.get(t, "abs", ("tolerance", key), (int, float), 0.0)
         r = ctx.get(t, "rel", ("tolerance", key), (int, float), 0.0)
-        for k, v in (("abs", a), ("rel", r)):
-            if v < 0:
-                raise ctx.error(("tolerance", key, k), f"must be 0 or more (got {v})")
+        for k, v, hi, unit in (("abs", a, TOLERANCE_ABS_MAX[key], TOLERANCE_UNITS[key]),
+                               ("rel", r, 1.0, "(a share of the paper's value)")):
+            if not math.isfinite(v) or not 0 <= v <= hi:
+                raise ctx.error(("tolerance", key, k), f"must be a finite number from 0 to {hi:g} {unit} (got {v})")
         tolerance[key] = Tolerance(float(a), float(r))
 
     models = ctx.get(data, "model", (), list, required=True, what="at least one [[model]] table")
@@ -304,10 +308,18 @@ def parse_study(text: str, source: str = "<study>", base_dir: Path | None = None
                  builtin=builtin)
 
 
-def _positive_int(ctx, table, key, path, default, minimum=1):
+#: the largest tolerance that still means something: the whole image (100 percentage points), the whole range of a
+#: shape bias (1)
+TOLERANCE_ABS_MAX = {"erf": 100.0, "shape_bias": 1.0}
+TOLERANCE_UNITS = {"erf": "percentage points", "shape_bias": "of shape bias"}
+
+
+def _bounded_int(ctx, table, key, path, default, quantity=None):
+    """An integer key within the bounds of :mod:`erftools._limits` (``quantity``, default the key's name)."""
     v = ctx.get(table, key, path, int, default)
-    if v is not None and v < minimum:
-        raise ctx.error(path + (key,), f"must be at least {minimum} (got {v})")
+    problem = None if v is None else bound_problem(quantity or key, v)
+    if problem:
+        raise ctx.error(path + (key,), problem)
     return v
 
 
@@ -333,7 +345,7 @@ def _parse_erf(ctx: _Ctx, data: dict) -> ErfSpec:
     layers = ctx.get(e, "layers", p, (str, list), None)
     if isinstance(layers, list) and not all(isinstance(x, str) and x for x in layers):
         raise ctx.error(p + ("layers",), "a list of module names (strings), or \"stages\"")
-    size = _positive_int(ctx, e, "size", p, 1024, 32)
+    size = _bounded_int(ctx, e, "size", p, 1024)
     backend = ctx.get(e, "conv_backend", p, str, None)
     if backend is not None and backend not in CONV_BACKENDS:
         raise ctx.error(p + ("conv_backend",), f"{backend!r}; choose one of {', '.join(CONV_BACKENDS)}")
@@ -341,9 +353,15 @@ def _parse_erf(ctx: _Ctx, data: dict) -> ErfSpec:
     precision = ctx.get(e, "precision", p, str, "fp32")
     if precision not in ERF_PRECISIONS:
         raise ctx.error(p + ("precision",), f"{precision!r}; choose one of {', '.join(ERF_PRECISIONS)}")
-    return ErfSpec(precision=precision, images=images or None, num_images=_positive_int(ctx, e, "num_images", p, 50), size=size,
-                   samplers=tuple(samplers), seed=ctx.get(e, "seed", p, int, 0), thresholds=tuple(out),
-                   layers=layers, batch_size=_positive_int(ctx, e, "batch_size", p, None), conv_backend=backend)
+    allow_low = ctx.get(e, "allow_low_precision", p, bool, False)
+    if precision == "bf16" and not allow_low:
+        raise ctx.error(p + ("precision",), "'bf16' moved a high-contribution square in erftools' measurements "
+                                            "against float64 (docs/erf.md, Precision); add allow_low_precision = "
+                                            "true to [erf] to accept it (recorded in every run), or use \"fp32\"")
+    return ErfSpec(precision=precision, allow_low_precision=allow_low, images=images or None,
+                   num_images=_bounded_int(ctx, e, "num_images", p, 50), size=size, samplers=tuple(samplers),
+                   seed=_bounded_int(ctx, e, "seed", p, 0), thresholds=tuple(out), layers=layers,
+                   batch_size=_bounded_int(ctx, e, "batch_size", p, None), conv_backend=backend)
 
 
 def _parse_sb(ctx: _Ctx, data: dict) -> ShapeBiasSpec:
@@ -355,9 +373,9 @@ def _parse_sb(ctx: _Ctx, data: dict) -> ShapeBiasSpec:
         raise ctx.error(p + ("precision",), f"{precision!r}; choose one of {', '.join(PRECISIONS)}")
     return ShapeBiasSpec(stimuli=ctx.get(s, "stimuli", p, str, None) or None,
                          allow_incomplete=ctx.get(s, "allow_incomplete", p, bool, False),
-                         batch_size=_positive_int(ctx, s, "batch_size", p, 32),
-                         seed=ctx.get(s, "seed", p, int, 0),
-                         bootstrap=_positive_int(ctx, s, "bootstrap", p, 10_000), precision=precision)
+                         batch_size=_bounded_int(ctx, s, "batch_size", p, 32),
+                         seed=_bounded_int(ctx, s, "seed", p, 0),
+                         bootstrap=_bounded_int(ctx, s, "bootstrap", p, 10_000), precision=precision)
 
 
 def _parse_model(ctx: _Ctx, m: Any, i: int, erf: ErfSpec | None, sb: ShapeBiasSpec | None) -> ModelSpec:
@@ -390,7 +408,7 @@ def _parse_model(ctx: _Ctx, m: Any, i: int, erf: ErfSpec | None, sb: ShapeBiasSp
         if x == "erf" and erf is None or x == "shape_bias" and sb is None:
             raise ctx.error(p + ("measure",), f"{x!r} is measured, but the study has no [{x}] table")
     kwargs = ctx.get(m, "model_kwargs", p, dict, {})
-    seed = ctx.get(m, "seed", p, int, None)
+    seed = _bounded_int(ctx, m, "seed", p, None)
     paper = ctx.get(m, "paper", p, dict, {})
     ctx.check_keys(paper, ("erf", "shape_bias"), p + ("paper",))
     perf, perf_src = _paper_erf(ctx, paper, p + ("paper",), erf)
@@ -426,9 +444,10 @@ def _paper_erf(ctx: _Ctx, paper: dict, p: tuple, erf: ErfSpec | None):
                 thr = float(t)
             except ValueError:
                 thr = -1.0
-            if not 0 < thr <= 1 or isinstance(x, bool) or not isinstance(x, (int, float)):
+            if (not 0 < thr <= 1 or isinstance(x, bool) or not isinstance(x, (int, float))
+                    or not 0 <= x <= 100):
                 raise ctx.error(p + ("erf",), f"{t!r} = {x!r}: keys are thresholds (\"0.2\"), values area ratios "
-                                              "in percent")
+                                              "in percent (finite, 0 to 100)")
             values[thr] = float(x)
         return values, "study file"
     raise ctx.error(p + ("erf",), "expected \"table10:<model>\" or a table of area ratios in percent")

@@ -6,11 +6,11 @@ import sys
 import pytest
 
 from erftools.cli import build_parser
-from erftools.study import load_study, parse_study, run_study
+from erftools.study import load_study, run_study
 from erftools.study.jobs import jobs, parse_shard, resolve_weights, shard_models
 from erftools.study.spec import StudyError
 
-from .conftest import TINY_STUDY
+from .conftest import TINY_STUDY, make_study_dir
 
 
 def test_jobs_folders_and_shards():
@@ -51,11 +51,10 @@ def _after(cmd: list[str], marker: str) -> list[str]:
     return cmd[cmd.index(marker) + 1:]
 
 
-def test_nproc_per_node_runs_each_measurement_under_torchrun(tmp_path):
+def test_nproc_per_node_runs_each_measurement_under_torchrun(tmp_path, cue_conflict):
     """The commands are torchrun over erftools' own CLI, and erftools' parser reads back the study's settings."""
     text = TINY_STUDY.replace("model_kwargs = { layers = [1, 1, 1, 1], channels = [16, 32, 64, 128] }\n", "")
-    text = text.replace('stimuli = "stimuli"', f'stimuli = "{tmp_path.as_posix()}"')
-    st = parse_study(text, "s.toml", tmp_path)
+    st = load_study(make_study_dir(tmp_path, cue_conflict, text))
     commands = []
     outcome = run_study(st, results=tmp_path / "out", nproc_per_node=4, report=False,
                         runner=lambda cmd: commands.append(cmd) or 0)
@@ -71,25 +70,27 @@ def test_nproc_per_node_runs_each_measurement_under_torchrun(tmp_path):
     sb = build_parser().parse_args(commands[1][8:])  # resnet18's shape bias
     assert (sb.command, sb.model, sb.weights, sb.seed, sb.batch_size, sb.bootstrap, sb.allow_incomplete) == \
         ("shape-bias", ["resnet18"], ["random"], 1, 6, 10, True)
-    assert sb.stimuli == str(tmp_path) and sb.out == str(tmp_path / "out" / "resnet18" / "shape-bias")
+    assert sb.stimuli == str(tmp_path / "stimuli") and sb.out == str(tmp_path / "out" / "resnet18" / "shape-bias")
     failed = run_study(st, results=tmp_path / "out", nproc_per_node=2, report=False, runner=lambda cmd: 3)
     assert len(failed.failures) == 4 and "exited with status 3" in failed.failures["resnet18/shape-bias"]
 
 
-def test_model_kwargs_cannot_go_through_torchrun(tmp_path):
-    text = TINY_STUDY.replace('stimuli = "stimuli"', f'stimuli = "{tmp_path.as_posix()}"')
-    st = parse_study(text, "s.toml", tmp_path)
-    outcome = run_study(st, results=tmp_path / "out", nproc_per_node=2, report=False, runner=lambda cmd: 0)
-    assert "model_kwargs" in outcome.failures["replknet/erf-sequential"]
-    assert "resnet18/erf-sequential" not in outcome.failures
+def test_model_kwargs_cannot_go_through_torchrun(tmp_path, cue_conflict):
+    """Known before anything runs: the study is refused (nothing written), or runs the others with skip_missing."""
+    st = load_study(make_study_dir(tmp_path, cue_conflict))
+    with pytest.raises(StudyError, match="replknet: has model_kwargs, which the single commands under torchrun"):
+        run_study(st, results=tmp_path / "out", nproc_per_node=2, report=False, runner=lambda cmd: 0)
+    assert not (tmp_path / "out").exists()
+    outcome = run_study(st, results=tmp_path / "out", nproc_per_node=2, report=False, runner=lambda cmd: 0,
+                        skip_missing=True)
+    assert "model_kwargs" in outcome.skipped["replknet"] and not outcome.failures
 
 
-def test_skip_missing_runs_the_others_and_lists_the_missing(tmp_path, monkeypatch):
+def test_skip_missing_runs_the_others_and_lists_the_missing(tmp_path, monkeypatch, cue_conflict):
     monkeypatch.delenv("ERFTOOLS_WEIGHTS_DIR", raising=False)
     text = TINY_STUDY.replace('weights = "random"\nseed = 4',
                               'download = { url = "https://drive.google.com/file/d/X/view", file = "tiny.pth" }')
-    text = text.replace('stimuli = "stimuli"', f'stimuli = "{tmp_path.as_posix()}"')
-    st = parse_study(text, "s.toml", tmp_path)
+    st = load_study(make_study_dir(tmp_path, cue_conflict, text))
     commands = []
     outcome = run_study(st, results=tmp_path / "out", nproc_per_node=2, report=False, skip_missing=True,
                         runner=lambda cmd: commands.append(cmd) or 0)
@@ -98,11 +99,10 @@ def test_skip_missing_runs_the_others_and_lists_the_missing(tmp_path, monkeypatc
     assert {r.verdict for r in outcome.rows if r.model == "replknet"} == {"missing"}
 
 
-def test_a_results_folder_of_another_study_is_refused(tmp_path):
-    st = parse_study(TINY_STUDY.replace('stimuli = "stimuli"', f'stimuli = "{tmp_path.as_posix()}"'), "s.toml",
-                     tmp_path)
+def test_a_results_folder_of_another_study_is_refused(tmp_path, cue_conflict):
+    st = load_study(make_study_dir(tmp_path, cue_conflict))
     out = tmp_path / "out"
     out.mkdir()
     (out / "study.toml").write_text(TINY_STUDY.replace('name = "tiny"', 'name = "other"'))
     with pytest.raises(StudyError, match="another study \\('other'\\)"):
-        run_study(st, results=out, nproc_per_node=2, report=False, runner=lambda cmd: 0)
+        run_study(st, results=out, nproc_per_node=2, report=False, runner=lambda cmd: 0, skip_missing=True)

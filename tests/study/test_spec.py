@@ -76,7 +76,21 @@ def test_toml_syntax_error_names_the_line():
     ('paper.erf = { "0.2" = 99.0 }', 'paper.erf = "table10:ResNet-18"', "model[1].paper.erf",
      "Table 10 has no row 'ResNet-18'"),
     ('id = "replknet"\n', 'id = "resnet18"\n', "model[2].id", "already the id of model 1"),
-    ("abs = 0.02", "abs = -1", "tolerance.shape_bias.abs", "0 or more"),
+    ("abs = 0.02", "abs = -1", "tolerance.shape_bias.abs", "a finite number from 0 to 1 of shape bias"),
+    # the probes of issue 24: numbers no machine honours, or that make every verdict "agrees"
+    ("abs = 0.02", "abs = inf", "tolerance.shape_bias.abs", "a finite number from 0 to 1 of shape bias (got inf)"),
+    ("abs = 0.5", "abs = nan", "tolerance.erf.abs", "a finite number from 0 to 100 percentage points (got nan)"),
+    ("num_images = 2", "num_images = 1000000000", "erf.num_images", "at most 50,000 (got 1,000,000,000)"),
+    ("size = 64", "size = 1000000", "erf.size", "at most 4,096 (got 1,000,000)"),
+    ("bootstrap = 10", "bootstrap = 1000000000", "shape_bias.bootstrap", "at most 1,000,000"),
+    ("bootstrap = 10", "seed = -1\nbootstrap = 10", "shape_bias.seed", "at least 0 (got -1)"),
+    ("batch_size = 6", "batch_size = 100000", "shape_bias.batch_size", "at most 1,024"),
+    ("seed = 4\n", "seed = 4294967296\n", "model[2].seed", "at most 4,294,967,295"),
+    ('paper.erf = { "0.2" = 99.0 }', 'paper.erf = { "0.2" = nan }', "model[1].paper.erf", "finite, 0 to 100"),
+    ('paper.erf = { "0.2" = 99.0 }', 'paper.erf = { "0.2" = inf }', "model[1].paper.erf", "finite, 0 to 100"),
+    ("paper.shape_bias = 0.0", "paper.shape_bias = nan", "model[1].paper.shape_bias", "a number in [0, 1]"),
+    ('samplers = ["sequential"]', 'precision = "bf16"\nsamplers = ["sequential"]', "erf.precision",
+    "add allow_low_precision = true to [erf]"),
 ])
 def test_semantic_errors_name_the_line_and_key(old, new, key, words):
     text = TINY_STUDY.replace(old, new, 1)
