@@ -131,7 +131,6 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     difference, so the cost of the lower precision is always known.
     """
     import torch
-    from torch.utils.data import DataLoader
 
     from ..models import get_model_info
 
@@ -144,65 +143,24 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
         prepare_for_inference(model, device)
     model = model.to(device).eval()
     dev = torch.device(device)
-    root = Path(root)
     done = dict(done or {})
     bad: list[dict] = []
     check = new_precision_check()
     todo = [s for s in stimuli if s.relpath not in done]
-    workers = default_workers(device) if workers is None else max(0, int(workers))
-    loader = DataLoader(_StimulusImages(todo, root), batch_size=batch_size, shuffle=False,
-                        num_workers=workers if todo else 0, pin_memory=dev.type == "cuda",
-                        persistent_workers=False, prefetch_factor=2 if workers and todo else None)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(stimuli), initial=len(stimuli) - len(todo), unit="img", desc=info.name)
-
-    def forward(x, dtype):
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            logits = model(x)
-        if isinstance(logits, (tuple, list)):
-            logits = logits[0]
-        if logits.ndim != 2 or logits.shape[-1] != NUM_IMAGENET_CLASSES:
-            raise ErftoolsError(_head_message(model, tuple(logits.shape[1:])))
-        return logits.float()
-
+    bar = _progress(progress, len(stimuli), len(stimuli) - len(todo), info.name)
     try:
         with torch.inference_mode():
             start = 0
-            for x in loader:
+            for x in _loader(todo, Path(root), batch_size, workers, dev):
                 batch = todo[start:start + len(x)]
                 start += len(x)
                 x = info.preprocessing.normalize(x.to(dev, non_blocking=True))
-                logits = forward(x, precision)
-                ref = forward(x, "fp32") if precision != "fp32" else None
-                finite = torch.isfinite(logits).all(dim=-1).cpu().tolist()
-                keep = list(range(len(batch)))
-                if not all(finite):
-                    n_nan = torch.isnan(logits).sum(dim=-1).cpu().tolist()
-                    for s, ok, k in zip(batch, finite, n_nan):
-                        if not ok:
-                            reason = (f"non-finite logits ({k} of {logits.shape[-1]} are NaN)" if k else
-                                      "infinite logits")
-                            bad.append({"file": s.relpath, "reason": reason})
-                    keep = [i for i, ok in enumerate(finite) if ok]
-                kept = [batch[i] for i in keep]
-                agg = aggregate_16class(torch.softmax(logits[keep].double(), dim=-1)).cpu().numpy()
-                new = [Decision(s, r, p) for s, r, p in zip(kept, decide(agg), agg)]
-                if ref is not None and keep:
-                    ref_agg = aggregate_16class(torch.softmax(ref[keep].double(), dim=-1)).cpu().numpy()
-                    finite_ref = np.isfinite(ref_agg).all(axis=1)
-                    for d, r, fr, pr in zip(new, decide(ref_agg), finite_ref, ref_agg):
-                        check["compared"] += int(fr)
-                        if fr and r != d.response:
-                            check["changed_decisions"] += 1
-                            check["changed"].append({"file": d.stimulus.relpath, precision: d.response, "fp32": r})
-                    diff = np.abs(agg - ref_agg)[finite_ref]
-                    if diff.size:
-                        check["max_abs_probability_diff"] = max(check["max_abs_probability_diff"], float(diff.max()))
-                for d in new:
-                    done[d.stimulus.relpath] = d
+                logits = _logits(model, x, precision)
+                keep = _finite_rows(batch, logits, bad)
+                new = _decisions([batch[i] for i in keep], logits[keep])
+                if precision != "fp32" and keep:
+                    _compare(new, _logits(model, x, "fp32")[keep], check, precision)
+                done.update((d.stimulus.relpath, d) for d in new)
                 if on_batch is not None:
                     on_batch(new)
                 if bar is not None:
@@ -217,6 +175,78 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     if bad:
         log.warning("%d image(s) gave non-finite logits and get no decision (first: %s)", len(bad), bad[0]["file"])
     return [done[s.relpath] for s in stimuli if s.relpath in done]
+
+
+def _progress(progress: bool, total: int, initial: int, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", desc=desc)
+
+
+def _loader(todo: Sequence[Stimulus], root: Path, batch_size: int, workers: int | None, dev):
+    """Batches of the decoded stimuli (``workers`` processes; pinned memory on CUDA)."""
+    from torch.utils.data import DataLoader
+
+    workers = default_workers(str(dev)) if workers is None else max(0, int(workers))
+    return DataLoader(_StimulusImages(todo, root), batch_size=batch_size, shuffle=False,
+                      num_workers=workers if todo else 0, pin_memory=dev.type == "cuda",
+                      persistent_workers=False, prefetch_factor=2 if workers and todo else None)
+
+
+def _logits(model, x, precision: str):
+    """The model's ImageNet logits of ``x`` in float32 (the forward pass under bf16 autocast for ``bf16``)."""
+    import torch
+
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(x)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    if logits.ndim != 2 or logits.shape[-1] != NUM_IMAGENET_CLASSES:
+        raise ErftoolsError(_head_message(model, tuple(logits.shape[1:])))
+    return logits.float()
+
+
+def _finite_rows(batch: Sequence[Stimulus], logits, bad: list) -> list[int]:
+    """The rows of ``logits`` that are finite; each other one is appended to ``bad`` with its reason."""
+    import torch
+
+    finite = torch.isfinite(logits).all(dim=-1).cpu().tolist()
+    if all(finite):
+        return list(range(len(batch)))
+    n_nan = torch.isnan(logits).sum(dim=-1).cpu().tolist()
+    for s, ok, k in zip(batch, finite, n_nan):
+        if not ok:
+            bad.append({"file": s.relpath, "reason": (f"non-finite logits ({k} of {logits.shape[-1]} are NaN)" if k
+                                                      else "infinite logits")})
+    return [i for i, ok in enumerate(finite) if ok]
+
+
+def _probabilities_16(logits) -> np.ndarray:
+    import torch
+
+    return aggregate_16class(torch.softmax(logits.double(), dim=-1)).cpu().numpy()
+
+
+def _decisions(stimuli: Sequence[Stimulus], logits) -> list[Decision]:
+    agg = _probabilities_16(logits)
+    return [Decision(s, r, p) for s, r, p in zip(stimuli, decide(agg), agg)]
+
+
+def _compare(new: list[Decision], ref_logits, check: dict, precision: str) -> None:
+    """Add to ``check`` the decisions of ``new`` that the fp32 logits ``ref_logits`` decide otherwise, and the
+    largest probability difference."""
+    ref = _probabilities_16(ref_logits)
+    finite_ref = np.isfinite(ref).all(axis=1)
+    for d, r, fr in zip(new, decide(ref), finite_ref):
+        check["compared"] += int(fr)
+        if fr and r != d.response:
+            check["changed_decisions"] += 1
+            check["changed"].append({"file": d.stimulus.relpath, precision: d.response, "fp32": r})
+    diff = np.abs(np.stack([d.probabilities for d in new]) - ref)[finite_ref]
+    if diff.size:
+        check["max_abs_probability_diff"] = max(check["max_abs_probability_diff"], float(diff.max()))
 
 
 def resolve_device(device: str | None) -> str:

@@ -84,93 +84,126 @@ def fetch(dataset: str, dest: str | os.PathLike | None = None, *, base_url: str 
     """
     if mirror is not None and base_url is not None:
         raise ErftoolsError("pass either a base URL or a local mirror folder, not both")
-    files = plan(dataset, base_url)
-    if only is not None:  # a subset (by local relpath)
-        unknown = sorted(set(only) - {rel for rel, _, _ in files})
-        if unknown:
-            raise ErftoolsError(f"not part of {dataset}: {', '.join(unknown[:5])}")
-        files = [f for f in files if f[0] in set(only)]
+    files = _selected(plan(dataset, base_url), only, dataset)
     dest = Path(dest).expanduser() if dest is not None else default_dest(dataset)
     dest.mkdir(parents=True, exist_ok=True)
     report = FetchReport(dataset, dest)
+    todo = _still_to_fetch(files, dest, report)
+    run = _Fetching(report, _fetcher(dataset, dest, mirror, timeout),
+                    _progress(progress and bool(todo), len(files), len(files) - len(todo), dataset))
+    try:
+        if todo:  # one file alone first: offline, the command fails after one attempt, not after hundreds
+            run.record(todo[0][0], *run.one(*todo[0]))
+        if todo[1:] and not (run.unreachable and not run.ok):
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                futures = {pool.submit(run.one, *t): t[0] for t in todo[1:]}
+                for fut in as_completed(futures):
+                    run.record(futures[fut], *fut.result())
+    finally:
+        if run.bar is not None:
+            run.bar.close()
+    report.downloaded.sort()
+    _refuse_missing(run, len(todo), len(files), base_url, mirror)
+    write_text(dest / "SHA256SUMS", "".join(f"{d}  {rel}\n" for rel, _, d in files))
+    log.info("%s: %d files verified in %s (%d downloaded)", dataset, len(files), dest, len(report.downloaded))
+    return report
+
+
+def _selected(files: list, only: list[str] | None, dataset: str) -> list:
+    """``files``, restricted to the local relpaths ``only`` (each must be part of the data set)."""
+    if only is None:
+        return files
+    unknown = sorted(set(only) - {rel for rel, _, _ in files})
+    if unknown:
+        raise ErftoolsError(f"not part of {dataset}: {', '.join(unknown[:5])}")
+    return [f for f in files if f[0] in set(only)]
+
+
+def _still_to_fetch(files: list, dest: Path, report: FetchReport) -> list:
+    """The files not yet in ``dest`` with the right hash (a stale or damaged copy is removed: never trusted)."""
     todo = []
     for rel, url, digest in files:
         target = dest / rel
         if target.is_file() and sha256_file(target) == digest:
             report.already_present.append(rel)
             continue
-        if target.exists():  # a stale or damaged copy: never trusted, fetched again
+        if target.exists():
             log.warning("%s does not match the published SHA-256; downloading it again", target)
             target.unlink()
         todo.append((rel, url, digest))
-    if mirror is not None:
-        mirror = Path(mirror).expanduser()
-        if not mirror.is_dir():
-            raise ErftoolsError(f"the mirror folder {mirror} does not exist or is not a folder")
-        _, prefix, renames = DATASETS[dataset]
-        fetch_one = lambda rel, url, digest: _copy_one(mirror, rel, prefix, renames, dest / rel, digest)  # noqa: E731
-    else:
-        fetch_one = lambda rel, url, digest: _fetch_one(url, dest / rel, digest, timeout)  # noqa: E731
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
+    return todo
 
-        bar = tqdm(total=len(files), initial=len(files) - len(todo), unit="file", desc=dataset)
-    unreachable: dict[str, str] = {}
-    state = {"ok": 0}
-    give_up = threading.Event()
 
-    def one(rel, url, digest) -> tuple[str, str]:
-        if give_up.is_set():
+def _fetcher(dataset: str, dest: Path, mirror, timeout: float):
+    """``fetch(rel, url, digest) -> (kind, message)``: a copy from the local ``mirror``, else a download."""
+    if mirror is None:
+        return lambda rel, url, digest: _fetch_one(url, dest / rel, digest, timeout)
+    mirror = Path(mirror).expanduser()
+    if not mirror.is_dir():
+        raise ErftoolsError(f"the mirror folder {mirror} does not exist or is not a folder")
+    _, prefix, renames = DATASETS[dataset]
+    return lambda rel, url, digest: _copy_one(mirror, rel, prefix, renames, dest / rel, digest)
+
+
+def _progress(progress: bool, total: int, initial: int, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="file", desc=desc)
+
+
+class _Fetching:
+    """The state of one fetch: what was downloaded, what failed, which servers were unreachable; after
+    :data:`MAX_UNREACHABLE` unreachable attempts without any success the remaining files are not tried."""
+
+    def __init__(self, report: FetchReport, fetch_one, bar):
+        self.report, self.fetch_one, self.bar = report, fetch_one, bar
+        self.unreachable: dict[str, str] = {}
+        self.ok = 0
+        self.give_up = threading.Event()
+
+    def one(self, rel, url, digest) -> tuple[str, str]:
+        if self.give_up.is_set():
             return "not tried", ""
-        kind, msg = fetch_one(rel, url, digest)
-        if kind == "unreachable" and not state["ok"] and len(unreachable) + 1 >= MAX_UNREACHABLE:
-            give_up.set()
+        kind, msg = self.fetch_one(rel, url, digest)
+        if kind == "unreachable" and not self.ok and len(self.unreachable) + 1 >= MAX_UNREACHABLE:
+            self.give_up.set()
         return kind, msg
 
-    def record(rel: str, kind: str, msg: str) -> None:
+    def record(self, rel: str, kind: str, msg: str) -> None:
         if kind == "ok":
-            report.downloaded.append(rel)
-            state["ok"] += 1
+            self.report.downloaded.append(rel)
+            self.ok += 1
         elif kind == "unreachable":
-            unreachable[rel] = msg
+            self.unreachable[rel] = msg
         elif kind == "failed":
-            report.failed[rel] = msg
-        if bar is not None and kind != "not tried":
-            bar.update(1)
+            self.report.failed[rel] = msg
+        if self.bar is not None and kind != "not tried":
+            self.bar.update(1)
 
-    try:
-        if todo:  # one file alone first: offline, the command fails after one attempt, not after hundreds
-            record(todo[0][0], *one(*todo[0]))
-        if todo[1:] and not (unreachable and not state["ok"]):
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                futures = {pool.submit(one, *t): t[0] for t in todo[1:]}
-                for fut in as_completed(futures):
-                    record(futures[fut], *fut.result())
-    finally:
-        if bar is not None:
-            bar.close()
-    report.downloaded.sort()
-    missing = len(todo) - len(report.downloaded)
-    if unreachable and not state["ok"]:
-        rel, msg = next(iter(unreachable.items()))
-        raise ErftoolsError(f"{msg.rstrip('. ')}; stopped after {len(unreachable)} attempt(s), no {dataset} file "
-                            f"was downloaded ({missing} missing in {dest}). "
+
+def _refuse_missing(run: _Fetching, n_todo: int, n_files: int, base_url, mirror) -> None:
+    """Raise, naming the files that could not be fetched or verified (the verified ones stay in place)."""
+    report = run.report
+    dataset, dest = report.dataset, report.dest
+    missing = n_todo - len(report.downloaded)
+    if run.unreachable and not run.ok:
+        rel, msg = next(iter(run.unreachable.items()))
+        raise ErftoolsError(f"{msg.rstrip('. ')}; stopped after {len(run.unreachable)} attempt(s), no {dataset} "
+                            f"file was downloaded ({missing} missing in {dest}). "
                             + (HINT if base_url is None else "Check the base URL."))
-    report.failed.update({rel: msg for rel, msg in unreachable.items()})
+    report.failed.update(run.unreachable)
     if missing:
         not_tried = missing - len(report.failed)
         first = sorted(report.failed.items())[:5]
         details = "; ".join(f"{rel}: {msg.rstrip('. ')}" for rel, msg in first)
         more = f" (and {len(report.failed) - len(first)} more)" if len(report.failed) > len(first) else ""
         raise ErftoolsError(
-            f"{missing} of {len(files)} {dataset} files could not be fetched or verified{more}: {details}"
+            f"{missing} of {n_files} {dataset} files could not be fetched or verified{more}: {details}"
             + (f" ({not_tried} not tried after the server became unreachable)" if not_tried else "")
-            + f". The {len(files) - missing} verified files are in {dest}; run the command again to resume."
-            + (" " + HINT if base_url is None and mirror is None and unreachable else ""))
-    write_text(dest / "SHA256SUMS", "".join(f"{d}  {rel}\n" for rel, _, d in files))
-    log.info("%s: %d files verified in %s (%d downloaded)", dataset, len(files), dest, len(report.downloaded))
-    return report
+            + f". The {n_files - missing} verified files are in {dest}; run the command again to resume."
+            + (" " + HINT if base_url is None and mirror is None and run.unreachable else ""))
 
 
 def _fetch_one(url: str, target: Path, digest: str, timeout: float) -> tuple[str, str]:
