@@ -24,12 +24,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ._constants import SAMPLERS  # one owner (re-exported)
 from ._io import ErftoolsError, sha256_strings
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".gif")
-SAMPLERS = ("random", "sequential", "stratified")
 MIN_SIDE = 16  # images with a side below this many pixels are skipped as "tiny"
 
 __all__ = ["IMAGE_EXTENSIONS", "SAMPLERS", "ImageError", "ImageList", "default_image_dir", "find_images",

@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .._constants import CONV_BACKEND_CHOICES, DEVICES, ERF_PRECISIONS, SAMPLERS
 from .._io import ErftoolsError
 
 log = logging.getLogger(__name__)
@@ -47,20 +48,20 @@ def register(subparsers) -> None:
                    help="folder of images, searched recursively (ImageFolder layouts too); default: the bundled "
                         "public-domain photographs")
     p.add_argument("--num-images", type=int, default=50, help="number of images (default 50, as in the paper)")
-    p.add_argument("--sampler", choices=("random", "sequential", "stratified"), default="random",
+    p.add_argument("--sampler", choices=SAMPLERS, default="random",
                    help="random (seeded, default), sequential (first N in folder order, as the official script), "
                         "stratified (one image per class folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random / stratified sampler and of random weights (default 0)")
     p.add_argument("--size", type=int, default=1024, help="input resolution (default 1024)")
     p.add_argument("--batch-size", type=int, default=None, help="images per pass (default: 1 on CPU, 4 on CUDA)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+    p.add_argument("--device", default="auto", choices=DEVICES, help="default: cuda if available")
+    p.add_argument("--precision", default="fp32", choices=ERF_PRECISIONS,
                    help="fp32 (default, the paper's), tf32 (CUDA tensor cores; plain fp32 on CPU) or bf16 (autocast; "
                         "its measured error against float64 is in docs/erf.md; refused without "
                         "--allow-low-precision because it moved a square in those measurements)")
     p.add_argument("--allow-low-precision", action="store_true",
                    help="accept bf16 although its measured error moved a high-contribution square (recorded)")
-    p.add_argument("--conv-backend", default=None, choices=("auto", "native", "fft", "triton"),
+    p.add_argument("--conv-backend", default=None, choices=CONV_BACKEND_CHOICES,
                    help="large-kernel convolution backend of RepLKNet models (default: $ERFTOOLS_CONV_BACKEND, "
                         "else native channels-last on CPU and auto on CUDA)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -126,10 +127,9 @@ def _default_out(model: str, weights: str, size: int) -> Path:
     return Path("results") / "erf" / f"{slug(model)}_{slug(w)}_{size}"
 
 
-def cmd_erf(args) -> int:
-    from ..erf import format_table, model_kwargs_for_size
-    from ..erf.analysis import AreaRatio
-    from ..erf.run import run_erf
+def _erf_inputs(args):
+    """The model, images, output folder and run arguments of ``erftools erf`` (arguments checked first)."""
+    from ..erf import model_kwargs_for_size
     from ..images import select_images
     from ..models import create_model, get_model_info
 
@@ -145,31 +145,27 @@ def cmd_erf(args) -> int:
 
     torch.manual_seed(args.seed)  # random weights: reproducible, and the same in every torchrun process
     model = create_model(args.model, args.weights, **kwargs)
-    info = get_model_info(model)
-    pre = info.preprocessing
+    pre = get_model_info(model).preprocessing
     images = select_images(args.images, args.num_images, args.sampler, args.seed, size=args.size, mean=pre.mean,
                            std=pre.std)
-    out = Path(args.out) if args.out else _default_out(info.name, args.weights, args.size)
-    rank = int(os.environ.get("RANK", "0") or 0)
+    out = Path(args.out) if args.out else _default_out(get_model_info(model).name, args.weights, args.size)
     layers = args.layers if args.layers in (None, "stages") else [x.strip() for x in args.layers.split(",") if x.strip()]
-    common = dict(batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
-                  prepare=not args.no_prepare, conv_backend=args.conv_backend, thresholds=thresholds,
-                  progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers,
-                  precision=args.precision, allow_low_precision=args.allow_low_precision)
     command = "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        record = run_erf(model, images, out, label=args.label, extra={"model_kwargs": kwargs, "command": command},
-                         **common)
-        if args.baseline == "random":
-            from ..erf import random_baseline
-            from ..erf.run import BASELINE_DIR, attach_baseline
+    run_args = dict(batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
+                    prepare=not args.no_prepare, conv_backend=args.conv_backend, thresholds=thresholds,
+                    progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers,
+                    precision=args.precision, allow_low_precision=args.allow_low_precision, label=args.label,
+                    extra={"model_kwargs": kwargs, "command": command})
+    return model, images, out, run_args
 
-            base_model = random_baseline(args.model, args.seed, **kwargs)
-            label = f"{args.label or info.name} (untrained, seed {args.seed})"
-            base_rec = run_erf(base_model, images, out / BASELINE_DIR, label=label,
-                               extra={"model_kwargs": kwargs, "command": command, "baseline_of": ".."}, **common)
-            if rank == 0:
-                record = attach_baseline(out, base_rec)
+
+def cmd_erf(args) -> int:
+    from ..erf.run import run_erf, run_erf_with_baseline
+
+    model, images, out, run_args = _erf_inputs(args)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    try:
+        record = (run_erf_with_baseline if args.baseline == "random" else run_erf)(model, images, out, **run_args)
     except KeyboardInterrupt:
         if rank == 0:
             argv = [a for a in sys.argv[1:] if a not in ("--overwrite",)] or ["erf", "--model", args.model]
@@ -178,8 +174,16 @@ def cmd_erf(args) -> int:
             print(f"\nerftools erf: interrupted. Every finished batch is saved in {out / '.erf_checkpoint'}; "
                   f"continue with the same command:\n  erftools {' '.join(shlex.quote(a) for a in argv)}", file=sys.stderr)
         return 130
-    if rank != 0:
-        return 0
+    if rank == 0:
+        _print_erf(record, args, out)
+    return 0
+
+
+def _print_erf(record: dict, args, out: Path) -> None:
+    """The area-ratio table (with the baseline's), the statistics line and where the run is."""
+    from ..erf import format_table
+    from ..erf.analysis import AreaRatio
+
     def _ratios(rows):
         return [AreaRatio(r["threshold"], r["side"], r["area_ratio"]) for r in rows]
 
@@ -206,7 +210,6 @@ def cmd_erf(args) -> int:
     print(f"{record['num_images']} images at {args.size}x{args.size}{skipped}; "
           f"{t.get('wall_s', 0):.1f} s" + (f" ({per:.2f} s per image)" if per else "") + f"; written to {out}")
     print(f"browse it: erftools dashboard --results {shlex.quote(str(out.parent if args.out is None else out))}")
-    return 0
 
 
 def _save_tables(stem: Path, rows, extra: dict) -> tuple[Path, Path]:
@@ -337,10 +340,8 @@ def cmd_compare(args) -> int:
         records.append(rec or {})
         labels.append(args.labels[i] if args.labels else
                       ((rec or {}).get("label") or (path.name if path.is_dir() else path.stem)))
-    seen: dict[str, int] = {}
     for i, lab in enumerate(labels):  # make duplicate labels distinct
         if labels.count(lab) > 1:
-            seen[lab] = seen.get(lab, 0) + 1
             labels[i] = f"{lab} ({Path(args.paths[i]).name})"
     rows = []
     entries = []

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from .._constants import CONV_BACKEND_CHOICES, SHAPE_BIAS_PRECISIONS
 from .._io import ErftoolsError
 
 DEFAULT_OUT = Path("results") / "shape-bias"
@@ -42,14 +43,14 @@ def register(subparsers) -> None:
                    help="evaluate a subset or modified copy of the stimuli (recorded; not comparable to papers)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default 32)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    p.add_argument("--precision", default="fp32", choices=SHAPE_BIAS_PRECISIONS,
                    help="fp32 (default, the protocol's) or bf16 (autocast; every batch is also run in fp32 and the "
                         "decisions that change are counted in the record)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="image-decoding processes (default: half the cores, at most 8, on CUDA; 1 on CPU)")
     p.add_argument("--no-prepare", action="store_true",
                    help="run the model exactly as built (no re-parameterisation, BN folding or channels-last)")
-    p.add_argument("--conv-backend", default=None, choices=("auto", "native", "fft", "triton"),
+    p.add_argument("--conv-backend", default=None, choices=CONV_BACKEND_CHOICES,
                    help="large-kernel convolution backend of RepLKNet models (default: $ERFTOOLS_CONV_BACKEND, "
                         "else auto)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -76,16 +77,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=main)
 
 
-def main(args) -> int:
-    from ..shapebias import run as sbrun
-    from ..shapebias.reference import get_reference, list_references
-    from ..shapebias.stimuli import load_stimuli
+def _check(args) -> tuple[list, list]:
+    """Refuse bad arguments before anything runs; the references (checked) and the weights per model."""
+    from ..shapebias.reference import get_reference
 
-    if args.list_references:
-        print(f"{'name':28s} {'shape bias':>10s}  label")
-        for r in list_references():
-            print(f"{r['name']:28s} {r['shape_bias']:10.4f}  {r['label']}")
-        return 0
     if not args.model and not args.decisions:
         raise ErftoolsError("nothing to measure: pass --model NAME and/or --decisions FILE.csv "
                             "(or --list-references)")
@@ -103,62 +98,43 @@ def main(args) -> int:
         raise ErftoolsError(f"--weights takes one value for all models or one per model ({len(args.model)})")
     if len(weights) == 1:
         weights = weights * max(1, len(args.model))
-    labels = list(args.label) if args.label else [None] * len(args.model)
-    if len(labels) != len(args.model):
+    if args.label and len(args.label) != len(args.model):
         raise ErftoolsError(f"--label takes one value per model ({len(args.model)})")
+    return refs, weights
 
+
+def main(args) -> int:
+    from ..shapebias import run as sbrun
+    from ..shapebias.reference import list_references
+    from ..shapebias.stimuli import load_stimuli
+
+    if args.list_references:
+        print(f"{'name':28s} {'shape bias':>10s}  label")
+        for r in list_references():
+            print(f"{r['name']:28s} {r['shape_bias']:10.4f}  {r['label']}")
+        return 0
+    refs, weights = _check(args)
     dms = []
     if args.decisions:
         dms = sbrun.load_decision_makers(args.decisions, pool_humans=not args.no_pool_humans,
                                          keep_individuals=args.individual_subjects)
-    n_runs = len(args.model) + len(dms)
-    single = n_runs == 1
     stimuli = None
     if args.model:
         stimuli = load_stimuli(args.stimuli, allow_incomplete=args.allow_incomplete)
         if not stimuli.ok:
             print(f"warning: non-standard stimuli ({stimuli.problems(limit=3)}); results are not comparable to "
                   "published values", file=sys.stderr)
-    records, folders, used = [], [], set()
-    rank = int(os.environ.get("RANK", "0") or 0)
-
-    def folder_for(label: str) -> Path:
-        if single:
-            return Path(args.out) if args.out else DEFAULT_OUT / sbrun.slug(label)
-        name = sbrun.slug(label)
-        k = 2
-        while name in used:
-            name, k = f"{sbrun.slug(label)}-{k}", k + 1
-        used.add(name)
-        return (Path(args.out) if args.out else DEFAULT_OUT) / name
-
-    for name, w, label in zip(args.model, weights, labels):
-        from ..models import resolve
-
-        entry, _ = resolve(name)
-        out = folder_for(label or entry.name)
-        rec = sbrun.run_model(name, weights=w, out=out, stimuli=stimuli, label=label, batch_size=args.batch_size,
-                              device=args.device, seed=args.seed, n_boot=args.bootstrap, references=refs,
-                              progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
-                              conv_backend=args.conv_backend, precision=args.precision,
-                              prepare=not args.no_prepare, workers=args.workers)
-        records.append(rec)
-        folders.append(out)
-        if rank == 0:
-            _print_summary(rec, out)
-    if rank != 0:
-        return 0  # torchrun: rank 0 analyses decision files and writes the combined plots
-    for dm in dms:
-        out = folder_for(dm.label)
-        rec = sbrun.run_decision_maker(dm, out=out, stimuli_dir=args.stimuli, seed=args.seed,
-                                       n_boot=args.bootstrap, references=refs, overwrite=args.overwrite)
-        records.append(rec)
-        folders.append(out)
-        _print_summary(rec, out)
-    if not single:
-        top = Path(args.out) if args.out else DEFAULT_OUT
-        sbrun.write_combined(top, records, [str(f.relative_to(top)) for f in folders], references=refs)
+    models = list(zip(args.model, weights, list(args.label) if args.label else [None] * len(args.model)))
+    _records, folders, top = sbrun.run_many(
+        models, dms, out=args.out, default_out=DEFAULT_OUT, stimuli=stimuli, stimuli_dir=args.stimuli,
+        seed=args.seed, n_boot=args.bootstrap, references=refs, overwrite=args.overwrite, on_result=_print_summary,
+        batch_size=args.batch_size, device=args.device, progress=not args.no_progress, resume=args.resume,
+        conv_backend=args.conv_backend, precision=args.precision, prepare=not args.no_prepare, workers=args.workers)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0
+    if top is not None:
         print(f"combined plots: {top / sbrun.PLOT_MATRIX}, {top / sbrun.PLOT_BARS}")
+    single = top is None
     browse = (Path(args.out) if args.out else DEFAULT_OUT) if not single or args.out else folders[0].parent
     print(f"browse it: erftools dashboard --results {browse}")
     return 0

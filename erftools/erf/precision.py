@@ -13,6 +13,7 @@ import logging
 import torch
 import torch.nn as nn
 
+from .._constants import ERF_PRECISIONS
 from .._io import ErftoolsError
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,7 @@ __all__ = ["PRECISIONS", "MEASURED_ERRORS", "check_precision", "check_allowed", 
            "precision_context", "autocast", "warn_precision", "default_channels_last", "model_dtype"]
 
 
-#: the ERF's arithmetic: ``fp32`` (the paper's, the default), ``tf32`` (CUDA tensor cores' 10-bit-mantissa inputs
-#: for convolutions and matrix products), ``bf16`` (autocast of the forward pass to bfloat16). See docs/erf.md,
-#: "Precision", for each one's measured error against float64.
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = ERF_PRECISIONS  # one owner: erftools._constants
 
 
 #: each precision's error against float64, measured on CPU by benchmarks/erf_precision.py (random weights; RepLKNet-31B

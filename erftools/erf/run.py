@@ -56,8 +56,8 @@ FINGERPRINT_KEYS = ("model", "arch", "weights", "weights_sha256", "parameters_sh
 #: the ERF under the run-folder protocol
 ERF_RUN = _runfolder.RunKind("erf", "ERF", "an interrupted ERF run", FINGERPRINT_KEYS)
 
-__all__ = ["run_erf", "load_matrix", "read_run", "CHECKPOINT_DIR", "fingerprint", "attach_baseline",
-           "layer_file_stem"]
+__all__ = ["run_erf", "run_erf_with_baseline", "load_matrix", "read_run", "CHECKPOINT_DIR", "fingerprint",
+           "attach_baseline", "layer_file_stem"]
 
 
 def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int | None = None,
@@ -468,3 +468,23 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
                 extra=extra, on_batch=on_batch)
     with _runfolder.held(run.out, run.dist, run.device, "ERF run", on_failure=functools.partial(_clean_up, run)):
         return _run_steps(run, resume, overwrite)
+
+
+def run_erf_with_baseline(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, seed: int = 0,
+                          label: str | None = None, extra: dict | None = None, model_kwargs: dict | None = None,
+                          **kwargs) -> dict:
+    """:func:`run_erf`, then the untrained baseline: the same architecture with seeded random weights
+    (:func:`erftools.erf.random_baseline`, ``seed``) on the same images, in ``out_dir/baseline`` (its record has
+    ``baseline_of: ".."``), summarised in the main record (:func:`attach_baseline`, by rank 0). Returns the main
+    record; the other arguments are :func:`run_erf`'s."""
+    from ..models import get_model_info
+    from .baseline import random_baseline
+
+    record = run_erf(model, images, out_dir, label=label, extra=extra, seed=seed, model_kwargs=model_kwargs,
+                     **kwargs)
+    info = get_model_info(model)
+    base_model = random_baseline(info.name, seed, **(model_kwargs or {}))
+    base_rec = run_erf(base_model, images, Path(out_dir) / BASELINE_DIR,
+                       label=f"{label or info.name} (untrained, seed {seed})",
+                       extra=dict(extra or {}, baseline_of=".."), seed=seed, model_kwargs=model_kwargs, **kwargs)
+    return attach_baseline(out_dir, base_rec) if Dist().rank == 0 else record

@@ -28,6 +28,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from .._constants import CONV_BACKENDS
 from . import _cuda_table, _triton
 
 __all__ = ["BACKENDS", "ENV_VAR", "FFT_MIN_K_CPU", "SMALL_K", "available_backends", "resolve_backend",
@@ -36,7 +37,7 @@ __all__ = ["BACKENDS", "ENV_VAR", "FFT_MIN_K_CPU", "SMALL_K", "available_backend
 
 log = logging.getLogger("erftools.ops")
 
-BACKENDS = ("native", "fft", "triton")
+BACKENDS = CONV_BACKENDS  # one owner: erftools._constants
 ENV_VAR = "ERFTOOLS_CONV_BACKEND"
 
 #: kernels up to this size always stay native (PyTorch/oneDNN/cuDNN are fast there; RepLKNet's 5x5 branch)

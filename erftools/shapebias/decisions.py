@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .._constants import SHAPE_BIAS_PRECISIONS
 from .._io import ErftoolsError
 from .categories import CATEGORIES, NUM_IMAGENET_CLASSES, imagenet_indices
 from .stimuli import Stimulus, load_image
@@ -77,7 +78,7 @@ class Decision:
     probabilities: np.ndarray  # (16,) float64
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = SHAPE_BIAS_PRECISIONS  # one owner: erftools._constants
 
 
 def new_precision_check() -> dict:

@@ -573,6 +573,68 @@ def _run_decision_maker(dm: DecisionMaker, out: Path, stimuli_dir, seed: int, n_
     return _finish(out, record, references)
 
 
+# -------------------------------------------------------------------------------------------- several makers
+class _Folders:
+    """Run folders for ``n`` decision makers: ``out`` itself for one (default ``default/<slug>``), else one
+    sub-folder of ``out`` (default ``default``) per maker, named by its slug (``-2``, ``-3`` for repeats)."""
+
+    def __init__(self, out: str | os.PathLike | None, default: Path, n: int):
+        self.top, self.single, self.used = Path(out) if out else default, n == 1, set()
+        self.out = out
+
+    def __call__(self, label: str) -> Path:
+        if self.single:
+            return Path(self.out) if self.out else self.top / slug(label)
+        name, k = slug(label), 2
+        while name in self.used:
+            name, k = f"{slug(label)}-{k}", k + 1
+        self.used.add(name)
+        return self.top / name
+
+
+def run_many(models: Sequence[tuple[str, str, str | None]], decision_makers: Sequence[DecisionMaker], *,
+             out: str | os.PathLike | None, default_out: Path, stimuli: StimuliReport | None = None,
+             stimuli_dir: str | os.PathLike | None = None, seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOTSTRAP,
+             references: Sequence[str] = ("humans",), overwrite: bool = False, on_result=None,
+             **model_kwargs) -> tuple[list[dict], list[Path], Path | None]:
+    """Several decision makers, each in its run folder (:class:`_Folders`): every ``(name, weights, label)`` of
+    ``models`` evaluated (:func:`run_model`, ``model_kwargs`` its other arguments), then every decision maker
+    analysed (rank 0; :func:`run_decision_maker`), then for more than one the combined plots at the top
+    (:func:`write_combined`). ``on_result(record, folder)`` is called after each (rank 0). Returns the records, the
+    folders and the top folder of the combined plots (None for one maker; on ranks other than 0 the lists hold
+    the model runs only)."""
+    from .._dist import Dist
+
+    folder_for = _Folders(out, default_out, len(models) + len(decision_makers))
+    records, folders = [], []
+    rank = Dist().rank
+    for name, weights, label in models:
+        from ..models import resolve
+
+        folder = folder_for(label or resolve(name)[0].name)
+        rec = run_model(name, weights=weights, out=folder, stimuli=stimuli, label=label, seed=seed, n_boot=n_boot,
+                        references=references, overwrite=overwrite, **model_kwargs)
+        records.append(rec)
+        folders.append(folder)
+        if rank == 0 and on_result is not None:
+            on_result(rec, folder)
+    if rank != 0:
+        return records, folders, None  # torchrun: rank 0 analyses decision files and writes the combined plots
+    for dm in decision_makers:
+        folder = folder_for(dm.label)
+        rec = run_decision_maker(dm, out=folder, stimuli_dir=stimuli_dir, seed=seed, n_boot=n_boot,
+                                 references=references, overwrite=overwrite)
+        records.append(rec)
+        folders.append(folder)
+        if on_result is not None:
+            on_result(rec, folder)
+    if folder_for.single:
+        return records, folders, None
+    write_combined(folder_for.top, records, [str(f.relative_to(folder_for.top)) for f in folders],
+                   references=references)
+    return records, folders, folder_for.top
+
+
 # ------------------------------------------------------------------------------------------------ outputs
 def reference_entries(names: Sequence[str]) -> list[dict]:
     out = []

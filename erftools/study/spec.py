@@ -15,15 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._constants import CONV_BACKEND_CHOICES as CONV_BACKENDS  # one owner of each choice
+from .._constants import DEVICES, ERF_PRECISIONS, SAMPLERS  # noqa: F401
+from .._constants import SHAPE_BIAS_PRECISIONS as PRECISIONS
 from .._io import ErftoolsError
 from .._limits import bound_problem
 
 MEASUREMENTS = ("erf", "shape_bias")
-SAMPLERS = ("sequential", "random", "stratified")
-PRECISIONS = ("fp32", "bf16")  # shape bias
-ERF_PRECISIONS = ("fp32", "tf32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
-CONV_BACKENDS = ("auto", "native", "fft", "triton")
 BUNDLED = "bundled"  # images = "bundled": the photographs shipped with erftools
 UNPUBLISHED = "unpublished"  # weights = "unpublished": listed, never run
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
