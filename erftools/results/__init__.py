@@ -26,6 +26,7 @@ Modules (``docs/results.md``):
 * :mod:`~erftools.results.maintenance`: shrinking matrices and portable example copies (the only writer);
 * :mod:`~erftools.results.text`: text from result files shown safely (Markdown, matplotlib).
 """
+# ruff: noqa: F401  (the names beyond __all__ stay importable from here for the readers that use them)
 from __future__ import annotations
 
 from .records import (COMBINED_KIND, ERF_CHECKPOINT, ERF_FIGURE, ERF_KIND, ERF_MATRIX, ERF_RECORD, HUMAN, HUMANS,
@@ -41,15 +42,10 @@ from .store import (ENV_RESULTS, STUDY_KIND, STUDY_RECORD, VERDICTS, Interrupted
                     stimulus_path)
 from .text import md_code, md_text, plot_text
 
+#: what a user calls (the file names, kinds and helpers stay importable from their modules and from here)
 __all__ = [
-    "STUDY_KIND", "STUDY_RECORD", "VERDICTS", "StudyModel", "StudyResult", "StudyRow", "find_studies", "read_study",
-    "is_baseline_run", "layer_entries", "layer_entry", "layer_matrix_name", "load_baseline", "load_layer_matrix",
-    "COMBINED_KIND", "ENV_RESULTS", "ERF_CHECKPOINT", "ERF_FIGURE", "Interrupted", "RESUME_STATE", "SB_PARTIAL",
-    "find_interrupted", "slug", "ERF_KIND", "ERF_MATRIX", "ERF_RECORD", "HUMAN", "HUMANS",
-    "MAKER_KINDS", "MODEL", "NETWORK", "PUBLISHED", "RECORD_FILES", "RECORD_TYPES", "SB_COMBINED", "SB_DECISIONS",
-    "SB_KIND", "SB_RECORD", "SCHEMA", "ErfRecord", "Listing", "Record", "ResultError", "Run", "ShapeBiasRecord",
-    "base_record", "block_reduce", "checked_path", "default_results_dir", "display_path", "find_runs", "list_runs",
-    "load_decisions", "load_erf_matrix", "load_record", "load_run", "maker_kind", "md_code", "md_text",
-    "plot_text", "read_json_record", "read_record", "record_from_dict", "results_root", "safe_path", "scan",
-    "source_root", "stimuli_dir_for", "stimulus_path", "validate",
+    "ErfRecord", "ShapeBiasRecord", "Record", "ResultError", "Run", "Listing", "StudyResult",
+    "find_runs", "list_runs", "load_run", "read_record", "load_record", "read_study", "find_studies",
+    "find_interrupted", "load_erf_matrix", "load_layer_matrix", "layer_entries", "load_baseline", "load_decisions",
+    "results_root", "default_results_dir", "checked_path", "display_path", "maker_kind", "slug",
 ]
