@@ -4,7 +4,7 @@ import pytest
 from erftools.erf import area_ratios, format_table, normalize, radial_profile
 from erftools.erf.analysis import AreaRatio, EmptyErfWarning
 
-from _erf_helpers import fixture_data
+from ._erf_helpers import fixture_data
 
 
 def test_area_ratios_reproduce_official_analysis(shared):

@@ -5,7 +5,7 @@ import numpy as np
 from erftools.cli import main
 from erftools.results import ERF_FIGURE, ERF_MATRIX, read_record
 
-from _erf_helpers import CONVERTED, SKIPPED, fixture_data, write_problem_images
+from ._erf_helpers import CONVERTED, SKIPPED, fixture_data, write_problem_images
 
 TINY = ["--weights", "random", "--size", "64", "--num-images", "2", "--no-progress"]
 

@@ -6,7 +6,7 @@ import torch.nn as nn
 from erftools import ErftoolsError
 from erftools.erf import area_ratios, compute_erf, feature_map
 
-from _erf_helpers import fixture_data, fixture_model, tiny_resnet
+from ._erf_helpers import fixture_data, fixture_model, tiny_resnet
 
 
 def _close(a, ref, rel=1e-5):

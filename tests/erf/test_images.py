@@ -5,7 +5,7 @@ import torch
 from erftools import ErftoolsError
 from erftools.images import (ImageError, default_image_dir, find_images, load_image, sample_images, select_images)
 
-from _erf_helpers import write_image, write_truncated_jpeg
+from ._erf_helpers import write_image, write_truncated_jpeg
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch.nn as nn
 from erftools import ErftoolsError
 from erftools.erf import area_ratios, compute_erf, compute_erfs, expand_layers, stage_layers
 
-from _erf_helpers import fixture_data, fixture_model, tiny_resnet
+from ._erf_helpers import fixture_data, fixture_model, tiny_resnet
 
 GOLDEN = Path(__file__).parent / "data" / "replknet_tiny_stages.npz"
 

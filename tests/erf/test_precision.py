@@ -13,7 +13,7 @@ from erftools.erf import area_ratios, compute_erf, compute_erfs
 from erftools.erf import batching as B
 from erftools.erf import compute as C
 
-from _erf_helpers import fixture_data, fixture_model
+from ._erf_helpers import fixture_data, fixture_model
 
 #: bf16 against float64 on the tiny fixture, measured by benchmarks/erf_precision.py (reports/benchmarks/
 #: erf_precision.md): 1.42e-1 max-relative. bfloat16 keeps 8 mantissa bits, so the forward pass flips the sign of

@@ -12,7 +12,7 @@ from erftools.erf.run import CHECKPOINT_DIR, run_erf
 from erftools.images import select_images
 from erftools.results import ERF_FIGURE, ERF_MATRIX, ERF_RECORD, find_runs, read_record
 
-from _erf_helpers import fixture_model
+from ._erf_helpers import fixture_model
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64
@@ -107,7 +107,7 @@ def test_resume_refuses_other_settings_and_guards_finished_runs(shared, tmp_path
 
 
 def test_unreadable_images_are_skipped_with_reasons(shared, tmp_path):
-    from _erf_helpers import CONVERTED, SKIPPED, write_problem_images
+    from ._erf_helpers import CONVERTED, SKIPPED, write_problem_images
 
     folder = write_problem_images(tmp_path / "imgs")
     images = select_images(folder, 10, "sequential", size=SIZE)

@@ -12,7 +12,7 @@ from erftools.erf.run import CHECKPOINT_DIR, GROWTH_FIGURE, run_erf
 from erftools.images import select_images
 from erftools.results import ERF_MATRIX, read_record
 
-from _erf_helpers import fixture_model
+from ._erf_helpers import fixture_model
 
 SIZE = 64
 STAGES = ["stages.0", "stages.1", "stages.2", "stages.3"]

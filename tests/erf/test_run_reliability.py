@@ -15,7 +15,7 @@ from erftools.erf.run import CHECKPOINT_DIR, load_matrix, run_erf
 from erftools.images import find_images, select_images
 from erftools.results import ERF_MATRIX, ERF_RECORD
 
-from _erf_helpers import tiny_resnet, write_image
+from ._erf_helpers import tiny_resnet, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 48

@@ -7,7 +7,7 @@ import torch.nn as nn
 from erftools.erf.statistics import erf_statistics
 from erftools.erf.theoretical import theoretical_rf
 
-from _erf_helpers import fixture_model, tiny_resnet
+from ._erf_helpers import fixture_model, tiny_resnet
 
 
 def test_plain_stack_with_stride_and_dilation():
