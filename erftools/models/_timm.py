@@ -13,17 +13,13 @@ or re-parameterised).
 """
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
 
 from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from .._io import ErftoolsError
 from ._registry import REGISTRY, ModelEntry, WeightSource
-from ._weights import convert_replknet_keys, describe_mismatch, hub_checkpoint_path, is_reparameterized, \
-    unwrap_state_dict
+from ._weights import convert_replknet_keys, describe_mismatch, fetch_url, is_reparameterized, unwrap_state_dict
 from .replknet import CONFIGS, DepthwiseConv2d, RepLKNet, ScriptableDepthwiseConv2d
 
 __all__ = ["default_cfgs", "checkpoint_filter_fn", "timm_name", "timm_tag"]
@@ -113,15 +109,6 @@ def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict:
     return sd
 
 
-def _fetch(url: str, sha256: str | None, cache_dir) -> Path:
-    from .._download import download
-
-    dest = Path(cache_dir) / os.path.basename(url.split("?")[0]) if cache_dir else hub_checkpoint_path(url)
-    return download(url, dest, sha256=sha256, progress=True,
-                    offline_hint="Offline, pass a local file: timm.create_model(name, pretrained=True, "
-                                 "pretrained_cfg_overlay=dict(file=PATH)).")
-
-
 def _resolve_weights_file(variant: str, kwargs: dict) -> None:
     """For ``pretrained=True`` from a URL: download it with erftools' hash check and hand timm the local file."""
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get("pretrained_cfg"),
@@ -131,10 +118,9 @@ def _resolve_weights_file(variant: str, kwargs: dict) -> None:
     src = _SOURCES.get((variant, cfg.tag or ""))
     if cfg.url:
         sha = src.sha256 if src is not None and src.url == cfg.url else None  # else: from the file name
-        if sha is None:
-            m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$", os.path.basename(str(cfg.url).split("?")[0]))
-            sha = m.group(1) if m else None
-        path = _fetch(str(cfg.url), sha, kwargs.get("cache_dir"))
+        path = fetch_url(str(cfg.url), sha, cache_dir=kwargs.get("cache_dir"),
+                         offline_hint="Offline, pass a local file: timm.create_model(name, pretrained=True, "
+                                      "pretrained_cfg_overlay=dict(file=PATH)).")
         kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(path))
     elif src is not None and src.manual:
         raise ErftoolsError(f"the {src.description} weights of {variant} are only on Google Drive/Baidu "

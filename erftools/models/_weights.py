@@ -122,15 +122,24 @@ def hub_checkpoint_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
 
 
-def fetch_url(url: str, sha256: str | None = None) -> Path:
+#: what to do offline, said when a download fails
+OFFLINE_HINT = ("Download the file on a machine with network access and pass its local path (--weights PATH), or use "
+                "--weights random for an untrained model.")
+
+
+def fetch_url(url: str, sha256: str | None = None, *, cache_dir: str | os.PathLike | None = None,
+              offline_hint: str = OFFLINE_HINT) -> Path:
+    """The local copy of a checkpoint URL (downloaded once, verified): ``sha256`` or, by torch hub's naming
+    convention (``name-<sha256 prefix>.ext``), the prefix in the file name; cached in ``cache_dir`` or torch hub's
+    checkpoints folder. The one download path of :func:`erftools.create_model` and the timm integration."""
     from .._download import download
 
-    if sha256 is None:  # torch hub naming convention: name-<sha256 prefix>.ext
-        m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$", os.path.basename(url.split("?")[0]))
+    name = os.path.basename(url.split("?")[0])
+    if sha256 is None:
+        m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$", name)
         sha256 = m.group(1) if m else None
-    return download(url, hub_checkpoint_path(url), sha256=sha256, progress=True,
-                    offline_hint="Download the file on a machine with network access and pass its local path "
-                                 "(--weights PATH), or use --weights random for an untrained model.")
+    dest = Path(cache_dir) / name if cache_dir else hub_checkpoint_path(url)
+    return download(url, dest, sha256=sha256, progress=True, offline_hint=offline_hint)
 
 
 def file_digest(path: str | os.PathLike) -> str:
