@@ -371,6 +371,7 @@ class ShapeBiasRecord(Record):
     plots: list | None = _opt(_LIST)
     references: list | None = _opt(_LIST)
     plots_removed: str | None = _opt(_TEXT)
+    error_consistency: dict | None = _opt(_DICT)  # kappa against human observers (shapebias.consistency)
 
     @property
     def maker_kind(self) -> str:

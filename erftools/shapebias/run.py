@@ -40,6 +40,7 @@ from .._io import ErftoolsError, atomic_path, sha256_file, sha256_strings, write
 from .._lock import run_lock
 from .analysis import (DEFAULT_BOOTSTRAP, DEFAULT_SEED, DecisionMaker, analyse_decision_maker,
                        group_decision_makers, read_decisions)
+from . import consistency
 from .categories import CATEGORIES
 from .decisions import (PRECISIONS, Decision, decision_rows, evaluate, prepare_for_inference, resolve_device,
                         write_rows)
@@ -290,7 +291,8 @@ def _model_record(run: _ModelRun, decisions: list, nonfinite: list, check: dict,
         timing={"seconds": None if seconds is None else round(seconds, 3),
                 "images_per_second": None if not seconds else round(len(decisions) / seconds, 2),
                 "reused_decisions": seconds is None},
-        num_nonfinite=len(nonfinite), nonfinite=nonfinite, published=pub, fingerprint=run.fingerprint, **analysis)
+        num_nonfinite=len(nonfinite), nonfinite=nonfinite, published=pub, fingerprint=run.fingerprint,
+        error_consistency=consistency.write_run(out, label, rows, results.MODEL), **analysis)
     refs = list(opts["references"])
     if pub and pub["name"] not in refs:
         refs.append(pub["name"])  # the paper's value for these weights, drawn next to ours
@@ -544,17 +546,20 @@ def known_file_labels(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
 
 def run_decision_maker(dm: DecisionMaker, *, out: str | os.PathLike, stimuli_dir: str | os.PathLike | None = None,
                        seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOTSTRAP,
-                       references: Sequence[str] = ("humans",), overwrite: bool = False) -> dict:
+                       references: Sequence[str] = ("humans",), overwrite: bool = False,
+                       observers: Sequence | None = None) -> dict:
     """Analyse existing per-trial decisions (ours, model-vs-human's, or the human data) into a run folder.
 
-    A finished run of another decision maker in ``out`` is only replaced with ``overwrite``."""
+    A finished run of another decision maker in ``out`` is only replaced with ``overwrite``. ``observers``: the
+    human observers of the error consistency (:func:`erftools.shapebias.consistency.observers_for`; default the
+    shipped ones)."""
     out = Path(out)
     with run_lock(out, what="shape-bias analysis"):
-        return _run_decision_maker(dm, out, stimuli_dir, seed, n_boot, references, overwrite)
+        return _run_decision_maker(dm, out, stimuli_dir, seed, n_boot, references, overwrite, observers)
 
 
 def _run_decision_maker(dm: DecisionMaker, out: Path, stimuli_dir, seed: int, n_boot: int,
-                        references: Sequence[str], overwrite: bool) -> dict:
+                        references: Sequence[str], overwrite: bool, observers=None) -> dict:
     fingerprint = {"label": dm.label, "kind": dm.kind, "members": list(dm.members),
                    "decisions_sha256": sha256_strings(sorted(sha256_file(f) for f in dm.files))}
     _runfolder.RunFolder(out, SB_RUN, fingerprint, overwrite=overwrite).decide(None)  # refuses another run's
@@ -569,7 +574,8 @@ def _run_decision_maker(dm: DecisionMaker, out: Path, stimuli_dir, seed: int, n_
         stimuli={"dir": str(Path(stimuli_dir).resolve()) if stimuli_dir else None, "sha256": manifest_sha256(),
                  "note": "decisions refer to the standard cue-conflict set; image file = <dir>/<category>/<the "
                          "part of imagename after its last '_'>"},
-        fingerprint=fingerprint, **analysis)
+        fingerprint=fingerprint, error_consistency=consistency.write_run(out, dm.label, dm.rows, dm.kind, observers),
+        **analysis)
     return _finish(out, record, references)
 
 
@@ -620,18 +626,22 @@ def run_many(models: Sequence[tuple[str, str, str | None]], decision_makers: Seq
             on_result(rec, folder)
     if rank != 0:
         return records, folders, None  # torchrun: rank 0 analyses decision files and writes the combined plots
+    observers = consistency.observers_for([dm.rows for dm in decision_makers])  # None: the shipped observers
     for dm in decision_makers:
         folder = folder_for(dm.label)
         rec = run_decision_maker(dm, out=folder, stimuli_dir=stimuli_dir, seed=seed, n_boot=n_boot,
-                                 references=references, overwrite=overwrite)
+                                 references=references, overwrite=overwrite, observers=observers)
         records.append(rec)
         folders.append(folder)
         if on_result is not None:
             on_result(rec, folder)
     if folder_for.single:
         return records, folders, None
+    ec = consistency.write_matrix(folder_for.top, [
+        (r["label"], read_decisions(f / results.SB_DECISIONS), r.get("decision_maker_kind") or results.MODEL)
+        for r, f in zip(records, folders)], observers)  # every pair above the runs
     write_combined(folder_for.top, records, [str(f.relative_to(folder_for.top)) for f in folders],
-                   references=references)
+                   references=references, error_consistency=ec)
     return records, folders, folder_for.top
 
 
@@ -664,8 +674,9 @@ def _finish(out: Path, record: results.ShapeBiasRecord, references: Sequence[str
 
 
 def write_combined(out: str | os.PathLike, records: Sequence[dict], folders: Sequence[str],
-                   references: Sequence[str] = ("humans",)) -> dict:
-    """The combined plots of several decision makers at the top of ``out`` and ``combined.json`` (an index)."""
+                   references: Sequence[str] = ("humans",), error_consistency: dict | None = None) -> dict:
+    """The combined plots of several decision makers at the top of ``out`` and ``combined.json`` (an index;
+    ``error_consistency``: the summary of :func:`erftools.shapebias.consistency.write_matrix`)."""
     out = Path(out)
     entries = [entry_from_record(r) for r in records]
     labels = {e["label"] for e in entries}
@@ -677,6 +688,8 @@ def write_combined(out: str | os.PathLike, records: Sequence[dict], folders: Seq
              "references": [r for r in references if r and r.lower() != "none"],
              "runs": [{"folder": f, "label": r["label"], "shape_bias": r["shape_bias"], "ci95": r["ci95"]}
                       for f, r in zip(folders, records)]}
+    if error_consistency:
+        index["error_consistency"] = error_consistency
     write_json(out / COMBINED, index)
     return index
 
