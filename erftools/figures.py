@@ -175,3 +175,79 @@ def close(fig) -> None:
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
         plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ error consistency
+def error_consistency_matrix(labels: list[str], matrix: np.ndarray, humans: list[bool]) -> Figure:
+    """The kappa matrix of decision makers and human observers (model-vs-human's error-consistency matrix):
+    diverging colours centred on 0, at most 1; human observers' labels in red; undefined cells blank."""
+    n = len(labels)
+    side = min(14.0, 2.5 + 0.38 * n)
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.subplots()
+    lo = float(np.nanmin(matrix)) if np.isfinite(matrix).any() else -1.0
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap="RdBu_r", vmin=min(-0.2, lo), vmax=1.0,
+                      norm=None, interpolation="nearest")
+    ax.set_xticks(range(n), [plot_text(t) for t in labels], rotation=90, fontsize=8)
+    ax.set_yticks(range(n), [plot_text(t) for t in labels], fontsize=8)
+    for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+        for tick, human in zip(ticks, humans):
+            tick.set_color("#c0392b" if human else "black")
+    if n <= 24:
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(matrix[i, j]) and i != j:
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(image, ax=ax, shrink=0.6, label="error consistency (Cohen's kappa)")
+    ax.set_title("Error consistency (trial-by-trial, cue-conflict)", fontsize=10)
+    return fig
+
+
+def error_consistency_bars(names: list[str], means: list[float | None], ceiling: float | None,
+                           observers: list[list[float]] | None = None) -> Figure:
+    """Each decision maker's mean kappa against the human observers (a bar; dots: each observer), next to the
+    human ceiling (the observers' mean kappa with each other, a red line)."""
+    fig = Figure(figsize=(max(4.5, 0.55 * len(names) + 2.0), 3.8), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    ax.bar(x, [np.nan if m is None else m for m in means], color="#4a7ab5")
+    for i, vals in enumerate(observers or []):
+        ax.plot([i] * len(vals), vals, "o", ms=3, color="black", alpha=0.5)
+    if ceiling is not None:
+        ax.axhline(ceiling, color="#c0392b", lw=1.5, label=f"humans (ceiling) {ceiling:.3f}")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set_xticks(x, [plot_text(n) for n in names], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("error consistency with humans (kappa)")
+    ax.set_ylim(min(-0.2, *(m for m in means if m is not None), 0.0) if means else -0.2, 1.0)
+    return fig
+
+
+# ------------------------------------------------------------------------------------ ERF against shape bias
+def erf_vs_shape_bias(points: dict, correlations: list, thresholds: list[float]) -> Figure:
+    """One panel per threshold: each model's ERF area ratio r(t) (x, percent of the image) against its shape bias
+    (y), one marker per ERF sampler, with Spearman's rho and its bootstrap interval in the title."""
+    n = max(1, len(thresholds))
+    fig = Figure(figsize=(4.0 * n, 4.0), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    markers = "os^Dv"
+    for ax, t in zip(axes, thresholds):
+        key = round(float(t), 6)
+        for k, (sampler, ps) in enumerate(points.items()):
+            have = [p for p in ps if p.area_ratios.get(key) is not None]
+            xs = [100.0 * p.area_ratios[key] for p in have]
+            ax.plot(xs, [p.shape_bias for p in have], markers[k % len(markers)], label=plot_text(sampler))
+            for p, xv in zip(have, xs):
+                ax.annotate(plot_text(p.label), (xv, p.shape_bias), fontsize=6, xytext=(2, 2),
+                            textcoords="offset points")
+        title = [f"r @ {t:.0%}"]
+        for c in correlations:
+            if abs(c.threshold - t) < 1e-9:
+                title.append(f"{plot_text(c.sampler)}: " + ("rho undefined" if c.rho is None else
+                             f"rho {c.rho:+.2f}" + (f" [{c.ci95[0]:+.2f}, {c.ci95[1]:+.2f}]" if c.ci95 else "")))
+        ax.set_title("\n".join(title), fontsize=9)
+        ax.set_xlabel("ERF area ratio r (% of the image)")
+        ax.set_ylabel("shape bias")
+        if len(points) > 1:
+            ax.legend(fontsize=7)
+    return fig

@@ -108,6 +108,7 @@ def _study_sections(results: Path, base: Path) -> list[str]:
         cells = [[r[h] for h in header[:-1]] + [r["verdict"] + (f" ({r['note']})" if r["note"] else "")]
                  for r in rows]
         lines.append(_md_table(header, cells) + "\n")
+        lines.append(_correlation_part(study, base / FIGURES, base))
         parts.append("\n".join(lines))
     for p in problems:
         parts.append(f"> **Study skipped:** {md_text(p.replace(str(results.resolve()), '.'))}\n")
@@ -340,6 +341,7 @@ def _shape_bias_section(runs: list[Run], figdir: Path, base: Path, provenance: l
     if humans_sb is not None:
         out.append(f"Humans (pooled): shape bias **{float(humans_sb):.3f}**.\n")
     out.append(_md_table(SB_COLUMNS, rows) + "\n")
+    out.append(_consistency_part([(V.run_title(r), r) for r in V.shape_bias_order(runs)], figdir, base))
     return "\n".join(out)
 
 
@@ -353,3 +355,58 @@ def _provenance_section(provenance: list[tuple[str, Run]], base: Path) -> str:
         out.append(_md_table(["field", "value"], [[k, _Markdown(md_code(v)) if "sha256" in k else v]
                                                   for k, v in prov.items()]) + "\n")
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ error consistency; ERF against shape bias
+EC_FIGURE = "error_consistency.png"
+EC_MATRIX = "error_consistency_matrix.png"
+CORR_FIGURE = "erf_vs_shape_bias_{}.png"
+
+
+def _consistency_part(runs: list[tuple[str, Run]], figdir: Path, base: Path) -> str:
+    """Each run's mean kappa with the human observers next to the human ceiling, and the kappa matrix."""
+    from .results import consistency as EC
+
+    rows = EC.summary_rows(runs)
+    if not rows:
+        return ""
+    out = ["### Error consistency with humans\n",
+           "Cohen's kappa of trial-by-trial correctness (correct = the shape category), trials aligned by stimulus, "
+           "as model-vs-human's ErrorConsistency; the human ceiling is each observer's mean kappa with the other "
+           "observers.\n"]
+    makers = [r for r in rows if r.kind != "humans"]
+    ceiling = next((r.ceiling for r in rows if r.ceiling is not None), None)
+    if makers:
+        fig = F.error_consistency_bars([r.name for r in makers], [r.kappa_mean for r in makers], ceiling,
+                                       [list(r.per_observer.values()) for r in makers])
+        save_figure(figdir / EC_FIGURE, fig, dpi=100)
+        F.close(fig)
+        out.append(f"![error consistency with humans]({_link(figdir / EC_FIGURE, base)})\n")
+    cells = [r.cells() for r in rows]
+    out.append(_md_table(list(cells[0]), [list(c.values()) for c in cells]) + "\n")
+    try:
+        labels, matrix, humans = EC.matrix_of(runs)
+    except ResultError as exc:
+        return "\n".join(out + [f"> **Error-consistency matrix skipped:** {md_text(exc)}\n"])
+    fig = F.error_consistency_matrix(labels, matrix, humans)
+    save_figure(figdir / EC_MATRIX, fig, dpi=100)
+    F.close(fig)
+    out.append(f"![error-consistency matrix]({_link(figdir / EC_MATRIX, base)})\n")
+    return "\n".join(out)
+
+
+def _correlation_part(study, figdir: Path, base: Path) -> str:
+    """A study measuring both: the scatter plot of r(t) against shape bias and the correlation tables."""
+    from .results import correlation as CORR
+
+    correlations = CORR.study_correlations(study)
+    points, _ = CORR.study_points(study)
+    figure = None
+    if points:
+        path = figdir / CORR_FIGURE.format(slug(study.name))
+        fig = F.erf_vs_shape_bias(points, correlations, study.thresholds)
+        save_figure(path, fig, dpi=100)
+        F.close(fig)
+        figure = _link(path, base)
+    return CORR.markdown(study, correlations, figure).replace("## ERF against shape bias", "### ERF against shape "
+                                                                                           "bias", 1)

@@ -27,6 +27,7 @@ from .. import results as R
 from ..results import ResultError, Run, md_code, md_text
 from ..results import views as V
 from . import ENV_STIMULI
+from .consistency import correlation_section, error_consistency_section
 
 PAGES = {"ERF": "erf", "Shape bias": "shape-bias", "Study": "study", "Runs": "runs"}
 SCALES = {"log (paper)": "log", "linear": "linear"}
@@ -439,6 +440,7 @@ def shape_bias_page(listing: R.Listing, root: Path) -> None:
                           for k, v in reference["paper"].items()], hide_index=True, width="stretch")
     else:
         st.caption("The paper's Fig. 5 values are not installed (data/shapebias/published_fig5.json).")
+    error_consistency_section(chosen_runs)
     for title, run in chosen_runs:
         metadata_panel(title, run, root)
     stimuli_browser(chosen_runs, root)
@@ -550,6 +552,7 @@ def study_page(folder: Path, root: Path) -> None:
         st.warning(md_text(str(msg).replace(str(root), "<results root>")))
     study_erf_section(study, runs.erf)
     study_shape_bias_section(runs.shape_bias)
+    correlation_section(study)
     st.subheader("The paper's values")
     st.dataframe(V.study_paper_rows(study), hide_index=True, width="stretch")
     unpublished = V.study_unpublished(study)

@@ -279,7 +279,9 @@ def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None,
     outcome.rows = rows
     record = json.dumps(_json_safe(_study_record(study, rows)), indent=2, allow_nan=False) + "\n"
     changed = _write_if_changed(root / STUDY_RECORD, record)
-    changed |= _write_if_changed(root / STUDY_TABLE, _study_table(study, rows))
+    extra, draw = correlation_section(root)
+    changed |= _write_if_changed(root / STUDY_TABLE, _study_table(study, rows) + extra)
+    draw(changed)
     computed = set(outcome.ran) - set(outcome.kept)
     if report and (force_report or changed or computed or not (root / REPORT).is_file()):
         from ..report import build_report
@@ -292,6 +294,33 @@ def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None,
     elif report:
         outcome.report = root / REPORT
     return rows
+
+
+def correlation_section(root: Path):
+    """The "ERF against shape bias" part of ``study.md`` for the study in ``root`` (one measuring both; read from
+    its ``study.json``): the tables of :mod:`erftools.results.correlation`, and a function ``draw(changed)`` that
+    draws the scatter plot into ``figures/`` when the text changed or the figure is missing. ``("", no-op)`` for
+    a study without both measurements."""
+    from ..results import correlation as CORR, read_study, slug
+
+    study = read_study(root)
+    if not ((study.measurements or {}).get("erf") and (study.measurements or {}).get("shape_bias")):
+        return "", lambda changed: None
+    correlations = CORR.study_correlations(study)
+    points, _ = CORR.study_points(study)
+    figure = f"figures/erf_vs_shape_bias_{slug(study.name)}.png" if points else None
+
+    def draw(changed: bool) -> None:
+        if figure is None or not (changed or not (root / figure).is_file()):
+            return
+        from .. import figures as F
+        from .._io import save_figure
+
+        fig = F.erf_vs_shape_bias(points, correlations, study.thresholds)
+        save_figure(root / figure, fig, dpi=100)
+        F.close(fig)
+
+    return "\n" + CORR.markdown(study, correlations, figure), draw
 
 
 def parse_weights_files(items) -> dict:
