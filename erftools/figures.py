@@ -218,7 +218,7 @@ def error_consistency_bars(names: list[str], means: list[float | None], ceiling:
         ax.legend(loc="upper right", fontsize=8)
     ax.axhline(0.0, color="gray", lw=0.8)
     ax.set_xticks(x, [plot_text(n) for n in names], rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("error consistency with humans (kappa)")
+    ax.set_ylabel("kappa with humans")
     ax.set_ylim(min(-0.2, *(m for m in means if m is not None), 0.0) if means else -0.2, 1.0)
     return fig
 

@@ -367,7 +367,8 @@ def _consistency_part(runs: list[tuple[str, Run]], figdir: Path, base: Path) -> 
     """Each run's mean kappa with the human observers next to the human ceiling, and the kappa matrix."""
     from .results import consistency as EC
 
-    rows = EC.summary_rows(runs)
+    view = EC.matrix_of(runs)
+    rows = EC.summary_rows(runs, view)
     if not rows:
         return ""
     out = ["### Error consistency with humans\n",
@@ -384,14 +385,11 @@ def _consistency_part(runs: list[tuple[str, Run]], figdir: Path, base: Path) -> 
         out.append(f"![error consistency with humans]({_link(figdir / EC_FIGURE, base)})\n")
     cells = [r.cells() for r in rows]
     out.append(_md_table(list(cells[0]), [list(c.values()) for c in cells]) + "\n")
-    try:
-        labels, matrix, humans = EC.matrix_of(runs)
-    except ResultError as exc:
-        return "\n".join(out + [f"> **Error-consistency matrix skipped:** {md_text(exc)}\n"])
-    fig = F.error_consistency_matrix(labels, matrix, humans)
+    fig = F.error_consistency_matrix(view.labels, view.matrix, view.humans)
     save_figure(figdir / EC_MATRIX, fig, dpi=100)
     F.close(fig)
     out.append(f"![error-consistency matrix]({_link(figdir / EC_MATRIX, base)})\n")
+    out += [f"> **Skipped:** {md_text(p)}\n" for p in view.problems]
     return "\n".join(out)
 
 

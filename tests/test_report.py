@@ -43,7 +43,8 @@ def test_report_contents(results, tmp_path):
     links = _links_resolve(out)
     figs = [target for target in links if target.endswith(".png")]
     assert {Path(f).name for f in figs} == {"erf_comparison.png", "erf_radial_profiles.png", "shape_bias.png",
-                                           "shape_bias_bars.png"}
+                                           "shape_bias_bars.png", "error_consistency.png",
+                                           "error_consistency_matrix.png"}
     assert all(not Path(target).is_absolute() for target in links)  # relative links: the folder can move
     # area ratios: ours (from the record, at full resolution) next to the paper's Table 10
     rec = json.loads((results / "erf" / "replknet-31B" / "erf.json").read_text())
@@ -174,7 +175,8 @@ def test_committed_examples_are_portable():
 
 # ------------------------------------------------------------------------------ crafted folders (links, payloads)
 UNSAFE_MD = re.compile(r"!\[(?!ERF comparison\]|radial profiles\]|shape bias|ERF per layer of |ERF growth with depth\]"
-                       r"|ERF baseline of )|(?<!\\)<\s*(img|a|script)\b", re.I)
+                       r"|ERF baseline of |error consistency with humans\]|error-consistency matrix\]"
+                       r"|ERF area ratio against shape bias\])|(?<!\\)<\s*(img|a|script)\b", re.I)
 
 
 def test_report_reads_nothing_outside_the_results_folder(tmp_path):

@@ -23,10 +23,20 @@ def _stamp(path) -> tuple:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _matrix_png(keys: tuple) -> tuple[bytes, list, list]:
+def _view(keys: tuple) -> tuple[bytes, list, bytes | None, list]:
+    """The kappa matrix figure, the table rows, the bars figure and the problems of the chosen runs."""
     runs = [(title, R.load_run(folder, R.SB_KIND, root=root)) for title, folder, root, _ in keys]
-    labels, matrix, humans = EC.matrix_of(runs)
-    return F.png_bytes(F.error_consistency_matrix(labels, matrix, humans), dpi=90), labels, matrix.tolist()
+    view = EC.matrix_of(runs)
+    matrix_png = F.png_bytes(F.error_consistency_matrix(view.labels, view.matrix, view.humans), dpi=90)
+    rows = EC.summary_rows(runs, view)
+    makers = [r for r in rows if r.kind != R.HUMANS]
+    bars = None
+    if makers:
+        ceiling = next((r.ceiling for r in rows if r.ceiling is not None), None)
+        bars = F.png_bytes(F.error_consistency_bars([r.name for r in makers], [r.kappa_mean for r in makers],
+                                                    ceiling, [list(r.per_observer.values()) for r in makers]),
+                           dpi=90)
+    return matrix_png, [r.cells() for r in rows], bars, view.problems
 
 
 def error_consistency_section(chosen: list[tuple[str, Run]]) -> None:
@@ -38,27 +48,25 @@ def error_consistency_section(chosen: list[tuple[str, Run]]) -> None:
     st.caption("Cohen's kappa of trial-by-trial correctness (a trial is correct when the decision is the shape "
                "category), trials aligned by stimulus, as model-vs-human's ErrorConsistency; 0 = independent "
                "errors, 1 = identical. The human ceiling: each observer's mean kappa with the other observers.")
-    rows = EC.summary_rows(chosen)
+    try:
+        keys = tuple((t, str(run.path), str(run.root if run.root is not None else run.path),
+                      _stamp(run.path / R.SB_DECISIONS)) for t, run in chosen)
+        matrix_png, rows, bars, problems = _view(keys)
+    except ResultError as exc:
+        st.warning(md_text(exc))
+        return
+    for msg in problems:
+        st.warning(md_text(msg))
     with st.container(key="error-consistency"):
-        if rows:
-            ceiling = next((r.ceiling for r in rows if r.ceiling is not None), None)
-            makers = [r for r in rows if r.kind not in (R.HUMANS,)]
-            fig = F.error_consistency_bars([r.name for r in makers], [r.kappa_mean for r in makers], ceiling,
-                                           [list(r.per_observer.values()) for r in makers])
-            st.image(F.png_bytes(fig, dpi=90), caption="mean kappa with the human observers (dots: each "
-                                                       "observer); red line: the human ceiling")
-            st.dataframe([r.cells() for r in rows], hide_index=True, width="stretch")
-        else:
-            st.info("The chosen runs were written before erftools measured error consistency; run the same "
-                    "`erftools shape-bias` command again to add it (the decisions are reused).")
-        try:
-            keys = tuple((t, str(run.path), str(run.root if run.root is not None else run.path),
-                          _stamp(run.file(R.SB_DECISIONS))) for t, run in chosen)
-            png, labels, _ = _matrix_png(keys)
-        except ResultError as exc:
-            st.warning(md_text(exc))
-            return
-        st.image(png, caption=f"kappa matrix of {len(labels)} decision makers (human observers in red)")
+        left, right = st.columns([3, 2])
+        with left:
+            st.image(matrix_png, caption="kappa matrix of the chosen decision makers and the human observers "
+                                         "(observers' names in red)")
+        with right:
+            if bars is not None:
+                st.image(bars, caption="mean kappa with the human observers (dots: each observer); red line: "
+                                       "the human ceiling")
+        st.dataframe(rows, hide_index=True, width="stretch")
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .records import HUMAN, HUMANS
+from .records import HUMAN, HUMANS, ResultError
 from .store import Run, load_decisions
 
 
@@ -48,18 +48,61 @@ def summary_row(title: str, run: Run) -> ConsistencyRow | None:
                           str(ec.get("observers_source") or ""))
 
 
-def summary_rows(runs: list[tuple[str, Run]]) -> list[ConsistencyRow]:
-    return [r for r in (summary_row(t, run) for t, run in runs) if r is not None]
+def summary_rows(runs: list[tuple[str, Run]], view: "ConsistencyView | None" = None) -> list[ConsistencyRow]:
+    """One row per run: what its record holds, else (a run written before erftools measured error consistency)
+    the values of ``view``'s matrix."""
+    out = []
+    for title, run in runs:
+        row = summary_row(title, run)
+        if row is None and view is not None:
+            row = view.row(title, run.record.maker_kind)
+        if row is not None:
+            out.append(row)
+    return out
 
 
-def matrix_of(runs: list[tuple[str, Run]]) -> tuple[list[str], np.ndarray, list[bool]]:
-    """``(labels, kappa matrix, is human)`` of the chosen runs' decision makers and the human observers."""
+@dataclass
+class ConsistencyView:
+    """The kappa matrix of some runs' decision makers and the human observers."""
+    labels: list[str]
+    matrix: np.ndarray
+    humans: list[bool]
+    problems: list[str]
+
+    def _mean_vs(self, i: int) -> tuple[float | None, dict]:
+        per = {self.labels[j]: float(self.matrix[i, j]) for j, h in enumerate(self.humans)
+               if h and j != i and np.isfinite(self.matrix[i, j])}
+        return (float(np.mean(list(per.values()))) if per else None), per
+
+    def ceiling(self) -> float | None:
+        means = [self._mean_vs(i)[0] for i, h in enumerate(self.humans) if h]
+        means = [m for m in means if m is not None]
+        return float(np.mean(means)) if means else None
+
+    def row(self, title: str, kind: str) -> ConsistencyRow | None:
+        ceiling = self.ceiling()
+        if kind == HUMANS:
+            return ConsistencyRow(title, kind, ceiling, {}, None, ceiling, "computed from decisions.csv")
+        if title not in self.labels:
+            return None
+        mean, per = self._mean_vs(self.labels.index(title))
+        return ConsistencyRow(title, kind, mean, per, None, ceiling, "computed from decisions.csv")
+
+
+def matrix_of(runs: list[tuple[str, Run]]) -> ConsistencyView:
+    """The kappa matrix of the chosen runs' decision makers and the human observers (a run whose decisions cannot
+    be read becomes a problem message)."""
     from ..shapebias import consistency as C
 
     makers: list = []
+    problems: list[str] = []
     for title, run in runs:
         kind = run.record.maker_kind
-        rows = load_decisions(run)
+        try:
+            rows = load_decisions(run)
+        except ResultError as exc:
+            problems.append(f"{title}: {exc}")
+            continue
         for m in C.makers_of(title, rows, kind if kind in (HUMAN, HUMANS) else "model"):
             if m.label not in {x.label for x in makers}:
                 makers.append(m)
@@ -67,4 +110,4 @@ def matrix_of(runs: list[tuple[str, Run]]) -> tuple[list[str], np.ndarray, list[
     observers = own if len(own) >= C.MIN_OBSERVERS else C.shipped_observers()
     labels, matrix = C.matrix([m for m in makers if not m.human], observers)
     human = {o.label for o in observers}
-    return labels, matrix, [label in human for label in labels]
+    return ConsistencyView(labels, matrix, [label in human for label in labels], problems)

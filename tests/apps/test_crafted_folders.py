@@ -166,7 +166,8 @@ def test_stimuli_folder_named_by_a_record_is_not_opened(monkeypatch, tmp_path, o
     recorded = str(stim) if where == "absolute" else "../../../outside/stimuli"  # relative to the run folder
     make_sb_run(root / "a" / "b", "model-a", stimuli_dir=recorded)
     at = start(monkeypatch, root, "Shape bias")
-    assert sum(1 for n in walk(at.main) if type(n).__name__ == "Image") == 2  # the plot and the bars only
+    # the plot and the bars, the error-consistency matrix and bars; no stimulus
+    assert sum(1 for n in walk(at.main) if type(n).__name__ == "Image") == 4
     assert "stimuli folder is not known" in "\n".join(str(i.value) for i in at.info)
 
 
@@ -176,7 +177,7 @@ def test_stimuli_folder_from_the_operator_is_used(monkeypatch, tmp_path):
     make_sb_run(root / "a", "model-a", stimuli_dir="/nonexistent/elsewhere")
     monkeypatch.setenv(ENV_STIMULI, str(stim))
     at = start(monkeypatch, root, "Shape bias")
-    assert sum(1 for n in walk(at.main) if type(n).__name__ == "Image") == 2 + 12
+    assert sum(1 for n in walk(at.main) if type(n).__name__ == "Image") == 2 + 2 + 12  # + error consistency
 
 
 @pytest.mark.parametrize("page", ["ERF", "Shape bias", "Runs"])

@@ -121,7 +121,7 @@ def test_stimuli_browser(monkeypatch, tmp_path):
     make_sb_run(root / "b", "model-b", p_shape=0.2, seed=5)
     monkeypatch.setenv(ENV_STIMULI, str(stim))  # the operator's folder (`--stimuli`): a record's is never used
     at = start(monkeypatch, root, "Shape bias")
-    assert images_in(at.main) == 2 + 12  # the plot, the bars and a page of 12 stimuli
+    assert images_in(at.main) == 2 + 2 + 12  # the plot, the bars, the error-consistency matrix and bars, 12 stimuli
     at.selectbox(key="stim_by").set_value("model-a").run()
     at.radio(key="stim_class").set_value("shape").run()
     assert not at.exception
@@ -140,7 +140,7 @@ def test_stimuli_override_from_operator(monkeypatch, good_results, tmp_path):
     monkeypatch.setenv(ENV_STIMULI, str(stim))
     at = start(monkeypatch, good_results, "Shape bias")
     assert "stimuli folder is not known" not in texts(at.info)
-    assert images_in(at.main) == 2 + 12  # the plot, the bars and a page of 12 stimuli
+    assert images_in(at.main) == 2 + 2 + 12  # the plot, the bars, the error-consistency matrix and bars, 12 stimuli
 
 
 # ----------------------------------------------------------------------------------------------------- runs page

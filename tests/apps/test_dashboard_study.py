@@ -18,8 +18,8 @@ def test_study_page(monkeypatch, study_results):
     at = start(monkeypatch, study_results, "Study")
     assert not at.error, [e.value for e in at.error]
     assert [s.value for s in at.subheader] == ["tiny: two random networks", "Comparison with the paper",
-                                               "Effective receptive fields", "Shape bias", "The paper's values",
-                                               "Models not run here"]
+                                               "Effective receptive fields", "Shape bias", "ERF against shape bias",
+                                               "The paper's values", "Models not run here"]
     text = "\n".join(str(m.value) for m in at.markdown)
     assert "ERF area ratio ±0.5 pp; shape bias ±0.02" in text
     assert ":green[agrees] 1, :red[DIFFERS] 2, :gray[no paper value] 7, :violet[not run] 5" in text
@@ -34,7 +34,12 @@ def test_study_page(monkeypatch, study_results):
     assert erf["paper t=20%"].tolist() == ["99.0", ""]
     sb = at.dataframe[2].value
     assert sb["paper"].tolist() == ["0.000", "0.500"]
-    unpublished = at.dataframe[4].value
+    points, correlation = at.dataframe[3].value, at.dataframe[4].value  # ERF against shape bias
+    assert points["model"].tolist() == ["ResNet-18 (random)", "narrow RepLKNet (random)"]
+    assert correlation["Spearman rho"].tolist() == ["undefined"] * 4  # 2 models: no rank correlation
+    assert "at least 3 models" in correlation["note"].tolist()[0]
+    assert images_in(block(at, "study-correlation")) == 1  # the scatter plot
+    unpublished = at.dataframe[-1].value
     assert unpublished["model"].tolist() == ["replknet-3"] and unpublished["note"].tolist() == ["no public weights"]
     at.select_slider(key="study_threshold").set_value(0.5).run()  # another square, same maps
     assert not at.exception and images_in(block(at, "study-heatmap")) == 1
@@ -84,6 +89,6 @@ def test_payloads_in_study_json_are_shown_as_text(monkeypatch, study_results, tm
     shown = all_text(at)
     assert IMAGE_PAYLOAD in shown  # as plain text, in the table cells
     assert at.dataframe[0].value["note"].tolist()[0] == HTML_PAYLOAD
-    assert at.dataframe[4].value["note"].tolist() == [HTML_PAYLOAD]
+    assert at.dataframe[-1].value["note"].tolist() == [HTML_PAYLOAD]  # the models not run here: the last table
     assert r"title \!\[x\]" in at.subheader[0].value  # escaped, so shown as written
-    assert "http://127.0.0.1:9/w.pth" in at.dataframe[4].value["download"].tolist()
+    assert "http://127.0.0.1:9/w.pth" in at.dataframe[-1].value["download"].tolist()

@@ -29,6 +29,8 @@ def craft_study(root: Path, models: list[tuple[str, float | None, dict]], name: 
                 "kind": "erf", "schema": 1, "complete": True, "label": mid, "size": [64, 64],
                 "area_ratios": [{"threshold": t, "side": None if r is None else 8, "area_ratio": r}
                                 for t, r in ratios.items()]}))
+            yy, xx = np.mgrid[-32:32, -32:32]
+            np.save(folder / "erf.npy", np.exp(-(xx ** 2 + yy ** 2) / 32.0).astype(np.float32))  # a map to draw
             runs.append(f"{mid}/erf-random")
         if sb is not None:
             folder = root / mid / "shape-bias"
