@@ -167,3 +167,35 @@ def test_image_id_follows_model_vs_human():
     assert C.image_id("0001_s5n_s01_0_bird_00_bird3-clock2.png") == "bird3-clock2.png"
     assert C.image_id("bird3-clock2.png") == "bird3-clock2.png"
     assert C.image_id("0000_cl_s01_bw_boat_40_n02951358_5952.JPEG") == "n02951358_5952.JPEG"
+
+
+def test_a_model_run_is_compared_with_the_observers_on_its_stimuli(subset_dir, reference_dir, tmp_path):
+    """A model on 6 stimuli (--allow-incomplete): its kappa with each observer on those 6 trials, recomputed here
+    from the decisions and the observers' raw files with the formula written out."""
+    out = tmp_path / "run"
+    assert cli_main(["shape-bias", "--model", "resnet18", "--weights", "random", "--stimuli", str(subset_dir),
+                     "--allow-incomplete", "--out", str(out), "--no-progress", "--seed", "1",
+                     "--bootstrap", "10"]) == 0
+    ec = json.loads((out / "summary.json").read_text())["error_consistency"]
+    mine = {r["imagename"]: r["object_response"] == r["category"] for r in _csv(out / "decisions.csv")}
+    assert ec["trials"] == 6 and ec["observers_source"] == C.SHIPPED
+    rows = {r["maker_b"]: r for r in _csv(out / C.CSV_FILE) if r["maker_a"] == "resnet18"}
+    assert len(rows) == 10
+    for f in GOLDEN["files_sha256"]:
+        if "_subject-" not in f:
+            continue
+        human = {r["imagename"].split("_")[-1]: r["object_response"] == r["category"]
+                 for r in read_decisions(reference_dir / f) if r["imagename"].split("_")[-1] in mine}
+        keys = sorted(mine)
+        a, b = [mine[k] for k in keys], [human[k] for k in keys]
+        pa, pb = sum(a) / 6, sum(b) / 6
+        expected = pa * pb + (1 - pa) * (1 - pb)
+        observed = sum(x == y for x, y in zip(a, b)) / 6
+        kappa = 1.0 if observed == 1 else (observed - expected) / (1 - expected)
+        subj = read_decisions(reference_dir / f)[0]["subj"]
+        r = rows[subj]
+        assert int(r["trials"]) == 6
+        assert float(r["observed"]) == pytest.approx(observed, abs=1e-12)
+        assert float(r["expected"]) == pytest.approx(expected, abs=1e-12)
+        assert float(r["kappa"]) == pytest.approx(kappa, abs=1e-12)
+        assert ec["per_observer"][subj] == pytest.approx(kappa, abs=1e-12)

@@ -126,3 +126,27 @@ def test_tiny_study_shows_the_correlation_table(reference_run):
     assert (root / "figures" / "erf_vs_shape_bias_tiny.png").stat().st_size > 1000
     report = (root / "report.md").read_text()
     assert "### ERF against shape bias" in report and "this has 2" in report
+
+
+def test_the_builtin_study_names_models_that_exist():
+    """erf-vs-shape-bias: at least 15 models of the families the issue names; every timm name exists in the
+    installed timm with the written weight tag (an ImageNet-1k head); registry names resolve (UniRepLKNet once it
+    is registered: until then --dry-run lists it as missing)."""
+    import timm
+
+    from erftools.models._registry import REGISTRY
+    from erftools.study import load_study
+
+    study = load_study("erf-vs-shape-bias")
+    assert len(study.models) >= 15 and study.erf.num_images == 50 and study.erf.size == 1024
+    assert study.shape_bias is not None and study.shape_bias.allow_incomplete is False
+    names = [m.name for m in study.models]
+    for family in ("resnet", "convnext", "replknet", "unireplknet", "swin", "vit", "mambaout", "inception_next"):
+        assert any(n.lower().startswith(family) for n in names), family
+    for m in study.models:
+        if m.name.lower() in REGISTRY or m.name.lower().startswith("unireplknet"):
+            continue
+        assert timm.is_model(m.name), m.name
+        assert f"{m.name}.{m.weights}" in timm.list_pretrained(f"{m.name}.*"), (m.name, m.weights)
+        assert timm.get_pretrained_cfg(f"{m.name}.{m.weights}").num_classes == 1000
+        assert timm.get_pretrained_cfg(m.name).tag  # timm has a default pretrained tag for it
