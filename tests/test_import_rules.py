@@ -121,7 +121,7 @@ def violations(name: str, imported: set[str]) -> list[str]:
 
 
 MEASUREMENTS = {"erf", "shapebias"}
-NUMPY_ONLY = {"erftools.erf.analysis", "erftools.erf.statistics"}  # the results layer imports them without torch
+NUMPY_ONLY = {"erftools.erf.analysis", "erftools.erf.statistics", "erftools.erf.reference"}  # the results layer imports them without torch
 
 
 def third_party(source: str, *, loading: bool = False) -> set[str]:

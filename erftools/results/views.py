@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from .._io import ErftoolsError
 from ..erf.analysis import DEFAULT_THRESHOLDS
+from ..erf.reference import norm_name, table10, table10_entry
 from ..shapebias.categories import CATEGORIES
 from .records import (HUMAN, HUMANS, MODEL, NETWORK, PUBLISHED, ErfRecord, Record, ResultError, ShapeBiasRecord,
                       maker_kind)
@@ -27,7 +29,6 @@ from .store import Run
 #: the thresholds of the paper's Table 10 (the ERF engine's defaults)
 THRESHOLDS = tuple(DEFAULT_THRESHOLDS)
 DECISION_CLASSES = ("shape", "texture", "other", "no conflict")
-PAPER_TABLE10 = "paper_table10.json"
 __all__ = ["CATEGORIES", "DECISION_CLASSES", "THRESHOLDS"]  # and the functions below
 
 
@@ -184,11 +185,6 @@ def radial_profile(record: ErfRecord, matrix: np.ndarray | None = None, downsamp
     return np.asarray(prof["radius"], float) * downsample, np.asarray(prof["cumulative"], float)
 
 
-def norm_name(name: Any) -> str:
-    """A name reduced to lower-case letters and digits, for matching runs to published rows."""
-    return re.sub(r"[^a-z0-9]", "", str(name or "").lower())
-
-
 def model_keys(record: Record) -> set[str]:
     """Normalised names a run may be known by (label, model name, timm name without its tag, arch, the subjects
     of a decision file), with and without a parenthesised remark such as "(torchvision)"."""
@@ -205,28 +201,20 @@ def model_keys(record: Record) -> set[str]:
 
 
 def paper_table10() -> dict:
-    """The paper's Table 10 (area ratios of trained models), shipped in ``data/``."""
-    from .._paths import data_dir
-
-    path = data_dir() / PAPER_TABLE10
+    """The paper's Table 10 (:func:`erftools.erf.reference.table10`, its one home); :class:`ResultError` when
+    the shipped file is missing or unreadable."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ResultError(f"the paper's Table 10 ({path.name}) is missing or unreadable: {exc}") from exc
+        return table10()
+    except ErftoolsError as exc:
+        raise ResultError(str(exc)) from exc
 
 
 def paper_erf_entry(record: Record, table: dict | None = None) -> dict | None:
-    """The Table 10 row for this run's model, or None."""
+    """The Table 10 row for this run's model (:func:`erftools.erf.reference.table10_entry`), or None."""
     try:
-        table = table or paper_table10()
+        return table10_entry(model_keys(record), table or paper_table10())
     except ResultError:
         return None
-    keys = model_keys(record)
-    for row in table.get("models", []):
-        names = {norm_name(row.get("name"))} | {norm_name(a) for a in row.get("aliases", [])}
-        if keys & names:
-            return row
-    return None
 
 
 @dataclass
@@ -330,9 +318,15 @@ def shapebias_reference() -> dict[str, dict[str, dict]]:
 
 
 def paper_fig5_entry(record: Record, reference: dict | None = None) -> tuple[str, dict] | None:
-    """The paper's Fig. 5 line for this run: same model (and weight tag when it says which), humans for humans."""
+    """The paper's Fig. 5 line for this run: the one the shape-bias engine matched and recorded (``published``, by
+    :func:`erftools.shapebias.reference.published_for`), so the views never show another paper value than the
+    record holds; for a run without one (decision files, older runs): same model (and weight tag when it says
+    which), humans for humans."""
     reference = reference if reference is not None else shapebias_reference()
     paper = reference.get("paper", {})
+    published = getattr(record, "published", None)
+    if isinstance(published, dict) and published.get("label") in paper:
+        return published["label"], paper[published["label"]]
     keys = model_keys(record)
     if any("human" in k for k in keys):
         for label, item in paper.items():

@@ -426,7 +426,7 @@ def _paper_erf(ctx: _Ctx, paper: dict, p: tuple, erf: ErfSpec | None):
         if kind != "table10" or not key:
             raise ctx.error(p + ("erf",), f"{v!r}: write \"table10:<model>\" (a row of the paper's Table 10) or "
                                           "an inline table {\"0.2\" = 1.0, ...} of area ratios in percent")
-        from ..results.views import paper_table10
+        from ..erf.reference import table10 as paper_table10
 
         rows = paper_table10().get("models", [])
         row = next((r for r in rows if r.get("name") == key), None)

@@ -233,7 +233,8 @@ def test_messages_through_the_study_command_name_its_flags_and_keys():
 
     from erftools.cli import build_parser
     from erftools.commands.study import advice
-    from erftools.models import _offline_hint, resolve
+    from erftools.models import resolve
+    from erftools.models.create import _offline_hint
     from erftools.study.terms import in_study_terms
 
     parser = build_parser()
