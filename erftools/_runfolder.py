@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from ._io import ErftoolsError
 from ._lock import run_lock
-from .results.records import RECORD_FILES
+from .results.records import RECORD_FILES, Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ def short(value) -> str:
 
 def differences(saved: dict, now: dict, keys=None) -> list[str]:
     """The fingerprint keys (``keys``, default: all of both) whose values differ between ``saved`` and ``now``."""
-    keys = list(keys) if keys is not None else list(dict.fromkeys([*now, *saved]))
-    return [k for k in keys if saved.get(k) != now.get(k)]
+    return Fingerprint(saved).differences(now, keys)
 
 
 def _details(saved: dict, now: dict, keys, then: str) -> str:

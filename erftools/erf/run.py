@@ -40,7 +40,7 @@ from .. import _runfolder
 from .._dist import Dist
 from .._io import save_npy, sha256_strings
 from ..models.prepare import parameter_dtype, parameters_sha256  # noqa: F401  (parameters_sha256: re-exported)
-from ..results.records import (ERF_CHECKPOINT, ERF_FIGURE, ERF_MATRIX, ERF_RECORD, new_record,
+from ..results.records import (ERF_CHECKPOINT, ERF_FIGURE, ERF_MATRIX, ERF_RECORD, ErfTimings, LayerEntry, new_record,
                                write_record)
 from . import checkpoint
 from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, radial_profile
@@ -307,7 +307,7 @@ def _combine(run: _ErfRun, local: dict, meta: ErfMeta) -> tuple[dict, list] | No
     return accs, parts
 
 
-def _layer_entry(run: _ErfRun, t: str, acc: ErfAccumulator, m0: ErfMeta, theoretical: dict | None) -> dict:
+def _layer_entry(run: _ErfRun, t: str, acc: ErfAccumulator, m0: ErfMeta, theoretical: dict | None) -> LayerEntry:
     """One target's mean matrix written (with its figure) and its record entry."""
     from .._io import ErftoolsError
 
@@ -318,17 +318,15 @@ def _layer_entry(run: _ErfRun, t: str, acc: ErfAccumulator, m0: ErfMeta, theoret
     stem = None if t == FINAL else layer_file_stem(t)
     matrix_file = ERF_MATRIX if t == FINAL else f"{LAYER_DIR}/{stem}.npy"
     figure = (ERF_FIGURE if t == FINAL else f"{LAYER_DIR}/{stem}.png") if run.plot else None
-    entry = {
-        "layer": None if t == FINAL else t, "target": m0.targets.get(t),
-        "feature_shape": list(fshape) if fshape else None,
-        "central_point": [fshape[2] // 2, fshape[3] // 2] if fshape and len(fshape) == 4 else None,
-        "num_images": acc.count, "num_nan": acc.num_nan,
-        "area_ratios": [r.to_dict() for r in area_ratios(matrix, run.thresholds)],
-        "radial_profile": radial_profile(matrix), "statistics": _statistics(matrix, run.thresholds, theoretical),
-        "matrix_stats": {"max": float(matrix.max()), "min": float(matrix.min()),
-                         "sum": float(matrix.sum(dtype=np.float64)),
-                         "centre": float(matrix[size[0] // 2, size[1] // 2])},
-        "matrix": matrix_file, "figure": figure}
+    entry = LayerEntry(
+        layer=None if t == FINAL else t, target=m0.targets.get(t), feature_shape=list(fshape) if fshape else None,
+        central_point=[fshape[2] // 2, fshape[3] // 2] if fshape and len(fshape) == 4 else None,
+        num_images=acc.count, num_nan=acc.num_nan,
+        area_ratios=[r.to_dict() for r in area_ratios(matrix, run.thresholds)],
+        radial_profile=radial_profile(matrix), statistics=_statistics(matrix, run.thresholds, theoretical),
+        matrix_stats={"max": float(matrix.max()), "min": float(matrix.min()),
+                      "sum": float(matrix.sum(dtype=np.float64)), "centre": float(matrix[size[0] // 2, size[1] // 2])},
+        matrix=matrix_file, figure=figure)
     save_npy(run.out / matrix_file, matrix)
     if run.plot:
         from .plots import plot_erf
@@ -344,39 +342,34 @@ def _write_matrices(run: _ErfRun, accs: dict, m0: ErfMeta, theoretical: dict) ->
     per_target = {t: _layer_entry(run, t, accs[t], m0, theoretical.get(t)) for t in run.targets}
     main_t = run.targets[-1]
     if main_t != FINAL:
-        shutil.copyfile(run.out / per_target[main_t]["matrix"], run.out / ERF_MATRIX)
+        shutil.copyfile(run.out / per_target[main_t].matrix, run.out / ERF_MATRIX)
         if run.plot:
-            shutil.copyfile(run.out / per_target[main_t]["figure"], run.out / ERF_FIGURE)
+            shutil.copyfile(run.out / per_target[main_t].figure, run.out / ERF_FIGURE)
         if run.plot and len(run.targets) > 1:
             from .plots import plot_layer_growth
 
-            plot_layer_growth({run.label: [(t, [AreaRatio(**r) for r in per_target[t]["area_ratios"]])
+            plot_layer_growth({run.label: [(t, [AreaRatio(**r) for r in per_target[t].area_ratios])
                                            for t in run.targets]}, thresholds=run.thresholds,
                               path=run.out / GROWTH_FIGURE)
     return per_target
 
 
-def _timings(run: _ErfRun, metas: list, parts: list) -> dict:
+def _timings(run: _ErfRun, metas: list, parts: list) -> ErfTimings:
     """The run's timings: this session's wall and compute time (the slowest process), loading, throughput."""
     compute_s = max(m.timings["compute_s"] for m in metas)
     n_now = sum(m.timings["images_computed"] for m in metas)
     wall = time.perf_counter() - run.t_start
-    timings = {"wall_s": round(wall, 3), "compute_s": round(compute_s, 3),
-               "prepare_s": max(m.timings["prepare_s"] for m in metas),
-               "load_s": round(sum(m.timings["load_s"] for m in metas), 3),
-               "images_computed_this_session": n_now,
-               "seconds_per_image": round(compute_s * run.dist.world / n_now, 4) if n_now else None,
-               "images_per_second": round(n_now / wall, 4) if n_now and wall > 0 else None}
     rss = [p["rss"] for p in parts if p["rss"]]
-    if rss:
-        timings["peak_rss_bytes"] = max(rss)
     cuda_peaks = [m.timings.get("cuda_peak_bytes") for m in metas if m.timings.get("cuda_peak_bytes")]
-    if cuda_peaks:
-        timings["cuda_peak_bytes"] = max(cuda_peaks)
-    return timings
+    return ErfTimings(wall_s=round(wall, 3), compute_s=round(compute_s, 3),
+                      prepare_s=max(m.timings["prepare_s"] for m in metas),
+                      load_s=round(sum(m.timings["load_s"] for m in metas), 3), images_computed_this_session=n_now,
+                      seconds_per_image=round(compute_s * run.dist.world / n_now, 4) if n_now else None,
+                      images_per_second=round(n_now / wall, 4) if n_now and wall > 0 else None,
+                      peak_rss_bytes=max(rss) if rss else None, cuda_peak_bytes=max(cuda_peaks) if cuda_peaks else None)
 
 
-def _record(run: _ErfRun, accs: dict, per_target: dict, parts: list, m0: ErfMeta, timings: dict):
+def _record(run: _ErfRun, accs: dict, per_target: dict, parts: list, m0: ErfMeta, timings: ErfTimings):
     """The typed record of the finished run (``erf.json``)."""
     main_t = run.targets[-1]
     main, acc = per_target[main_t], accs[main_t]
@@ -386,19 +379,19 @@ def _record(run: _ErfRun, accs: dict, per_target: dict, parts: list, m0: ErfMeta
         "erf", label=run.label, model=run.info.to_dict(), images=run.images.to_dict(), size=list(run.size),
         num_images=acc.count, num_skipped=len(acc.skipped), num_nan=acc.num_nan, skipped=acc.skipped,
         converted=sorted((c for p in parts for c in p["converted"]), key=lambda c: order.get(c["file"], len(order))),
-        processed=acc.processed, thresholds=run.thresholds, area_ratios=main["area_ratios"],
-        radial_profile=main["radial_profile"], statistics=main["statistics"], stored_downsample=1,
-        matrix_stats=main["matrix_stats"],
-        target={"adapter": main["target"], "layer": main["layer"],
+        processed=acc.processed, thresholds=run.thresholds, area_ratios=main.area_ratios,
+        radial_profile=main.radial_profile, statistics=main.statistics, stored_downsample=1,
+        matrix_stats=main.matrix_stats,
+        target={"adapter": main.target, "layer": main.layer,
                 "description": m0.target_description if main_t == FINAL else f"output of {main_t}",
-                "feature_shape": main["feature_shape"], "central_point": main["central_point"]},
-        layers=[per_target[t] for t in run.targets] if several else None,
+                "feature_shape": main.feature_shape, "central_point": main.central_point},
+        layers=[per_target[t].to_dict() for t in run.targets] if several else None,
         growth_figure=GROWTH_FIGURE if several and len(run.targets) > 1 and run.plot else None,
         prepared=m0.prepared,
         conv_backends_report=[p["backends"] for p in parts],  # per process: what ran, first-use self-checks
         precision=m0.precision, precision_requested=m0.precision_requested, precision_note=m0.precision_note,
         batch_size=m0.batch_size, device=_device_info(run.device), world_size=run.dist.world, resumed=run.resumed,
-        timings=timings, fingerprint=run.fingerprint,
+        timings=timings.to_dict(), fingerprint=run.fingerprint,
         files={"matrix": ERF_MATRIX, "figure": ERF_FIGURE if run.plot else None}).update(run.extra or {})
 
 

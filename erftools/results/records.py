@@ -228,21 +228,7 @@ class Record:
         if _is(self.schema, _INT) and self.schema > SCHEMA:  # first: a newer format may have other field types
             raise ResultError(f"{where} has schema {self.schema}, newer than this erftools reads ({SCHEMA}); "
                               "upgrade erftools")
-        for f in dataclasses.fields(self):
-            if f.name in ("extra", "_keys"):
-                continue
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            kinds = f.metadata.get("kinds", (_ANY,))
-            if not any(_is(value, k) for k in kinds):
-                raise ResultError(f"{where}: field {f.name!r} should be {' or '.join(kinds)}, got "
-                                  f"{type(value).__name__} {_short(value)}; the folder was not written by "
-                                  "erftools or was edited; write it again with the erftools command")
-            check = f.metadata.get("check")
-            problem = check(value) if check else None
-            if problem:
-                raise ResultError(f"{where}: field {f.name!r} {problem} (got {_short(value)})")
+        _check_types(self, where)
 
     def update(self, fields: dict) -> "Record":
         """Set ``fields`` (known ones as attributes, others in ``extra``), in place; returns the record. The
@@ -265,6 +251,107 @@ class Record:
     def name(self) -> str | None:
         """The label, else the model's name."""
         return self.label or self.model_name
+
+
+def _check_types(obj, where: str) -> None:
+    """The one field check of every record and nested entry: each known field's JSON type and its extra check;
+    :class:`ResultError` naming ``where`` and the field."""
+    for f in dataclasses.fields(obj):
+        if f.name in ("extra", "_keys"):
+            continue
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        kinds = f.metadata.get("kinds", (_ANY,))
+        if not any(_is(value, k) for k in kinds):
+            raise ResultError(f"{where}: field {f.name!r} should be {' or '.join(kinds)}, got "
+                              f"{type(value).__name__} {_short(value)}; the folder was not written by "
+                              "erftools or was edited; write it again with the erftools command")
+        check = f.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ResultError(f"{where}: field {f.name!r} {problem} (got {_short(value)})")
+
+
+# ------------------------------------------------------------------------------------------ nested entries
+@dataclass
+class Entry:
+    """A typed nested part of a record (a layer entry, the timings): known fields typed and checked as a record's
+    are (:func:`_check_types`), the others kept in ``extra``; ``OPTIONAL`` fields are left out of the JSON when
+    unset."""
+    OPTIONAL: ClassVar[tuple] = ()
+    extra: dict = field(default_factory=dict, metadata=_meta(_ANY))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "an entry"):
+        if not isinstance(data, dict):
+            raise ResultError(f"{where} should be an object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        entry = cls(**{k: v for k, v in data.items() if k in known},
+                    extra={k: v for k, v in data.items() if k not in known})
+        _check_types(entry, where)
+        return entry
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in out.items() if v is not None or k not in self.OPTIONAL}, **self.extra}
+
+
+def _nested(cls: type[Entry], many: bool = False):
+    """The field check of a nested entry (``many``: a list of them): the entry's own message, or None."""
+    def check(value) -> str | None:
+        try:
+            for i, item in enumerate(value if many else [value]):
+                cls.from_dict(item, f"item {i}" if many else "it")
+        except ResultError as exc:
+            return f"is malformed: {exc}"
+        return None
+    return check
+
+
+@dataclass
+class LayerEntry(Entry):
+    """One target of an ERF run (``erf.json`` ``layers``): its matrix and figure files, counts, area ratios,
+    radial profile, statistics."""
+    layer: str | None = _opt(_TEXT)  # None: the final feature map
+    target: str | None = _opt(_TEXT)
+    feature_shape: list | None = _opt(_LIST)
+    central_point: list | None = _opt(_LIST)
+    num_images: int | None = _opt(_INT)
+    num_nan: int | None = _opt(_INT)
+    area_ratios: list | None = _opt(_LIST, check=_area_ratios)
+    radial_profile: dict | None = _opt(_DICT, check=_profile)
+    statistics: dict | None = _opt(_DICT)
+    matrix_stats: dict | None = _opt(_DICT)
+    matrix: str | None = _opt(_TEXT)
+    figure: str | None = _opt(_TEXT)
+
+
+@dataclass
+class ErfTimings(Entry):
+    """An ERF run's timings (``erf.json`` ``timings``; the slowest process's compute time)."""
+    OPTIONAL: ClassVar[tuple] = ("peak_rss_bytes", "cuda_peak_bytes")
+    wall_s: float | None = _opt(_NUM)
+    compute_s: float | None = _opt(_NUM)
+    prepare_s: float | None = _opt(_NUM)
+    load_s: float | None = _opt(_NUM)
+    images_computed_this_session: int | None = _opt(_INT)
+    seconds_per_image: float | None = _opt(_NUM)
+    images_per_second: float | None = _opt(_NUM)
+    peak_rss_bytes: int | None = _opt(_INT)
+    cuda_peak_bytes: int | None = _opt(_INT)
+
+
+@dataclass
+class Fingerprint:
+    """What a resumed or repeated run must match (``fingerprint`` of every record), and how another differs."""
+    values: dict
+
+    def differences(self, other: "dict | Fingerprint", keys=None) -> list[str]:
+        """The keys (``keys``, default: all of both) whose values differ between this fingerprint and ``other``."""
+        other = other.values if isinstance(other, Fingerprint) else other
+        keys = list(keys) if keys is not None else list(dict.fromkeys([*other, *self.values]))
+        return [k for k in keys if self.values.get(k) != other.get(k)]
 
 
 def _short(value: Any) -> str:
@@ -293,7 +380,7 @@ class ErfRecord(Record):
     statistics: dict | None = _opt(_DICT)  # erftools.erf.statistics.erf_statistics of the matrix
     matrix_stats: dict | None = _opt(_DICT)
     target: dict | None = _opt(_DICT)
-    layers: list | None = _opt(_LIST)  # one entry per requested layer (its matrix file, area ratios, statistics)
+    layers: list | None = _opt(_LIST, check=_nested(LayerEntry, many=True))  # one LayerEntry per requested layer
     growth_figure: str | None = _opt(_TEXT)
     baseline: dict | None = _opt(_DICT)  # summary of the untrained-baseline run in a sub-folder
     baseline_of: str | None = _opt(_TEXT)  # in a baseline run: the folder of the run it is the baseline of
@@ -305,7 +392,7 @@ class ErfRecord(Record):
     batch_size: int | None = _opt(_INT)
     world_size: int | None = _opt(_INT)
     resumed: bool | None = _opt(_BOOL)
-    timings: dict | None = _opt(_DICT)
+    timings: dict | None = _opt(_DICT, check=_nested(ErfTimings))
     files: dict | None = _opt(_DICT)
     model_kwargs: dict | None = _opt(_DICT)  # written by the CLI
     command: str | None = _opt(_TEXT)  # the command line (CLI)

@@ -225,3 +225,26 @@ def test_run_erf_refuses_a_wrong_typed_field_from_its_caller(tmp_path):
         run_erf(model, images, tmp_path / "run", device="cpu", progress=False, plot=False,
                 extra={"batch_size": "1"})
     assert not (tmp_path / "run" / "erf.json").exists()
+
+
+def test_nested_entries_are_typed_and_a_wrong_typed_one_is_refused(tmp_path):
+    """A layer entry and the timings are typed parts of the ERF record, checked by the same validator."""
+    entry = rec.LayerEntry(layer="stages.0", num_images=3, matrix="layers/stages.0.npy",
+                           area_ratios=[{"threshold": 0.2, "side": 5, "area_ratio": 0.01}])
+    timings = rec.ErfTimings(wall_s=1.5, compute_s=1.0, images_computed_this_session=3)
+    assert "peak_rss_bytes" not in timings.to_dict() and timings.to_dict()["wall_s"] == 1.5
+    good = rec.new_record("erf", layers=[entry.to_dict()], timings=timings.to_dict())
+    assert rec.LayerEntry.from_dict(good.layers[0]).matrix == "layers/stages.0.npy"
+    entry.num_images = "3"
+    with pytest.raises(ResultError, match=r"field 'layers' is malformed: item 0: field 'num_images' should be integer"):
+        rec.write_record(tmp_path / "erf.json", rec.new_record("erf", layers=[entry.to_dict()]))
+    with pytest.raises(ResultError, match=r"field 'timings' is malformed: it: field 'wall_s' should be number"):
+        rec.new_record("erf", timings={"wall_s": "fast"})
+    assert not (tmp_path / "erf.json").exists()
+
+
+def test_a_fingerprint_lists_its_differences():
+    fp = rec.Fingerprint({"model": "a", "size": 64, "seed": 0})
+    assert fp.differences({"model": "a", "size": 32, "seed": 0}) == ["size"]
+    assert sorted(fp.differences({"model": "a", "size": 64, "extra": 1})) == ["extra", "seed"]
+    assert fp.differences({"model": "b"}, keys=["model"]) == ["model"]
