@@ -16,6 +16,8 @@ EPILOG = """examples:
   erftools shape-bias --model replknet-31B --weights pretrained --out results/sb/replknet-31B
   erftools shape-bias --model resnet-152 --weights random --stimuli DIR --batch-size 16
   erftools shape-bias --model replknet-31B swin-B resnet-152 --out results/sb   # one folder each + combined plot
+  erftools shape-bias --model openclip:ViT-B-32 --weights laion2b_s34b_b79k   # zero-shot, 80 CLIP templates
+  erftools shape-bias --model openclip:ViT-B-32 --weights openai --prompt "a photo of a {}."
   erftools shape-bias --decisions subject-*.csv resnet50.csv --out results/sb-refs
   erftools shape-bias --list-references
 """
@@ -29,13 +31,18 @@ def register(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("what to measure (one or both)")
     src.add_argument("--model", nargs="+", action="extend", default=[], metavar="NAME",
-                     help="model name(s): replknet-31B, resnet-152, swin-B or any timm name")
+                     help="model name(s): replknet-31B, resnet-152, swin-B, any timm name, or openclip:ARCH (a "
+                          "zero-shot open_clip model, e.g. openclip:ViT-B-32; needs pip install 'erftools[clip]')")
     src.add_argument("--decisions", nargs="+", action="extend", default=[], metavar="CSV",
                      help="per-trial decision files (model-vs-human schema: erftools', model-vs-human's, the human "
                           "data); each subj is one decision maker, human subjects are pooled as 'humans'")
     p.add_argument("--weights", nargs="+", default=["pretrained"], metavar="W",
                    help="weights for the model(s): pretrained (default), random, a registry tag, a file or a URL; "
-                        "one value for all models or one per model")
+                        "one value for all models or one per model; for openclip: models an open_clip pretrained "
+                        "tag (openai, laion2b_s34b_b79k, ...), a local checkpoint or random")
+    p.add_argument("--prompt", nargs="+", default=None, metavar="TEMPLATE",
+                   help="openclip: models: the prompt template(s) of the text classifier, '{}' where the category "
+                        "name goes (default: the 80 ImageNet templates of CLIP), e.g. --prompt 'a photo of a {}.'")
     p.add_argument("--label", nargs="+", default=None, metavar="LABEL", help="display name(s), one per model")
     p.add_argument("--stimuli", default=None, metavar="DIR",
                    help="cue-conflict folder (default: the user cache filled by `erftools data fetch cue-conflict`)")
@@ -98,6 +105,8 @@ def _check(args) -> tuple[list, list]:
         raise ErftoolsError(f"--weights takes one value for all models or one per model ({len(args.model)})")
     if len(weights) == 1:
         weights = weights * max(1, len(args.model))
+    if args.prompt and not any(m.strip().lower().startswith("openclip:") for m in args.model):
+        raise ErftoolsError("--prompt applies to zero-shot openclip:ARCH models only; none is among --model")
     if args.label and len(args.label) != len(args.model):
         raise ErftoolsError(f"--label takes one value per model ({len(args.model)})")
     return refs, weights
@@ -129,7 +138,8 @@ def main(args) -> int:
         models, dms, out=args.out, default_out=DEFAULT_OUT, stimuli=stimuli, stimuli_dir=args.stimuli,
         seed=args.seed, n_boot=args.bootstrap, references=refs, overwrite=args.overwrite, on_result=_print_summary,
         batch_size=args.batch_size, device=args.device, progress=not args.no_progress, resume=args.resume,
-        conv_backend=args.conv_backend, precision=args.precision, prepare=not args.no_prepare, workers=args.workers)
+        conv_backend=args.conv_backend, precision=args.precision, prepare=not args.no_prepare, workers=args.workers,
+        prompts=args.prompt)
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return 0
     if top is not None:

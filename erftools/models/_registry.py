@@ -163,6 +163,10 @@ def resolve(name: str) -> tuple[ModelEntry, str | None]:
     from .._io import ErftoolsError
 
     key = name.strip().lower()
+    if key.startswith("openclip:"):  # zero-shot vision-language models (optional open_clip)
+        from .openclip import openclip_entry
+
+        return openclip_entry(name), None
     if key in REGISTRY:
         return REGISTRY[key], None
     import timm

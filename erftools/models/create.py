@@ -25,13 +25,19 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, reparam
     """Build a registered model (or any timm model) and load its weights.
 
     Args:
-        name: a registry name (``replknet-31B``, ``resnet-152``, ``swin-B``, ...; case-insensitive) or any timm name.
-        weights: ``None``/``"random"``, ``"pretrained"``, a registry weight tag, a local file or a URL.
+        name: a registry name (``replknet-31B``, ``resnet-152``, ``swin-B``, ...; case-insensitive), any timm name, or
+            ``openclip:ARCH`` (an open_clip model, :mod:`erftools.models.openclip`; needs ``erftools[clip]``).
+        weights: ``None``/``"random"``, ``"pretrained"``, a registry weight tag, a local file or a URL (for
+            ``openclip:`` models: an open_clip pretrained tag, a local file or ``"random"``).
         reparam: for RepLKNet, merge the small-kernel branches after loading (``structural_reparam()``).
         num_classes: override the number of classes (default: the checkpoint's, else 1000).
         conv_backend: for RepLKNet, the large-kernel convolution backend (``auto``, ``native``, ``fft``, ``triton``).
         **kwargs: passed to the architecture's constructor (RepLKNet keyword arguments, or timm's ``img_size`` ...).
     """
+    if isinstance(name, str) and name.strip().lower().startswith("openclip:"):
+        from .openclip import create_openclip
+
+        return create_openclip(name, weights, **kwargs)
     entry, name_tag = resolve(name)
     source, path, label = resolve_weights(entry, weights, name_tag)
     if entry.family == "replknet":

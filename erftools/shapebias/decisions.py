@@ -2,7 +2,9 @@
 
 Each image goes in at 224x224 as it is (no resize, no crop), as a [0, 1] tensor normalised with the model's own
 mean/std. The decision is the arg-max over the 16 categories of the mean softmax probability of each category's
-ImageNet classes.
+ImageNet classes. Zero-shot models (open_clip, :mod:`erftools.shapebias.zeroshot`) take open_clip's own transform
+and decide among the 16 categories directly (``decides_categories``): the probabilities are the softmax of their 16
+logits.
 """
 from __future__ import annotations
 
@@ -57,7 +59,10 @@ def decide(aggregated) -> list[str]:
 
 
 def check_imagenet_head(model) -> None:
-    """Refuse a model whose classifier does not have the 1000 ImageNet-1k outputs."""
+    """Refuse a model whose classifier does not have the 1000 ImageNet-1k outputs (zero-shot classifiers, which
+    decide among the 16 categories themselves, pass)."""
+    if getattr(model, "decides_categories", False):
+        return
     n = getattr(model, "num_classes", None)
     if n is not None and int(n) != NUM_IMAGENET_CLASSES:
         raise ErftoolsError(_head_message(model, n))
@@ -87,16 +92,22 @@ def new_precision_check() -> dict:
 
 
 class _StimulusImages:
-    """A map-style dataset of stimuli (decoded in DataLoader worker processes)."""
+    """A map-style dataset of stimuli (decoded in DataLoader worker processes). ``transform``: the model's own
+    PIL -> [0, 1] tensor transform (open_clip models), else the stimulus as it is."""
 
-    def __init__(self, stimuli: Sequence[Stimulus], root: Path):
-        self.stimuli, self.root = list(stimuli), root
+    def __init__(self, stimuli: Sequence[Stimulus], root: Path, transform=None):
+        self.stimuli, self.root, self.transform = list(stimuli), root, transform
 
     def __len__(self) -> int:
         return len(self.stimuli)
 
     def __getitem__(self, i: int):
-        return load_image(self.root / self.stimuli[i].relpath)
+        if self.transform is None:
+            return load_image(self.root / self.stimuli[i].relpath)
+        from PIL import Image
+
+        with Image.open(self.root / self.stimuli[i].relpath) as im:
+            return self.transform(im.convert("RGB"))
 
 
 def default_workers(device: str) -> int:
@@ -137,9 +148,13 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
 
     if precision not in PRECISIONS:
         raise ErftoolsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    device = resolve_device(device)
+    from .zeroshot import is_zero_shot_model, zero_shot_classifier
+
+    if is_zero_shot_model(model):  # an open_clip model: the 80-template text classifier of the 16 categories
+        model = zero_shot_classifier(model, device=device)
     check_imagenet_head(model)
     info = get_model_info(model)
-    device = resolve_device(device)
     if prepare:
         prepare_for_inference(model, device)
     model = model.to(device).eval()
@@ -149,18 +164,19 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     check = new_precision_check()
     todo = [s for s in stimuli if s.relpath not in done]
     bar = _progress(progress, len(stimuli), len(stimuli) - len(todo), info.name)
+    direct = bool(getattr(model, "decides_categories", False))  # zero-shot: 16 logits, no 1000-class mapping
     try:
         with torch.inference_mode():
             start = 0
-            for x in _loader(todo, Path(root), batch_size, workers, dev):
+            for x in _loader(todo, Path(root), batch_size, workers, dev, getattr(model, "image_transform", None)):
                 batch = todo[start:start + len(x)]
                 start += len(x)
                 x = info.preprocessing.normalize(x.to(dev, non_blocking=True))
                 logits = _logits(model, x, precision)
                 keep = _finite_rows(batch, logits, bad)
-                new = _decisions([batch[i] for i in keep], logits[keep])
+                new = _decisions([batch[i] for i in keep], logits[keep], direct)
                 if precision != "fp32" and keep:
-                    _compare(new, _logits(model, x, "fp32")[keep], check, precision)
+                    _compare(new, _logits(model, x, "fp32")[keep], check, precision, direct)
                 done.update((d.stimulus.relpath, d) for d in new)
                 if on_batch is not None:
                     on_batch(new)
@@ -186,25 +202,28 @@ def _progress(progress: bool, total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, unit="img", desc=desc)
 
 
-def _loader(todo: Sequence[Stimulus], root: Path, batch_size: int, workers: int | None, dev):
-    """Batches of the decoded stimuli (``workers`` processes; pinned memory on CUDA)."""
+def _loader(todo: Sequence[Stimulus], root: Path, batch_size: int, workers: int | None, dev, transform=None):
+    """Batches of the decoded stimuli (``workers`` processes; pinned memory on CUDA; ``transform``: the model's own,
+    see :class:`_StimulusImages`)."""
     from torch.utils.data import DataLoader
 
     workers = default_workers(str(dev)) if workers is None else max(0, int(workers))
-    return DataLoader(_StimulusImages(todo, root), batch_size=batch_size, shuffle=False,
+    return DataLoader(_StimulusImages(todo, root, transform), batch_size=batch_size, shuffle=False,
                       num_workers=workers if todo else 0, pin_memory=dev.type == "cuda",
                       persistent_workers=False, prefetch_factor=2 if workers and todo else None)
 
 
 def _logits(model, x, precision: str):
-    """The model's ImageNet logits of ``x`` in float32 (the forward pass under bf16 autocast for ``bf16``)."""
+    """The model's ImageNet logits of ``x`` in float32 (the forward pass under bf16 autocast for ``bf16``); the 16
+    category logits for a zero-shot model."""
     import torch
 
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         logits = model(x)
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
-    if logits.ndim != 2 or logits.shape[-1] != NUM_IMAGENET_CLASSES:
+    n_out = len(CATEGORIES) if getattr(model, "decides_categories", False) else NUM_IMAGENET_CLASSES
+    if logits.ndim != 2 or logits.shape[-1] != n_out:
         raise ErftoolsError(_head_message(model, tuple(logits.shape[1:])))
     return logits.float()
 
@@ -224,21 +243,24 @@ def _finite_rows(batch: Sequence[Stimulus], logits, bad: list) -> list[int]:
     return [i for i, ok in enumerate(finite) if ok]
 
 
-def _probabilities_16(logits) -> np.ndarray:
+def _probabilities_16(logits, direct: bool = False) -> np.ndarray:
+    """The (N, 16) category probabilities: the 16-class mean of the 1000 ImageNet softmax probabilities, or for a
+    model that decides among the categories itself (``direct``: zero-shot) the softmax of its 16 logits."""
     import torch
 
-    return aggregate_16class(torch.softmax(logits.double(), dim=-1)).cpu().numpy()
+    p = torch.softmax(logits.double(), dim=-1)
+    return (p if direct else aggregate_16class(p)).cpu().numpy()
 
 
-def _decisions(stimuli: Sequence[Stimulus], logits) -> list[Decision]:
-    agg = _probabilities_16(logits)
+def _decisions(stimuli: Sequence[Stimulus], logits, direct: bool = False) -> list[Decision]:
+    agg = _probabilities_16(logits, direct)
     return [Decision(s, r, p) for s, r, p in zip(stimuli, decide(agg), agg)]
 
 
-def _compare(new: list[Decision], ref_logits, check: dict, precision: str) -> None:
+def _compare(new: list[Decision], ref_logits, check: dict, precision: str, direct: bool = False) -> None:
     """Add to ``check`` the decisions of ``new`` that the fp32 logits ``ref_logits`` decide otherwise, and the
     largest probability difference."""
-    ref = _probabilities_16(ref_logits)
+    ref = _probabilities_16(ref_logits, direct)
     finite_ref = np.isfinite(ref).all(axis=1)
     for d, r, fr in zip(new, decide(ref), finite_ref):
         check["compared"] += int(fr)

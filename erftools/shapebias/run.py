@@ -113,7 +113,7 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
               references: Sequence[str] = ("humans",), progress: bool = True, overwrite: bool = False,
               fresh: bool | None = None, resume: bool | None = None, model=None, conv_backend: str | None = None,
               max_nonfinite_fraction: float = MAX_NONFINITE_FRACTION, precision: str = "fp32",
-              prepare: bool = True, workers: int | None = None) -> dict:
+              prepare: bool = True, workers: int | None = None, prompts: Sequence[str] | None = None) -> dict:
     """Evaluate a model on the cue-conflict stimuli and write a complete run folder; return the record.
 
     ``weights``: as :func:`erftools.create_model` (``"random"`` weights are initialised after ``torch.manual_seed
@@ -126,6 +126,8 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     protocol's) or ``bf16`` (every batch is also run in fp32 and the changed decisions are recorded).
     ``prepare``: re-parameterise, fold BatchNorms and use channels-last first (see
     :func:`erftools.shapebias.decisions.prepare_for_inference`). ``workers``: image-decoding processes.
+    ``prompts``: for ``openclip:`` models, the templates of the text classifier (default: the 80 CLIP ImageNet
+    templates; see :mod:`erftools.shapebias.zeroshot`).
 
     Under ``torchrun`` the stimuli are split across the processes; rank 0 writes the same files as one process.
     The folder follows the run-folder protocol (:mod:`erftools._runfolder`); the steps are :func:`_open_state`,
@@ -147,9 +149,15 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
         torch.manual_seed(seed)
         model = create_model(name, weights=weights, conv_backend=conv_backend)
     info = get_model_info(model)
-    run = _ModelRun(model, info, label or info.name, Path(out), stimuli,
-                    model_fingerprint(model, info, stimuli, seed=seed, precision=precision, prepare=prepare),
-                    Dist(), resolve_device(device), resume, overwrite,
+    device = resolve_device(device)
+    fingerprint = model_fingerprint(model, info, stimuli, seed=seed, precision=precision, prepare=prepare)
+    from .zeroshot import prepare_zero_shot
+
+    model, zero_shot = prepare_zero_shot(model, prompts, device, fingerprint["parameters_sha256"])
+    if zero_shot:  # open_clip: the prompts, class names and text classifier are part of what a resume must match
+        fingerprint["zero_shot"] = zero_shot
+    run = _ModelRun(model, info, label or info.name, Path(out), stimuli, fingerprint, Dist(), device, resume,
+                    overwrite,
                     dict(batch_size=batch_size, seed=seed, n_boot=n_boot, references=references, progress=progress,
                          max_nonfinite_fraction=max_nonfinite_fraction, precision=precision, prepare=prepare,
                          workers=workers))
@@ -278,12 +286,16 @@ def _model_record(run: _ModelRun, decisions: list, nonfinite: list, check: dict,
             np.save(fh, np.stack([d.probabilities for d in decisions]).astype(np.float32))
     dm = DecisionMaker(label, rows, results.MODEL, [label], [str(out / results.SB_DECISIONS)])
     analysis = analyse_decision_maker(dm, n_boot=opts["n_boot"], seed=opts["seed"])
-    pub = published_for(info.name, info.weights)
+    pub = published_for(info.name, info.weights, (run.fingerprint.get("zero_shot") or {}).get("prompts_sha256"))
     seed = opts["seed"] if info.weights == "random" else None
+    from .zeroshot import record_fields
+
+    zs = record_fields(run.model)  # zero-shot models: the prompts, text classifier, open_clip's transform
     record = results.new_record(
         "shape-bias", label=label, source="model", decision_maker_kind=results.MODEL, model=info.to_dict(),
         weights={"source": info.weights, "sha256": info.weights_sha256, "seed": seed},
-        preprocessing=dict(info.preprocessing.to_dict(), resize=None, crop=None, note=PREPROCESSING_NOTE),
+        preprocessing=zs.get("preprocessing") or dict(info.preprocessing.to_dict(), resize=None, crop=None,
+                                                      note=PREPROCESSING_NOTE), zero_shot=zs.get("zero_shot"),
         stimuli=_stimuli_record(run.stimuli), decisions=results.SB_DECISIONS, probabilities=PROBABILITIES,
         categories=list(CATEGORIES), device=run.device, batch_size=opts["batch_size"],
         conv_backend=_conv_backends(run.model), conv_backends_report=backends,
@@ -608,8 +620,10 @@ def run_many(models: Sequence[tuple[str, str, str | None]], decision_makers: Seq
     analysed (rank 0; :func:`run_decision_maker`), then for more than one the combined plots at the top
     (:func:`write_combined`). ``on_result(record, folder)`` is called after each (rank 0). Returns the records, the
     folders and the top folder of the combined plots (None for one maker; on ranks other than 0 the lists hold
-    the model runs only)."""
+    the model runs only). ``prompts`` (in ``model_kwargs``) go to the ``openclip:`` models only."""
     from .._dist import Dist
+
+    prompts = model_kwargs.pop("prompts", None)
 
     folder_for = _Folders(out, default_out, len(models) + len(decision_makers))
     records, folders = [], []
@@ -619,7 +633,8 @@ def run_many(models: Sequence[tuple[str, str, str | None]], decision_makers: Seq
 
         folder = folder_for(label or resolve(name)[0].name)
         rec = run_model(name, weights=weights, out=folder, stimuli=stimuli, label=label, seed=seed, n_boot=n_boot,
-                        references=references, overwrite=overwrite, **model_kwargs)
+                        references=references, overwrite=overwrite, **model_kwargs,
+                        prompts=prompts if name.strip().lower().startswith("openclip:") else None)
         records.append(rec)
         folders.append(folder)
         if rank == 0 and on_result is not None:
