@@ -29,8 +29,10 @@ still run; every child appends its results line by line, so a killed part keeps 
               and warms up).
 ``shapebias`` (d) ``erftools.shapebias.evaluate`` over the 1280 cue-conflict stimuli (``--stimuli``, default
               ``$ERFTOOLS_SHARED/data/cue-conflict`` or ``../shared/data/cue-conflict``; 1280 random 224 px PNGs when
-              absent) for RepLKNet-31B, ResNet-152 and Swin-B (random weights) in fp32 and bf16 (``torch.autocast``
-              around ``evaluate``), images/s and the number of decisions that change between the two.
+              absent) for RepLKNet-31B, ResNet-152, Swin-B and the zero-shot open_clip ViT-B-32 (random weights; its
+              80-template text classifier timed as ``text_classifier_s``; needs open-clip-torch, else the row holds
+              the error) in fp32 and bf16 (``torch.autocast`` around ``evaluate``), images/s and the number of
+              decisions that change between the two.
 
 Outputs in DIR: ``gpu_check.json`` (everything), ``gpu_check.md`` (tables), ``cuda_table.json`` (the measured
 CUDA table in the format ``erftools/ops/_cuda_table.py`` reads: copy it to ``erftools/ops/cuda_table.json`` and
@@ -86,6 +88,8 @@ FULL = {
     "warmup": 2, "reps": 10, "slow_ms": 500.0,
     "erf_size": 1024, "erf_images": 10, "sb_images": 1280, "sb_batch": 64,
     "models": {"replknet-31B": {}, "resnet-152": {}, "swin-B": {}},
+    # the zero-shot path (issue 20): open_clip's ViT-B-32, its 80-template text classifier, arg-max over the 16
+    "sb_models": {"openclip:ViT-B-32": {}},
 }
 SMOKE = {
     "ks": [3, 7],
@@ -98,6 +102,12 @@ SMOKE = {
     "models": {"replknet-31B": {"channels": [8, 8, 8, 8], "layers": [1, 1, 1, 1]},
                "resnet-152": {"layers": (1, 1, 1, 1)},
                "swin-B": {"depths": (1, 1, 1, 1), "embed_dim": 16, "num_heads": (1, 1, 1, 1)}},
+    # a toy open_clip config (open_clip's model_kwargs replace the towers' configs): the same zero-shot code path
+    "sb_models": {"openclip:ViT-B-32": {"embed_dim": 16,
+                                        "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "patch_size": 32,
+                                                       "head_width": 16},
+                                        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16,
+                                                     "heads": 1, "layers": 1}}},
 }
 
 
@@ -439,7 +449,7 @@ def _build(name, cfg, size=None):
     from erftools.erf import model_kwargs_for_size
     from erftools.models import create_model
 
-    kw = dict(cfg["models"].get(name, {}))
+    kw = dict(cfg["models"].get(name, cfg.get("sb_models", {}).get(name, {})))
     if size is not None:
         kw.update(model_kwargs_for_size(name, size))
     torch.manual_seed(0)
@@ -614,7 +624,7 @@ def part_shapebias(args, cfg, dev, out_path: Path, deadline: float) -> None:
         _emit(out_path, {"kind": "stimuli", "source": source, "images": len(stimuli),
                          "prepare_s": round(time.perf_counter() - t, 2)})
         bs = cfg["sb_batch"]
-        for name in cfg["models"]:
+        for name in [*cfg["models"], *cfg.get("sb_models", {})]:
             rec = {"kind": "shapebias", "model": name, "images": len(stimuli), "batch_size": bs, "precisions": {}}
             if _now() > deadline:
                 rec["skipped"] = "time budget spent"
@@ -622,6 +632,13 @@ def part_shapebias(args, cfg, dev, out_path: Path, deadline: float) -> None:
                 continue
             try:
                 model = _build(name, cfg)
+                if name.startswith("openclip:"):  # the text classifier, built (not read from a cache) and timed
+                    from erftools.shapebias.zeroshot import zero_shot_classifier
+
+                    t = time.perf_counter()
+                    model = zero_shot_classifier(model, device=str(dev), cache=False)
+                    _sync(dev)
+                    rec["text_classifier_s"] = round(time.perf_counter() - t, 3)
                 decisions = {}
                 for prec in ("fp32", "bf16"):
                     if _now() > deadline:

@@ -437,6 +437,7 @@ class ShapeBiasRecord(Record):
     num_nonfinite: int | None = _opt(_INT)
     nonfinite: list | None = _opt(_LIST)
     published: dict | None = _opt(_DICT)
+    zero_shot: dict | None = _opt(_DICT)  # openclip: models: prompts, class names, text classifier (docs/shape-bias.md)
     shape_bias: float | None = _opt(_NUM)
     fraction_correct_shape: float | None = _opt(_NUM)
     fraction_correct_texture: float | None = _opt(_NUM)

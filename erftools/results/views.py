@@ -132,6 +132,10 @@ def provenance(record: Record) -> dict[str, Any]:
     elif isinstance(record, ShapeBiasRecord):
         stimuli = record.stimuli or {}
         out.update({"trials": record.num_trials, "stimuli sha256": stimuli.get("sha256")})
+        prompts = (record.zero_shot or {}).get("prompts") or {}
+        if prompts:  # zero-shot (open_clip) runs: which text classifier decided
+            out["zero-shot prompts"] = (f"{prompts.get('set')}: {prompts.get('n')} template(s), sha256 "
+                                        f"{str(prompts.get('sha256'))[:12]}")
     versions = record.versions or {}
     out.update({"device": _short(record.device), "created": record.created,
                 "erftools": versions.get("erftools"), "torch": versions.get("torch")})

@@ -9,6 +9,7 @@ Flat API::
     analyse(rows)["shape_bias"]
 
 ``erftools shape-bias`` (``run_model`` / ``run_decision_maker``) writes complete run folders; see docs/shape-bias.md.
+Zero-shot open_clip models (``openclip:ARCH``) decide through a text classifier: :mod:`.zeroshot`.
 """
 from .._lazy import lazy
 
@@ -48,14 +49,18 @@ _NAMES = {
     "parse_stimulus": ".stimuli",
     "texture_category": ".stimuli",
     "fetch_dataset": ".fetch:fetch",
+    "CLIP_IMAGENET_TEMPLATES": ".zeroshot",
+    "ZeroShotClassifier": ".zeroshot",
+    "zero_shot_classifier": ".zeroshot",
 }
 __getattr__, __dir__ = lazy(__name__, globals(), _NAMES)
 
 __all__ = [
-    "CATEGORIES", "CSV_COLUMNS", "NUM_IMAGES", "Decision", "DecisionMaker", "Stimulus", "StimuliReport",
+    "CATEGORIES", "CLIP_IMAGENET_TEMPLATES", "CSV_COLUMNS", "NUM_IMAGES", "Decision", "DecisionMaker", "Stimulus", "StimuliReport",
     "aggregate_16class", "analyse", "analyse_decision_maker", "bootstrap_ci", "canonical_stimuli", "check_stimuli",
     "decide", "decision_rows", "default_stimuli_dir", "evaluate", "fetch_dataset", "get_reference",
     "group_decision_makers", "imagenet_indices", "imagenet_to_category", "list_references", "load_stimuli",
     "parse_stimulus", "plot_shape_bias", "plot_shape_bias_bars", "published_for", "read_decisions",
-    "run_decision_maker", "run_model", "shape_bias", "texture_category", "write_rows",
+    "run_decision_maker", "run_model", "shape_bias", "texture_category", "write_rows", "ZeroShotClassifier",
+    "zero_shot_classifier",
 ]

@@ -101,7 +101,8 @@ def test_shapebias_part(smoke):
     stim = next(r for r in recs if r["kind"] == "stimuli")
     assert stim["images"] == 4
     models = {r["model"]: r for r in recs if r["kind"] == "shapebias"}
-    assert set(models) == {"replknet-31B", "resnet-152", "swin-B"}
+    assert set(models) == {"replknet-31B", "resnet-152", "swin-B", "openclip:ViT-B-32"}
+    assert models["openclip:ViT-B-32"]["text_classifier_s"] > 0  # the zero-shot path: text classifier, 16 logits
     for r in models.values():
         assert "error" not in r, r
         assert r["precisions"]["fp32"]["images_per_second"] > 0 and r["precisions"]["bf16"]["images_per_second"] > 0
