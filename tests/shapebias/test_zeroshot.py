@@ -302,3 +302,12 @@ def test_vit_b32_random_runs_offline_and_is_reproduced(subset_dir, tmp_path):
     np.testing.assert_allclose(np.load(out / "probabilities_16class.npy"), p, rtol=1e-4, atol=1e-6)
     rec = json.loads((out / "summary.json").read_text())
     assert rec["model"]["num_parameters"] == sum(t.numel() for t in clip.parameters())
+
+
+def test_bf16_counts_the_decisions_it_changes(stimuli, tmp_path):
+    rec = run_model(MODEL, weights="random", out=tmp_path / "bf16", stimuli=stimuli, batch_size=6, n_boot=10,
+                    progress=False, seed=SEED, precision="bf16")
+    check = rec["precision_check"]
+    assert check["compared"] == 6 and 0 <= check["changed_decisions"] <= 6
+    # bf16 keeps ~3 significant digits: probabilities of ~1/16 move by far less than 1e-2 (and by something)
+    assert 0 < check["max_abs_probability_diff"] < 1e-2
