@@ -1,4 +1,5 @@
-"""Reference decision makers, available offline: human observers, ImageNet CNNs, and the RepLKNet paper's Fig. 5.
+"""Reference decision makers, available offline: human observers, ImageNet CNNs, the RepLKNet paper's Fig. 5, and
+Gavrikov et al.'s zero-shot open_clip models (:mod:`erftools.shapebias.published_zeroshot`).
 
 Two small files ship in ``data/shapebias/``:
 
@@ -63,39 +64,47 @@ def list_references() -> list[dict]:
     for name, e in load_summary()["references"].items():
         out.append({"name": name, "label": e["label"], "kind": e["kind"], "shape_bias": e["shape_bias"],
                     "source": e["source"]})
-    for name, e in load_published()["entries"].items():
-        out.append({"name": name, "label": e["label"], "kind": e["kind"], "shape_bias": e["shape_bias"],
-                    "source": "published: " + load_published()["source"]})
+    for pub in _published():
+        for name, e in pub["entries"].items():
+            out.append({"name": name, "label": e["label"], "kind": e["kind"], "shape_bias": e["shape_bias"],
+                        "source": "published: " + pub["source"]})
     return out
+
+
+def _published() -> list[dict]:
+    """The published values: the RepLKNet paper's Fig. 5, then Gavrikov et al.'s zero-shot models."""
+    from .published_zeroshot import load
+
+    return [load_published(), load()]
 
 
 def get_reference(name: str) -> dict:
     """One reference by name (``humans``, ``resnet152``, ``subject-03``, ``paper:replknet-31b-in1k``, ...)."""
     key = name.strip().lower()
     refs = load_summary()["references"]
-    pub = load_published()["entries"]
     if key in refs:
         e = dict(refs[key])
         e["name"] = key
         e["per_category"] = {c: v["shape_bias"] for c, v in refs[key]["per_category"].items()}
         e["source"] = e["source"]
         return e
-    if key in pub:
-        e = dict(pub[key])
-        e["name"] = key
-        e["source"] = "published: " + load_published()["source"]
-        return e
-    names = sorted(refs) + sorted(pub)
+    for pub in _published():
+        if key in pub["entries"]:
+            return dict(pub["entries"][key], name=key, source="published: " + pub["source"])
+    names = sorted(refs) + [n for pub in _published() for n in sorted(pub["entries"])]
     raise ErftoolsError(f"unknown reference {name!r}; choose from {', '.join(names)}")
 
 
-def published_for(model_name: str, weights: str | None = None) -> dict | None:
-    """The paper's Fig. 5 entry matching a model (registry name) and its weights label, if there is one."""
+def published_for(model_name: str, weights: str | None = None, prompts_sha256: str | None = None) -> dict | None:
+    """The published entry matching a model (registry name), its weights label and, for zero-shot models, the
+    sha256 of its prompt templates (Fig. 5 of the RepLKNet paper; Gavrikov et al. for ``openclip:`` models)."""
     name = (model_name or "").lower()
     tag = (weights or "").lower().split("pretrained:", 1)[-1]
-    for key, e in load_published()["entries"].items():
-        if e.get("model") and e["model"].lower() == name and tag in [t.lower() for t in e.get("weights_tags", [])]:
-            return dict(e, name=key)
+    for pub in _published():
+        for key, e in pub["entries"].items():
+            if e.get("model") and e["model"].lower() == name and tag in [t.lower() for t in e.get("weights_tags", [])] \
+                    and (e.get("prompts") or {}).get("sha256") == prompts_sha256:
+                return dict(e, name=key)
     return None
 
 

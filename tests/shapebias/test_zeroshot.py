@@ -311,3 +311,28 @@ def test_bf16_counts_the_decisions_it_changes(stimuli, tmp_path):
     assert check["compared"] == 6 and 0 <= check["changed_decisions"] <= 6
     # bf16 keeps ~3 significant digits: probabilities of ~1/16 move by far less than 1e-2 (and by something)
     assert 0 < check["max_abs_probability_diff"] < 1e-2
+
+
+def test_published_zero_shot_values_match_model_weights_and_prompts(tmp_path):
+    """Gavrikov et al.'s per-trial data, analysed by erftools, is matched by model, tag and prompt set."""
+    from erftools.shapebias.published_zeroshot import read_rows
+    from erftools.shapebias.reference import get_reference, list_references, published_for
+    from erftools.shapebias.zeroshot import CLIP_IMAGENET_TEMPLATES, prompts_record
+
+    sha80 = prompts_record(CLIP_IMAGENET_TEMPLATES)["sha256"]
+    photo = prompts_record(["a photo of a {}."])["sha256"]
+    e = published_for("openclip:ViT-L-14", "pretrained:openai", sha80)
+    assert e["name"] == "gavrikov:vit-l-14-openai" and e["num_trials"] == 1280
+    assert e["shape_bias"] == pytest.approx(0.61, abs=0.005)  # the issue's "about 0.61" for CLIP ViT-L/14
+    assert published_for("openclip:ViT-L-14", "pretrained:openai", photo)["name"].endswith("-photo")
+    assert published_for("openclip:ViT-L-14", "pretrained:openai") is None  # no prompts: not a zero-shot run
+    assert published_for("openclip:ViT-L-14", "random", sha80) is None
+    assert published_for("replknet-31B", "pretrained:in1k")["name"] == "paper:replknet-31b-in1k"
+    assert get_reference("gavrikov:rn50-openai")["shape_bias"] < 0.3 < e["shape_bias"]
+    assert sum(r["name"].startswith("gavrikov:") for r in list_references()) == 18
+    # their file format: image (no extension), response
+    path = tmp_path / "x.csv"
+    path.write_text("image,response,pred_label,pred_conf\ncat1-bird2,bird,bird,0.9\nknife3-oven1,knife,knife,0.5\n")
+    rows = read_rows(path)
+    assert [(r["category"], r["imagename"], r["object_response"]) for r in rows] == [
+        ("cat", "cat1-bird2.png", "bird"), ("knife", "knife3-oven1.png", "knife")]
