@@ -91,6 +91,8 @@ class OpenClipModel(torch.nn.Module):
 def _resolve_weights(open_clip, arch: str, weights) -> tuple[str | None, str | None, Path | None]:
     """(what open_clip's ``pretrained`` gets, the tag, the local file) for erftools' ``weights`` value."""
     weights = "random" if weights is None else str(weights)
+    if weights.startswith("pretrained:"):  # the label a record gives the weights
+        weights = weights[len("pretrained:"):]
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if weights == "random":
         return None, None, None

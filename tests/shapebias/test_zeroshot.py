@@ -151,6 +151,12 @@ def test_checkpoint_run_reproduced_by_an_independent_implementation(subset_dir, 
     assert pre["source"] == "open_clip" and pre["mean"] == pytest.approx(list(open_clip.OPENAI_DATASET_MEAN))
     assert pre["input_size"] == 224 and pre["transform"][0].startswith("Resize")
     assert rec["fingerprint"]["zero_shot"]["n_prompts"] == 80
+    # the results layer (what the dashboard and the report read) types the record and names the prompts
+    from erftools.results import views
+
+    (run,) = results.find_runs(out, "shape-bias")
+    assert run.record.zero_shot["prompts"]["n"] == 80
+    assert views.provenance(run.record)["zero-shot prompts"].startswith("clip-imagenet-80: 80 template(s)")
     # the usual analysis of the decisions
     n_shape = sum(w == r["category"] for w, r in zip(want, _csv(out / results.SB_DECISIONS)))
     assert rec["n_shape"] == n_shape
@@ -336,3 +342,24 @@ def test_published_zero_shot_values_match_model_weights_and_prompts(tmp_path):
     rows = read_rows(path)
     assert [(r["category"], r["imagename"], r["object_response"]) for r in rows] == [
         ("cat", "cat1-bird2.png", "bird"), ("knife", "knife3-oven1.png", "knife")]
+
+
+def test_dashboard_shows_a_zero_shot_run(stimuli, tmp_path, monkeypatch):
+    """The dashboard lists a zero-shot run like any other model (Streamlit AppTest on the real app)."""
+    from streamlit.testing.v1 import AppTest
+
+    from erftools.dashboard import ENV_RESULTS, ENV_STIMULI
+
+    root = tmp_path / "results"
+    rec = run_model(MODEL, weights="random", out=root / "clip", stimuli=stimuli, batch_size=6, n_boot=10,
+                    progress=False, seed=SEED)
+    monkeypatch.delenv(ENV_STIMULI, raising=False)
+    monkeypatch.setenv(ENV_RESULTS, str(root))
+    at = AppTest.from_file(str(HERE.parents[1] / "apps" / "dashboard.py"), default_timeout=60)
+    at.run()
+    at.sidebar.radio(key="page").set_value("Shape bias").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert MODEL in at.multiselect(key="sb_models").value
+    table = at.dataframe[0].value
+    row = table[table["decision maker"] == MODEL].iloc[0]
+    assert row["shape bias"] == f"{rec['shape_bias']:.3f}"
