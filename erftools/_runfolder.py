@@ -64,6 +64,7 @@ class RunKind:
     state: str  # what an interrupted run leaves, in messages: "an interrupted ERF run", "partial decisions"
     keys: tuple | None = None  # the fingerprint keys compared (None: all)
     who: Callable[[dict], str] | None = None  # " of <model>" for a finished record, in messages
+    defaults: dict | None = None  # {key: value}: what a fingerprint written before ``key`` existed stands for
 
     @property
     def record_file(self) -> str:
@@ -95,7 +96,7 @@ class RunFolder:
             return FRESH, None
         record = self.existing()
         if record is not None and record.get("complete"):
-            saved = record.get("fingerprint") or {}
+            saved = {**(self.kind.defaults or {}), **(record.get("fingerprint") or {})}
             if differences(saved, self.fingerprint, self.kind.keys):
                 who = self.kind.who(record) if self.kind.who else ""
                 raise ErftoolsError(
@@ -104,6 +105,7 @@ class RunFolder:
                     "replace it, or choose another output folder")
             return FINISHED, record
         if interrupted is not None:
+            interrupted = {**(self.kind.defaults or {}), **interrupted}
             if differences(interrupted, self.fingerprint, self.kind.keys):
                 raise ErftoolsError(
                     f"refusing to resume: {self.out} holds {self.kind.state} of another run with different "

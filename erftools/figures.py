@@ -123,6 +123,16 @@ def layer_growth(series: dict, thresholds=None):
     return plot_layer_growth(safe, thresholds=None if thresholds is None else list(thresholds))
 
 
+def size_sweep(series: dict, thresholds=None):
+    """How the ERF depends on the input size: the area ratio (%) at each threshold against the input side, several
+    models overlaid, with each model's theoretical receptive field as a share of the image (the ERF engine's
+    :func:`erftools.erf.plots.plot_size_sweep`; ``series`` from :func:`erftools.results.views.size_series`)."""
+    from .erf.plots import plot_size_sweep
+
+    safe = {plot_text(title): points for title, points in series.items()}
+    return plot_size_sweep(safe, thresholds=None if thresholds is None else list(thresholds))
+
+
 def erf_map(matrix: np.ndarray, title: str, thresholds=THRESHOLDS, theoretical=None):
     """One ERF heatmap with the squares at ``thresholds`` and the theoretical receptive field (a dashed square;
     the ERF engine's :func:`erftools.erf.plots.plot_erf`)."""

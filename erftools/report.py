@@ -27,6 +27,7 @@ FIGURES = "figures"
 ERF_FIGURE = "erf_comparison.png"
 RADIAL_FIGURE = "erf_radial_profiles.png"
 GROWTH_FIGURE = "erf_growth.png"
+SIZES_FIGURE = "erf_sizes.png"
 LAYERS_FIGURE = "erf_layers_{}.png"
 BASELINE_FIGURE = "erf_baseline_{}.png"
 SB_FIGURE = "shape_bias.png"
@@ -171,6 +172,7 @@ def _erf_section(runs: list[Run], figdir: Path, base: Path, provenance: list) ->
         lines.append(f"![radial profiles]({_link(figdir / RADIAL_FIGURE, base)})\n")
         lines.append("*Share of the total contribution within a distance of the centre.*\n")
     lines += _layers_part(good, figdir, base, errors)
+    lines += _sizes_part(good, figdir, base)
     lines += _statistics_part(good, errors)
     lines += _baseline_part(good, figdir, base, errors)
     for e in errors:
@@ -231,6 +233,30 @@ def _layers_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors: 
         out.append(_figure(F.layer_growth(series), figdir / GROWTH_FIGURE, base, "ERF growth with depth"))
         out.append("*Area ratio of the high-contribution square at each threshold against the layer (colour: "
                    "model, line style: threshold).*\n")
+    return out
+
+
+def _sizes_part(good: list[tuple[str, Run]], figdir: Path, base: Path) -> list[str]:
+    """The input-size sweeps among the runs (``erftools erf --size A,B``, studies with ``size = [..]``): area ratio
+    against input size, all sweeps in one figure, and a table per sweep and size."""
+    series = V.size_series([run for _, run in good])
+    if not series:
+        return []
+    out = ["### ERF against the input size\n",
+           _figure(F.size_sweep(series), figdir / SIZES_FIGURE, base, "ERF area ratio against the input size"),
+           "*Area ratio of the high-contribution square at each threshold against the input side (colour: model, "
+           "line style: threshold); dotted with crosses: the theoretical receptive field's share of the image "
+           "(clipped to it), the largest any square can reach; each size's own heatmap (erf.png in its folder) draws that field.*\n"]
+    thresholds = sorted({round(float(r["threshold"]), 6) for pts in series.values() for p in pts
+                         for r in p["area_ratios"]})
+    rows = []
+    for title, points in series.items():
+        for p in points:
+            got = {round(float(r["threshold"]), 6): r for r in p["area_ratios"]}
+            rows.append([md_text(title), str(p["size"])] + [
+                V.pct(got[t].get("area_ratio")) + (f" ({got[t]['side']} px)" if got[t].get("side") else "")
+                if t in got else "" for t in thresholds])
+    out.append(_md_table(["model", "size (px)"] + [f"t = {t:.0%}" for t in thresholds], rows) + "\n")
     return out
 
 

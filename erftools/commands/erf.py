@@ -34,7 +34,16 @@ def _add_thresholds(parser) -> None:
                              + " ".join(str(t) for t in DEFAULT_THRESHOLDS) + ", as in the paper)")
 
 
+def _size_arg(text: str):
+    """One size as an int (as before sweeps existed); a list stays text for :func:`erftools.erf.sweep.parse_sizes`,
+    which names what is wrong with it."""
+    one = text.strip()
+    return int(one) if one.isdigit() else text
+
+
 def register(subparsers) -> None:
+    from ..erf.objectives import OBJECTIVE_HELP, OBJECTIVES, REDUCTION_HELP, REDUCTIONS
+
     p = subparsers.add_parser(
         "erf", help="compute the effective receptive field (aggregated contribution map) of a model",
         description="Compute the aggregated contribution map of a model at SIZE x SIZE (the RepLKNet paper's ERF "
@@ -52,7 +61,15 @@ def register(subparsers) -> None:
                    help="random (seeded, default), sequential (first N in folder order, as the official script), "
                         "stratified (one image per class folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random / stratified sampler and of random weights (default 0)")
-    p.add_argument("--size", type=int, default=1024, help="input resolution (default 1024)")
+    p.add_argument("--size", default=1024, type=_size_arg, metavar="SIZE[,SIZE...]",
+                   help="input resolution (default 1024); several (224,512,1024): an input-size sweep, one run "
+                        "folder per size under --out (OUT/size-224, ...) and erf_sizes.png, the area ratios "
+                        "against the size")
+    p.add_argument("--objective", default="paper", choices=OBJECTIVES,
+                   help="what is differentiated: " + "; ".join(f"{k}: {v}" for k, v in OBJECTIVE_HELP.items()))
+    p.add_argument("--reduce", default="relu", choices=REDUCTIONS, dest="reduction",
+                   help="how the input gradient becomes a map: "
+                        + "; ".join(f"{k}: {v}" for k, v in REDUCTION_HELP.items()))
     p.add_argument("--batch-size", type=int, default=None, help="images per pass (default: 1 on CPU, 4 on CUDA)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: cuda if available")
     p.add_argument("--precision", default="fp32", choices=ERF_PRECISIONS,
@@ -118,7 +135,7 @@ def register(subparsers) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _default_out(model: str, weights: str, size: int) -> Path:
+def _default_out(model: str, weights: str, size) -> Path:
     from ..results.records import slug
 
     w = weights
@@ -127,67 +144,159 @@ def _default_out(model: str, weights: str, size: int) -> Path:
     return Path("results") / "erf" / f"{slug(model)}_{slug(w)}_{size}"
 
 
-def _erf_inputs(args):
-    """The model, images, output folder and run arguments of ``erftools erf`` (arguments checked first)."""
-    from ..erf import model_kwargs_for_size
-    from ..images import select_images
-    from ..models import create_model, get_model_info
+def _check_erf_args(args) -> list[int]:
+    """The sizes of ``--size`` and the argument checks done before any model is built."""
+    from ..erf.sweep import parse_sizes
 
-    if args.size < 32:
-        raise ErftoolsError(f"--size must be at least 32 (got {args.size})")
+    sizes = parse_sizes(args.size)
     if args.num_images < 1:
         raise ErftoolsError(f"--num-images must be at least 1 (got {args.num_images})")
     if args.resume and args.overwrite:
         raise ErftoolsError("--resume and --overwrite contradict each other; choose one")
-    thresholds = _thresholds(args.thresholds)
-    kwargs = model_kwargs_for_size(args.model, args.size)
+    if len(sizes) > 1 and args.baseline:
+        raise ErftoolsError("--baseline is not available with several sizes: run each size with --baseline "
+                            "separately, or drop --baseline for the sweep")
+    return sizes
+
+
+def _build(args, size: int, thresholds, command: str):
+    """The model (seeded, rebuilt for ``size`` where its patch grid needs it), the images at ``size`` and the keyword
+    arguments of ``run_erf`` for one size."""
+    from ..erf import model_kwargs_for_size
+    from ..images import select_images
+    from ..models import create_model, get_model_info
+
+    kwargs = model_kwargs_for_size(args.model, size)
     import torch
 
     torch.manual_seed(args.seed)  # random weights: reproducible, and the same in every torchrun process
     model = create_model(args.model, args.weights, **kwargs)
-    pre = get_model_info(model).preprocessing
-    images = select_images(args.images, args.num_images, args.sampler, args.seed, size=args.size, mean=pre.mean,
+    info = get_model_info(model)
+    pre = info.preprocessing
+    images = select_images(args.images, args.num_images, args.sampler, args.seed, size=size, mean=pre.mean,
                            std=pre.std)
-    out = Path(args.out) if args.out else _default_out(get_model_info(model).name, args.weights, args.size)
     layers = args.layers if args.layers in (None, "stages") else [x.strip() for x in args.layers.split(",") if x.strip()]
-    command = "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_args = dict(batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
-                    prepare=not args.no_prepare, conv_backend=args.conv_backend, thresholds=thresholds,
-                    progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers,
-                    precision=args.precision, allow_low_precision=args.allow_low_precision, label=args.label,
-                    extra={"model_kwargs": kwargs, "command": command})
-    return model, images, out, run_args
+    common = dict(batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
+                  prepare=not args.no_prepare, conv_backend=args.conv_backend, thresholds=thresholds,
+                  progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers,
+                  precision=args.precision, allow_low_precision=args.allow_low_precision,
+                  objective=args.objective, reduction=args.reduction,
+                  extra={"model_kwargs": kwargs, "command": command})
+    return model, images, common, info
+
+
+def _interrupted(args, out: Path, rank: int) -> int:
+    if rank == 0:
+        argv = [a for a in sys.argv[1:] if a not in ("--overwrite",)] or ["erf", "--model", args.model]
+        if args.out is None:
+            argv += ["--out", str(out)]
+        print(f"\nerftools erf: interrupted. Every finished batch is saved in {out} (.erf_checkpoint); "
+              f"continue with the same command:\n  erftools {' '.join(shlex.quote(a) for a in argv)}", file=sys.stderr)
+    return 130
 
 
 def cmd_erf(args) -> int:
     from ..erf.run import run_erf, run_erf_with_baseline
 
-    model, images, out, run_args = _erf_inputs(args)
+    sizes = _check_erf_args(args)
+    thresholds = _thresholds(args.thresholds)
+    command = "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rank = int(os.environ.get("RANK", "0") or 0)
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if len(models) > 1:
+        return _cmd_models(args, models, sizes, thresholds, command, rank)
+    if len(sizes) > 1:
+        return _cmd_sweep(args, sizes, thresholds, command, rank)
+    model, images, common, info = _build(args, sizes[0], thresholds, command)
+    out = Path(args.out) if args.out else _default_out(info.name, args.weights, sizes[0])
     try:
-        record = (run_erf_with_baseline if args.baseline == "random" else run_erf)(model, images, out, **run_args)
+        record = (run_erf_with_baseline if args.baseline == "random" else run_erf)(model, images, out,
+                                                                                   label=args.label, **common)
     except KeyboardInterrupt:
-        if rank == 0:
-            argv = [a for a in sys.argv[1:] if a not in ("--overwrite",)] or ["erf", "--model", args.model]
-            if args.out is None:
-                argv += ["--out", str(out)]
-            print(f"\nerftools erf: interrupted. Every finished batch is saved in {out / '.erf_checkpoint'}; "
-                  f"continue with the same command:\n  erftools {' '.join(shlex.quote(a) for a in argv)}", file=sys.stderr)
-        return 130
-    if rank == 0:
-        _print_erf(record, args, out)
+        return _interrupted(args, out, rank)
+    if rank != 0:
+        return 0
+    _print_run(record)
+    _print_summary(record, sizes[0], out)
+    print(f"browse it: erftools dashboard --results {shlex.quote(str(out.parent if args.out is None else out))}")
     return 0
 
 
-def _print_erf(record: dict, args, out: Path) -> None:
-    """The area-ratio table (with the baseline's), the statistics line and where the run is."""
+def _cmd_sweep(args, sizes: list[int], thresholds, command: str, rank: int) -> int:
+    """``erftools erf --size A,B,C``: one run per size under one parent (:mod:`erftools.erf.sweep`)."""
+    from ..erf.objectives import label_with_variant
+    from ..erf.run import run_erf
+    from ..erf.sweep import SWEEP_RECORD, run_size_sweep, size_folder
+
+    def build(size):
+        model, images, common, _info = _build(args, size, thresholds, command)
+        return model, images, common
+
+    from ..models import resolve
+
+    name = resolve(args.model)[0].name  # the name create_model gives the model (info.name)
+    out = Path(args.out) if args.out else _default_out(name, args.weights, "sizes-" + "-".join(map(str, sizes)))
+    label = label_with_variant(args.label or name, args.objective, args.reduction)
+    try:
+        sweep = run_size_sweep(sizes, out, build, run_erf, label=label, overwrite=args.overwrite,
+                               extra={"command": command}, rank=rank)
+    except KeyboardInterrupt:
+        return _interrupted(args, out, rank)
+    if rank != 0:
+        return 0
+    for entry in sweep["runs"]:
+        from ..erf.run import read_run
+
+        _m, record = read_run(out / size_folder(entry["size"]))
+        _print_run(record)
+    print(f"{len(sizes)} sizes ({', '.join(map(str, sizes))} px) written to {out}: {SWEEP_RECORD}, "
+          f"{sweep.get('figure') or 'no figure'} (area ratios against the input size)")
+    print(f"compare sweeps: erftools compare {shlex.quote(str(out))} OTHER_SWEEP --out DIR; browse: erftools "
+          f"dashboard --results {shlex.quote(str(out))}")
+    return 0
+
+
+def _cmd_models(args, models: list[str], sizes: list[int], thresholds, command: str, rank: int) -> int:
+    """``erftools erf --model A,B --size X,Y,Z``: one sweep per model in ``OUT/<model>/`` and one figure of all of
+    them, ``OUT/erf_sizes.png``."""
+    from ..erf.sweep import SWEEP_FIGURE, read_sweep
+    from ..results.records import slug
+
+    if len(sizes) < 2:
+        raise ErftoolsError("several --model names are for input-size sweeps: give several sizes (--size "
+                            "224,512,1024), or run each model on its own")
+    if args.label:
+        raise ErftoolsError("--label names one model; with several --model names each run is labelled by its model")
+    if os.path.sep in args.weights or args.weights.endswith((".pth", ".pt", ".safetensors")):
+        raise ErftoolsError("a weights file fits one model; with several --model names use --weights pretrained "
+                            "or random, or run each model on its own")
+    out = Path(args.out) if args.out else _default_out("+".join(models), args.weights,
+                                                       "sizes-" + "-".join(map(str, sizes)))
+    for m in models:
+        rc = _cmd_sweep(argparse_copy(args, model=m, out=str(out / slug(m))), sizes, thresholds, command, rank)
+        if rc:
+            return rc
+    if rank != 0:
+        return 0
+    from ..erf.plots import plot_size_sweep
+
+    series = {}
+    for m in models:
+        sweep = read_sweep(out / slug(m))
+        series[sweep["label"]] = sweep["runs"]
+    plot_size_sweep(series, thresholds=thresholds, path=out / SWEEP_FIGURE)
+    print(f"{len(models)} models at {len(sizes)} sizes: one figure, {out / SWEEP_FIGURE}")
+    return 0
+
+
+def _print_run(record: dict) -> None:
+    """The area-ratio table (each layer, the baseline) and the statistics line of a finished run."""
     from ..erf import format_table
     from ..erf.analysis import AreaRatio
 
     def _ratios(rows):
         return [AreaRatio(r["threshold"], r["side"], r["area_ratio"]) for r in rows]
 
-    t = record.get("timings", {})
     rows = [(record["label"] + ("" if e["layer"] is None else f" {e['layer']}"), _ratios(e["area_ratios"]))
             for e in (record.get("layers") or [{"layer": None, "area_ratios": record["area_ratios"]}])]
     base = record.get("baseline")
@@ -205,11 +314,14 @@ def _print_erf(record: dict, args, out: Path) -> None:
             "radius holding 50/90/99%: " + "/".join("-" if radii.get(k) is None else f"{radii[k]:g}"
                                                    for k in ("0.5", "0.9", "0.99")) + " px" if radii else "",
             f"theoretical RF {trf[0]} px" if trf else ""] if x))
+
+
+def _print_summary(record: dict, size: int, out: Path) -> None:
+    t = record.get("timings", {})
     skipped = f", {record['num_skipped']} skipped" if record.get("num_skipped") else ""
     per = t.get("seconds_per_image")
-    print(f"{record['num_images']} images at {args.size}x{args.size}{skipped}; "
+    print(f"{record['num_images']} images at {size}x{size}{skipped}; "
           f"{t.get('wall_s', 0):.1f} s" + (f" ({per:.2f} s per image)" if per else "") + f"; written to {out}")
-    print(f"browse it: erftools dashboard --results {shlex.quote(str(out.parent if args.out is None else out))}")
 
 
 def _save_tables(stem: Path, rows, extra: dict) -> tuple[Path, Path]:
@@ -237,8 +349,15 @@ def cmd_analyze(args) -> int:
     from ..erf import area_ratios, format_table, radial_profile
     from ..erf.run import load_matrix
 
+    from ..erf.sweep import is_sweep, read_sweep
+
     thresholds = _thresholds(args.thresholds)
     path = Path(args.path)
+    if path.is_dir() and is_sweep(path):  # an input-size sweep: every size
+        for entry in sorted(read_sweep(path)["runs"], key=lambda e: int(e["size"])):
+            print(f"== size {entry['size']} px")
+            cmd_analyze(argparse_copy(args, path=str(path / entry["folder"])))
+        return 0
     matrix, record = load_matrix(path, layer=args.layer)
     if path.is_dir() and args.layer is None and (record or {}).get("layers"):
         for entry in record["layers"]:
@@ -323,6 +442,42 @@ def _statistics_lines(matrix, thresholds, recorded: dict | None) -> dict:
     return {"statistics": st, "lines": lines}
 
 
+def _expand_sweeps(paths, labels) -> dict:
+    """``paths`` (and ``labels``) with every size-sweep folder (``sweep.json``) replaced by its size runs, in size
+    order; a sweep's label, when given, is kept with the size appended."""
+    from ..erf.sweep import is_sweep, read_sweep
+
+    out_paths, out_labels = [], []
+    for i, p in enumerate(paths):
+        if Path(p).is_dir() and is_sweep(p):
+            runs = sorted(read_sweep(p)["runs"], key=lambda e: int(e["size"]))
+            out_paths += [str(Path(p) / e["folder"]) for e in runs]
+            out_labels += [f"{labels[i]}, {e['size']} px" if labels else None for e in runs]
+        else:
+            out_paths.append(p)
+            out_labels.append(labels[i] if labels else None)
+    return {"paths": out_paths, "labels": out_labels if labels else None}
+
+
+def _size_series(rows, records, paths) -> dict:
+    """``{sweep label: [{"size", "area_ratios", "theoretical_rf"}]}`` of the compared runs that belong to a size
+    sweep (``sweep`` in their record), grouped by the sweep's folder; sweeps with one size are left out."""
+    groups: dict = {}
+    for (_label, ratios), rec, p in zip(rows, records, paths):
+        sweep = rec.get("sweep")
+        if not isinstance(sweep, dict) or "size" not in sweep:
+            continue
+        key = str(Path(p).resolve().parent)
+        title, points = groups.setdefault(key, (sweep.get("label") or rec.get("label") or key, []))
+        points.append({"size": int(sweep["size"]), "area_ratios": [r.to_dict() for r in ratios],
+                       "theoretical_rf": (rec.get("statistics") or {}).get("theoretical_rf")})
+    series: dict = {}
+    for title, points in groups.values():
+        if len(points) > 1:
+            series[title if title not in series else f"{title} ({len(series) + 1})"] = points
+    return series
+
+
 def cmd_compare(args) -> int:
     from ..erf import area_ratios, format_table, radial_profile
     from ..erf.analysis import AreaRatio
@@ -332,6 +487,7 @@ def cmd_compare(args) -> int:
     thresholds = _thresholds(args.thresholds)
     if args.labels and len(args.labels) != len(args.paths):
         raise ErftoolsError(f"--labels needs one label per input ({len(args.paths)}); got {len(args.labels)}")
+    args = argparse_copy(args, **_expand_sweeps(args.paths, args.labels))
     matrices, labels, records = [], [], []
     for i, p in enumerate(args.paths):
         path = Path(p)
@@ -375,6 +531,13 @@ def cmd_compare(args) -> int:
         growth = out / "erf_compare_growth.png"
         plot_layer_growth(series, thresholds=thresholds, path=growth)
         print(f"saved {growth} (area ratio against layer)")
+    sizes = _size_series(rows, records, args.paths)
+    if sizes:
+        from ..erf.plots import plot_size_sweep
+
+        sweep_png = out / "erf_compare_sizes.png"
+        plot_size_sweep(sizes, thresholds=thresholds, path=sweep_png)
+        print(f"saved {sweep_png} (area ratio against the input size)")
     table = format_table(rows)
     print(table)
     md, js = _save_tables(out / "erf_compare", rows, {"thresholds": thresholds, "runs": entries})

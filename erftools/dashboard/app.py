@@ -236,6 +236,7 @@ def erf_page(listing: R.Listing, root: Path) -> None:
     if layered:
         layers_section(layered, view)
         growth_section(layered)
+    sizes_section(good)
     statistics_section(good)
     baseline_section(good, view)
     st.subheader("Provenance")
@@ -275,6 +276,37 @@ def layers_section(layered: list[tuple[str, Run]], view: tuple) -> None:
         st.dataframe(V.layer_rows(run, thresholds), hide_index=True, width="stretch")
     st.markdown(f"**Statistics of {md_text(layer)}**")
     st.dataframe(V.statistics_rows([(title, layer, stats)]), hide_index=True, width="stretch")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _sizes_png(series_json: str) -> bytes:
+    import json
+
+    return F.png_bytes(F.size_sweep(json.loads(series_json)))
+
+
+def sizes_section(good: list[tuple[str, Run]]) -> None:
+    """Input-size sweeps among the chosen runs: area ratio at each threshold against the input size."""
+    import json
+
+    with guard("ERF against the input size"):
+        series = V.size_series([r for _, r in good])
+        if not series:
+            return
+        st.subheader("ERF against the input size")
+        with st.container(key="erf-sizes"):
+            st.image(_sizes_png(json.dumps(series)),
+                     caption="area ratio of the high-contribution square at each threshold against the input side "
+                             "(colour: model, line style: threshold); dotted with crosses: the theoretical "
+                             "receptive field's share of the image")
+        rows = []
+        for title, points in series.items():
+            for p in points:
+                row = {"model": title, "size (px)": str(p["size"])}
+                for r in p["area_ratios"]:
+                    row[f"t={float(r['threshold']):.0%}"] = V.pct(r.get("area_ratio"))
+                rows.append(row)
+        st.dataframe(rows, hide_index=True, width="stretch")
 
 
 def growth_section(layered: list[tuple[str, Run]]) -> None:

@@ -18,7 +18,9 @@ _NAMES = {
     **dict.fromkeys(["centre_of_mass", "contribution_radii", "erf_statistics", "gaussian_fit"], ".statistics"),
     **dict.fromkeys(["TheoreticalRF", "theoretical_rf", "theoretical_rfs"], ".theoretical"),
     **dict.fromkeys(["run_erf", "load_matrix", "read_run"], ".run"),
-    "plot_erf": ".plots", "plot_comparison": ".plots", "plot_layer_growth": ".plots",
+    "plot_erf": ".plots", "plot_comparison": ".plots", "plot_layer_growth": ".plots", "plot_size_sweep": ".plots",
+    **dict.fromkeys(["OBJECTIVES", "REDUCTIONS"], ".objectives"),
+    **dict.fromkeys(["run_size_sweep", "parse_sizes"], ".sweep"),
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy(__name__, globals(), _NAMES)

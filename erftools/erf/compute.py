@@ -8,6 +8,8 @@ layers (module names), which share one forward pass per batch. The pieces live b
 * :mod:`erftools.erf.precision`: fp32 / tf32 / bf16, their measured errors, the global switches, the layout;
 * :mod:`erftools.erf.batching`: batch sizes, the batches of any image input, the one out-of-memory halving rule;
 * :mod:`erftools.erf.maps`: the per-batch math and the float64 running sum;
+* :mod:`erftools.erf.objectives`: the variants of that math (``objective=``: the paper's or Luo et al.'s unit
+  gradient; ``reduction=``: ReLU, absolute value or L2 norm over RGB), the paper's by default;
 * :mod:`erftools.models.prepare`: the model's preparation for inference (re-parameterisation, BN folding,
   channels-last, the convolution backend), which :func:`prepare_model` completes with what only the input
   gradient needs (:func:`erftools.erf._frozen.freeze_convolutions`).
@@ -39,6 +41,7 @@ from .batching import (MAX_AUTO_BATCH, MEMORY_SHARE, activation_bytes_per_image,
                        in_chunks)
 from .layers import LayerCapture, expand_layers, preparation_changes
 from .maps import ErfAccumulator, capture_targets, contribution_maps, layer_maps, target_maps  # noqa: F401
+from .objectives import DEFAULT_OBJECTIVE, DEFAULT_REDUCTION, check_objective, check_reduction
 from .precision import (MEASURED_ERRORS, PRECISIONS, check_allowed, check_precision,  # noqa: F401
                         default_channels_last, model_dtype, precision_context, resolve_precision, warn_precision)
 
@@ -105,6 +108,8 @@ class ErfResult:
     layer: str | None = None  # the module name of the target (None: the family's final feature map)
     precision: str = "fp32"  # the precision that actually ran (see compute_erf's precision argument)
     precision_note: str | None = None  # why it differs from the one asked for, or what it means
+    objective: str = DEFAULT_OBJECTIVE  # what was differentiated (erftools.erf.objectives)
+    reduction: str = DEFAULT_REDUCTION  # how the input gradient became a map
 
     @property
     def num_nan(self) -> int:
@@ -145,6 +150,8 @@ class ErfMeta:
     batch_size_estimate: dict | None = None  # the automatic CUDA estimate: batch_size, bytes_per_image, free_bytes
     target_description: str | None = None  # the adapter's (final feature map only)
     layers: list | None = None  # the requested layers (None: the final feature map)
+    objective: str = DEFAULT_OBJECTIVE  # what was differentiated (erftools.erf.objectives)
+    reduction: str = DEFAULT_REDUCTION  # how the input gradient became a map
 
     @property
     def feature_shape(self) -> tuple | None:
@@ -214,8 +221,11 @@ class _LayerTargets:
 # ---------------------------------------------------------------------------------------------------------------
 # the accumulation: named steps
 # ---------------------------------------------------------------------------------------------------------------
-def _check_arguments(batch_size, precision: str, allow_low_precision: bool = False) -> None:
+def _check_arguments(batch_size, precision: str, allow_low_precision: bool = False,
+                     objective: str = DEFAULT_OBJECTIVE, reduction: str = DEFAULT_REDUCTION) -> None:
     """Refuse bad arguments before the model is touched."""
+    check_objective(objective)
+    check_reduction(reduction)
     check_precision(precision)
     check_allowed(precision, allow_low_precision)
     if batch_size is not None and int(batch_size) < 1:
@@ -251,13 +261,15 @@ def _targets_of(model: nn.Module, layers, feature_fn, prepare: bool):
 
 
 def _loop(images, bs: int, dev: torch.device, use_cl: bool, targets, accs: dict, on_batch, bar,
-          dtype: torch.dtype, precision: str) -> tuple[dict, int, dict]:
+          dtype: torch.dtype, precision: str, variant: dict) -> tuple[dict, int, dict]:
     """Batches of ``images`` (cast to ``dtype``, the model's) through :func:`erftools.erf.maps.target_maps` of
     ``targets`` (in chunks, :func:`erftools.erf.batching.in_chunks`) into ``accs``; returns the timings
-    (device-synchronised), the batch size finally used and the targets' ``{key: {"feature_shape"}}``."""
+    (device-synchronised), the batch size finally used and the targets' ``{key: {"feature_shape"}}``. ``variant``:
+    the ``objective`` / ``reduction`` keywords of :func:`~erftools.erf.maps.target_maps`."""
     t_load = t_compute = 0.0
     n_computed, infos = 0, {}
-    compute = functools.partial(target_maps, targets, infos=infos, precision=precision, what=targets.what)
+    compute = functools.partial(target_maps, targets, infos=infos, precision=precision, what=targets.what,
+                                **variant)
     it = batches(images, bs)
     while True:
         tl = time.perf_counter()
@@ -293,12 +305,15 @@ def accumulate(model: nn.Module, images, layers: str | Iterable[str] | None = No
                states: dict[str, ErfAccumulator] | None = None,
                on_batch: Callable[[dict[str, ErfAccumulator]], None] | None = None,
                progress_desc: str | None = None, precision: str = "fp32",
-               allow_low_precision: bool = False) -> tuple[dict[str, ErfAccumulator], ErfMeta]:
+               allow_low_precision: bool = False, objective: str = DEFAULT_OBJECTIVE,
+               reduction: str = DEFAULT_REDUCTION) -> tuple[dict[str, ErfAccumulator], ErfMeta]:
     """The one accumulation behind every entry point: ``({key: accumulator}, ErfMeta)``, the keys the ``layers``
     (or :data:`FINAL` for the final feature map: the family adapter, or ``feature_fn``). Used directly by the
-    resumable and distributed runner, whose processes may have nothing left to do."""
+    resumable and distributed runner, whose processes may have nothing left to do. ``objective`` / ``reduction``:
+    the variant of the per-batch math (:mod:`erftools.erf.objectives`; default: the paper's)."""
     t0 = time.perf_counter()
-    _check_arguments(batch_size, precision, allow_low_precision)
+    _check_arguments(batch_size, precision, allow_low_precision, objective, reduction)
+    variant = {"objective": objective, "reduction": reduction}
     names, adapter = _targets_of(model, layers, feature_fn, prepare)
     if states is not None and names is not None and set(states) != set(names):
         raise ErftoolsError(f"states has the layers {sorted(states)}, but {names} were asked for")
@@ -318,12 +333,12 @@ def accumulate(model: nn.Module, images, layers: str | Iterable[str] | None = No
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         loop, bs, infos = _loop(images, bs, dev, prepared["channels_last"], targets, accs, on_batch, bar, dtype,
-                                prec["precision"])
+                                prec["precision"], variant)
     return accs, ErfMeta(targets=targets.ids, feature_shapes={k: infos.get(k, {}).get("feature_shape")
                                                               for k in targets.keys},
                          prepared=prepared, device=str(dev), batch_size=bs, timings=_timings(t0, t_prepare, loop, dev),
                          allow_low_precision=bool(allow_low_precision), batch_size_estimate=estimate,
-                         target_description=targets.description, layers=names, **prec)
+                         target_description=targets.description, layers=names, **variant, **prec)
 
 
 def accumulate_erf(model: nn.Module, images, *, state: ErfAccumulator | None = None,
@@ -348,7 +363,7 @@ def _results(accs: dict, meta: ErfMeta, layers: bool) -> dict[str, ErfResult]:
     return {k: ErfResult(acc.mean(), acc.count, len(acc.skipped), list(acc.skipped), list(acc.processed),
                          meta.feature_shapes.get(k), meta.targets[k], meta.prepared, meta.device, meta.batch_size,
                          meta.timings, acc.total, layer=k if layers else None, precision=meta.precision,
-                         precision_note=meta.precision_note)
+                         precision_note=meta.precision_note, objective=meta.objective, reduction=meta.reduction)
             for k, acc in accs.items()}
 
 
@@ -360,7 +375,8 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
                 feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False,
                 state: ErfAccumulator | None = None,
                 on_batch: Callable[[ErfAccumulator], None] | None = None, layer: str | None = None,
-                precision: str = "fp32", allow_low_precision: bool = False) -> ErfResult:
+                precision: str = "fp32", allow_low_precision: bool = False, objective: str = DEFAULT_OBJECTIVE,
+                reduction: str = DEFAULT_REDUCTION) -> ErfResult:
     """The aggregated contribution matrix (effective receptive field) of ``model`` over ``images``.
 
     Args:
@@ -388,11 +404,16 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
             float64 (``precision="fp32"`` only). See :data:`MEASURED_ERRORS` and docs/erf.md, "Precision".
         allow_low_precision: accept a precision whose high-contribution squares moved in erftools' measurements
             (``bf16``: refused without it; with it, a warning names the measured error).
+        objective: what is differentiated: ``"paper"`` (default, ``sum_c ReLU(y_c)`` at the centre, RepLKNet) or
+            ``"unit"`` (``sum_c y_c`` at the centre, a unit output gradient: Luo et al. 2016).
+        reduction: how the input gradient becomes a map: ``"relu"`` (default, ReLU summed over RGB, RepLKNet),
+            ``"abs"`` (absolute value summed) or ``"l2"`` (L2 norm over RGB). See :mod:`erftools.erf.objectives`.
 
-    Raises :class:`ErftoolsError` when no image gave a usable map, for an unknown ``precision``, or for ``bf16``
-    without ``allow_low_precision``.
+    Raises :class:`ErftoolsError` when no image gave a usable map, for an unknown ``precision``, ``objective`` or
+    ``reduction``, or for ``bf16`` without ``allow_low_precision``.
     """
-    _check_arguments(batch_size, precision, allow_low_precision)
+    _check_arguments(batch_size, precision, allow_low_precision, objective, reduction)
+    variant = {"objective": objective, "reduction": reduction}
     if layer is not None:
         if feature_fn is not None:
             raise ErftoolsError("give either layer= or feature_fn=, not both")
@@ -404,12 +425,12 @@ def compute_erf(model: nn.Module, images, *, batch_size: int | None = None, devi
                             conv_backend=conv_backend, channels_last=channels_last, progress=progress,
                             states=None if state is None else {layers[0]: state},
                             on_batch=None if on_batch is None else (lambda accs: on_batch(accs[layers[0]])),
-                            precision=precision, allow_low_precision=allow_low_precision)[layers[0]]
+                            precision=precision, allow_low_precision=allow_low_precision, **variant)[layers[0]]
     accs, meta = accumulate(model, images, None, feature_fn=feature_fn, batch_size=batch_size, device=device, prepare=prepare,
                             conv_backend=conv_backend, channels_last=channels_last, progress=progress,
                             states=None if state is None else {FINAL: state},
                             on_batch=None if on_batch is None else (lambda a: on_batch(a[FINAL])),
-                            precision=precision, allow_low_precision=allow_low_precision)
+                            precision=precision, allow_low_precision=allow_low_precision, **variant)
     return _results(accs, meta, layers=False)[FINAL]
 
 
@@ -418,7 +439,8 @@ def compute_erfs(model: nn.Module, images, layers: str | Iterable[str], *, batch
                  channels_last: bool | None = None, progress: bool = False,
                  states: dict[str, ErfAccumulator] | None = None,
                  on_batch: Callable[[dict[str, ErfAccumulator]], None] | None = None,
-                 precision: str = "fp32", allow_low_precision: bool = False) -> dict[str, ErfResult]:
+                 precision: str = "fp32", allow_low_precision: bool = False, objective: str = DEFAULT_OBJECTIVE,
+                 reduction: str = DEFAULT_REDUCTION) -> dict[str, ErfResult]:
     """The ERF of several layers of ``model`` at once: ``{layer: ErfResult}``, in the order asked.
 
     Each layer is a module name from ``model.named_modules()`` (or ``"stages"``: every stage of a known family, see
@@ -436,7 +458,7 @@ def compute_erfs(model: nn.Module, images, layers: str | Iterable[str], *, batch
     accs, meta = accumulate_erfs(model, images, layers, batch_size=batch_size, device=device, prepare=prepare,
                                  conv_backend=conv_backend, channels_last=channels_last, progress=progress,
                                  states=states, on_batch=on_batch, precision=precision,
-                                 allow_low_precision=allow_low_precision)
+                                 allow_low_precision=allow_low_precision, objective=objective, reduction=reduction)
     return _results(accs, meta, layers=True)
 
 

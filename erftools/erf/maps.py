@@ -5,6 +5,8 @@ For every image ``x`` and target ``y`` (an NCHW feature map): ``s = sum_c ReLU(y
 number of targets and one backward pass per target (the graph kept until the last); the final feature map
 (:func:`contribution_maps`) is its one-target case, a list of layers (:func:`layer_maps`) its many-target case. An
 image whose map is not finite (NaN) is skipped and counted by :class:`ErfAccumulator`, which sums in float64.
+``objective=`` and ``reduction=`` choose another ``s`` or another map of ``g`` (:mod:`erftools.erf.objectives`:
+Luo et al.'s unit gradient; ``|g|``, the L2 norm over RGB); the defaults are the paper's.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch.nn as nn
 from .._io import ErftoolsError
 from .adapters import to_nchw
 from .layers import LayerCapture
+from .objectives import DEFAULT_OBJECTIVE, DEFAULT_REDUCTION, output_seed, reduce_gradient
 from .precision import autocast
 
 log = logging.getLogger(__name__)
@@ -27,12 +30,13 @@ __all__ = ["target_maps", "contribution_maps", "layer_maps", "ErfAccumulator"]
 
 
 def target_maps(targets: Callable[[torch.Tensor], dict], x: torch.Tensor, infos: dict | None = None, *,
-                precision: str = "fp32", what: Callable[[object], str] = lambda k: f"the output of layer {k!r}"
-                ) -> dict:
+                precision: str = "fp32", what: Callable[[object], str] = lambda k: f"the output of layer {k!r}",
+                objective: str = DEFAULT_OBJECTIVE, reduction: str = DEFAULT_REDUCTION) -> dict:
     """Per-image contribution maps ``{key: (B, H, W)}`` of a batch ``x`` (B, 3, H, W) for every target of
     ``targets(x) -> {key: NCHW tensor}``: one forward pass (under bf16 autocast for ``precision="bf16"``; the TF32
     switches are the caller's, :func:`erftools.erf.precision.precision_context`), one backward pass per target.
-    ``infos[key]``, when given, receives the target's ``feature_shape`` (for one image)."""
+    ``infos[key]``, when given, receives the target's ``feature_shape`` (for one image). ``objective`` /
+    ``reduction``: the variant (:mod:`erftools.erf.objectives`; default: the paper's)."""
     x = x.detach().requires_grad_(True)
     maps = {}
     with torch.enable_grad():
@@ -42,20 +46,24 @@ def target_maps(targets: Callable[[torch.Tensor], dict], x: torch.Tensor, infos:
         for i, k in enumerate(keys):
             later = any(isinstance(outs[m], torch.Tensor) and outs[m].requires_grad for m in keys[i + 1:])
             info = infos.setdefault(k, {}) if infos is not None else None
-            maps[k] = _centre_maps(outs[k], x, info, retain_graph=later, what=what(k))
+            maps[k] = _centre_maps(outs[k], x, info, retain_graph=later, what=what(k), objective=objective,
+                                   reduction=reduction)
             outs[k] = None
     return maps
 
 
 def contribution_maps(features: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                      info: dict | None = None, *, precision: str = "fp32") -> torch.Tensor:
+                      info: dict | None = None, *, precision: str = "fp32", objective: str = DEFAULT_OBJECTIVE,
+                      reduction: str = DEFAULT_REDUCTION) -> torch.Tensor:
     """Per-image contribution maps (B, H, W) of a batch ``x`` (B, 3, H, W): ReLU(d centre / d x) summed over colour.
 
     ``features(x)`` must return the NCHW target feature map. The graph is freed before returning. ``info``, when
-    given, receives ``feature_shape`` (the target's shape for one image). ``precision``: as for :func:`target_maps`.
+    given, receives ``feature_shape`` (the target's shape for one image). ``precision``, ``objective``,
+    ``reduction``: as for :func:`target_maps`.
     """
     infos = {} if info is not None else None
-    maps = target_maps(lambda t: {None: features(t)}, x, infos, precision=precision, what=lambda _k: "the feature map")
+    maps = target_maps(lambda t: {None: features(t)}, x, infos, precision=precision, what=lambda _k: "the feature map",
+                       objective=objective, reduction=reduction)
     if info is not None:
         info.update(infos.get(None, {}))
     return maps[None]
@@ -70,35 +78,35 @@ def capture_targets(model: nn.Module, capture: LayerCapture, x: torch.Tensor, *,
 
 
 def layer_maps(model: nn.Module, capture: LayerCapture, x: torch.Tensor, infos: dict | None = None, *,
-               check: bool = False, precision: str = "fp32") -> dict[str, torch.Tensor]:
+               check: bool = False, precision: str = "fp32", objective: str = DEFAULT_OBJECTIVE,
+               reduction: str = DEFAULT_REDUCTION) -> dict[str, torch.Tensor]:
     """Per-image contribution maps of a batch ``x`` for every layer of ``capture``, from ONE forward pass
     (:func:`capture_targets`) and one backward pass per layer. ``infos[name]`` receives each layer's
-    ``feature_shape``. ``precision``: as for :func:`target_maps`."""
-    return target_maps(lambda t: capture_targets(model, capture, t, check=check), x, infos, precision=precision)
+    ``feature_shape``. ``precision``, ``objective``, ``reduction``: as for :func:`target_maps`."""
+    return target_maps(lambda t: capture_targets(model, capture, t, check=check), x, infos, precision=precision,
+                       objective=objective, reduction=reduction)
 
 
-def _centre_maps(y, x: torch.Tensor, info: dict | None, *, retain_graph: bool, what: str) -> torch.Tensor:
-    """The paper's map of one target ``y`` (B, C, h, w) of ``x``: ReLU(d sum_c ReLU(y[:, c, h//2, w//2]) / dx),
-    summed over the colour channels, per image."""
+def _centre_maps(y, x: torch.Tensor, info: dict | None, *, retain_graph: bool, what: str,
+                 objective: str = DEFAULT_OBJECTIVE, reduction: str = DEFAULT_REDUCTION) -> torch.Tensor:
+    """The map of one target ``y`` (B, C, h, w) of ``x``, per image: by default the paper's
+    ReLU(d sum_c ReLU(y[:, c, h//2, w//2]) / dx) summed over the colour channels; ``objective`` and ``reduction``
+    choose another variant (:mod:`erftools.erf.objectives`)."""
     if not isinstance(y, torch.Tensor) or y.ndim != 4:
         raise ErftoolsError(f"{what} must be a (B, C, h, w) tensor; got "
                             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
-    h, w = y.shape[-2:]
     if info is not None:
         info["feature_shape"] = (1,) + tuple(y.shape[1:])
     if not y.requires_grad:  # the output does not depend on the input at all
         return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1], device=x.device, dtype=x.dtype)
-    # d/dy of sum_c ReLU(y[:, c, h//2, w//2]) is 1[y > 0] at the centre and 0 elsewhere (ReLU'(0) = 0, as in
-    # PyTorch). Seeding the backward pass with it directly, in y's own memory layout, keeps a channels-last
-    # network channels-last all the way back (indexing would seed it with a contiguous NCHW tensor).
-    seed = torch.zeros_like(y)
-    centre = y[:, :, h // 2, w // 2].detach()
-    seed[:, :, h // 2, w // 2] = (centre > 0).to(y.dtype)
+    # the backward pass is seeded with d objective / dy directly, in y's own memory layout, which keeps a
+    # channels-last network channels-last all the way back (indexing would seed it with a contiguous NCHW tensor)
+    seed = output_seed(y, objective)
     (grad,) = torch.autograd.grad(y, x, grad_outputs=seed, retain_graph=retain_graph, allow_unused=True)
     del seed
     if grad is None:  # y depends on parameters only through the graph, not on x
         return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1], device=x.device, dtype=x.dtype)
-    return torch.relu(grad).sum(1)
+    return reduce_gradient(grad, reduction)
 
 
 @dataclass

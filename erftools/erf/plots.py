@@ -13,9 +13,10 @@ import numpy as np
 from .analysis import DEFAULT_THRESHOLDS, area_ratios, normalize
 
 __all__ = ["erf_colormap", "plot_erf", "plot_comparison", "plot_radial_profiles", "draw_theoretical_rf",
-           "plot_layer_growth"]
+           "plot_layer_growth", "plot_size_sweep", "theoretical_area_ratio"]
 
 _SQUARE_COLOURS = ("#1f3bb3", "#7b2cbf", "#d00000", "#111111", "#ff8800", "#008b8b")
+_SERIES_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")  # models told apart at a glance
 _STYLE = {"font.family": "serif", "font.serif": ["DejaVu Serif"], "font.size": 11, "axes.titlesize": 13,
           "axes.unicode_minus": False}
 
@@ -216,6 +217,71 @@ def plot_layer_growth(series: dict, *, thresholds: Iterable[float] | None = None
         ax.set_ylabel("high-contribution area ratio (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        if path is not None:
+            from .._io import save_figure
+
+            save_figure(path, fig)
+    return fig
+
+
+def theoretical_area_ratio(theoretical, size: int) -> float | None:
+    """The share of a ``size`` x ``size`` image that the theoretical receptive field covers (clipped to the
+    image): the largest area ratio any ERF square can reach; None when the target has no kernel-set field."""
+    side = _rf_side(theoretical)
+    if side is None:
+        return None
+    return min(side[0], size) * min(side[1], size) / float(size * size)
+
+
+def plot_size_sweep(series: dict, *, thresholds: Iterable[float] | None = None, path=None, figsize=(6.8, 4.6),
+                    dpi: int = 100):
+    """How the ERF depends on the input size: the area ratio (%) at each threshold against the input side, one
+    colour per model and one line style per threshold, on log axes; the theoretical receptive field's share of the
+    image (clipped to it) as a thin dotted line of the model's colour with crosses.
+
+    ``series``: ``{label: [{"size", "area_ratios", "theoretical_rf"}, ...]}`` (a sweep record's ``runs``);
+    ``area_ratios`` lists of dicts or :class:`~erftools.erf.analysis.AreaRatio`; no square (``None``) leaves a
+    gap. ``thresholds`` limits the thresholds drawn (default: all)."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    if not series:
+        raise ValueError("nothing to plot: series is empty")
+    styles = ("-", "--", ":", "-.")
+    wanted = None if thresholds is None else [round(float(t), 6) for t in thresholds]
+    sizes: set = set()
+    with rc_context(_STYLE):
+        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        ax = fig.add_subplot()
+        for (label, points), colour in zip(series.items(), _SERIES_COLOURS * 4):
+            points = sorted(points, key=lambda p: int(p["size"]))
+            sizes |= {int(p["size"]) for p in points}
+            by_t: dict = {}
+            for p in points:
+                for r in p.get("area_ratios") or []:
+                    d = r if isinstance(r, dict) else r.to_dict()
+                    t = round(float(d["threshold"]), 6)
+                    if wanted is None or t in wanted:
+                        ratio = d.get("area_ratio")
+                        by_t.setdefault(t, []).append((int(p["size"]), np.nan if ratio is None else 100 * ratio))
+            for (t, pts), ls in zip(sorted(by_t.items()), styles * 4):
+                ax.plot([x for x, _ in pts], [y for _, y in pts], ls=ls, marker="o", ms=4, color=colour,
+                        label=f"{label}, t={t * 100:g}%")
+            theo = [(int(p["size"]), theoretical_area_ratio(p.get("theoretical_rf"), int(p["size"])))
+                    for p in points]
+            theo = [(x, 100 * y) for x, y in theo if y is not None]
+            if theo:
+                ax.plot([x for x, _ in theo], [y for _, y in theo], ls=":", lw=1.0, marker="x", ms=5,
+                        color=colour, alpha=0.7, label=f"{label}, theoretical RF")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sorted(sizes))
+        ax.set_xticklabels([str(s) for s in sorted(sizes)])
+        ax.minorticks_off()
+        ax.set_xlabel("input size (px)")
+        ax.set_ylabel("high-contribution area ratio (%)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, ncol=2 if len(series) > 1 else 1)
         if path is not None:
             from .._io import save_figure
 

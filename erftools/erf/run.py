@@ -9,7 +9,7 @@ The folder follows the run-folder protocol (:mod:`erftools._runfolder`, the same
 * ``resume=True`` (``--resume``): as without a flag, but there must be a run to continue.
 
 The fingerprint (:func:`fingerprint`: the network's tensors, seed, model arguments, images, size, normalisation,
-dtype, backend, layer, precision) decides. The resume state is :mod:`erftools.erf.checkpoint` (float64 sums, so the
+dtype, backend, layer, precision, objective, reduction) decides. The resume state is :mod:`erftools.erf.checkpoint` (float64 sums, so the
 resumed result equals the uninterrupted one to float rounding of the last bit).
 
 Several processes: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised (gloo on CPU, NCCL on
@@ -52,9 +52,12 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = ERF_CHECKPOINT
 FINGERPRINT_KEYS = ("model", "arch", "weights", "weights_sha256", "parameters_sha256", "seed", "model_kwargs",
                     "images_sha256", "images_root", "images_files_sha256", "size", "mean", "std", "dtype",
-                    "conv_backend", "prepare", "layer", "precision")
+                    "conv_backend", "prepare", "layer", "precision", "objective", "reduction")
+#: the value of a fingerprint key that records made before the key existed stand for (their runs used it): such a
+#: run still resumes and is still found finished
+FINGERPRINT_DEFAULTS = {"objective": "paper", "reduction": "relu"}
 #: the ERF under the run-folder protocol
-ERF_RUN = _runfolder.RunKind("erf", "ERF", "an interrupted ERF run", FINGERPRINT_KEYS)
+ERF_RUN = _runfolder.RunKind("erf", "ERF", "an interrupted ERF run", FINGERPRINT_KEYS, defaults=FINGERPRINT_DEFAULTS)
 
 __all__ = ["run_erf", "run_erf_with_baseline", "load_matrix", "read_run", "CHECKPOINT_DIR", "fingerprint",
            "attach_baseline", "layer_file_stem"]
@@ -62,7 +65,8 @@ __all__ = ["run_erf", "run_erf_with_baseline", "load_matrix", "read_run", "CHECK
 
 def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int | None = None,
                 model_kwargs: dict | None = None, conv_backend: str | None = None, prepare: bool = True,
-                layer: str | list | None = None, precision: str = "fp32") -> dict:
+                layer: str | list | None = None, precision: str = "fp32", objective: str = "paper",
+                reduction: str = "relu") -> dict:
     """Everything that changes the matrix, which must not change between an interrupted run and its resumption.
 
     The network itself is identified by the hash of its tensors (``parameters_sha256``): it differs for another
@@ -88,7 +92,7 @@ def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int
             "std": [float(v) for v in images.std],
             "dtype": parameter_dtype(model) if model is not None else None,
             "conv_backend": conv_backend or os.environ.get(ENV_VAR) or "auto", "prepare": bool(prepare),
-            "layer": layer, "precision": precision}
+            "layer": layer, "precision": precision, "objective": objective, "reduction": reduction}
 
 
 
@@ -184,7 +188,7 @@ class _ErfRun:
     fingerprint: dict
     dist: Dist
     device: torch.device
-    options: dict  # batch_size, prepare, conv_backend, precision, allow_low_precision, progress
+    options: dict  # batch_size, prepare, conv_backend, precision, allow_low_precision, progress, objective, reduction
     thresholds: list
     label: str
     plot: bool
@@ -206,9 +210,10 @@ class _ErfRun:
 
 
 def _plan(model, images, out_dir, *, layers, precision, allow_low_precision, seed, model_kwargs, conv_backend,
-          prepare, device, **settings) -> _ErfRun:
+          prepare, device, objective, reduction, **settings) -> _ErfRun:
     """Check the arguments (before anything is computed or written), expand the layers, take the fingerprint."""
     from ..models import get_model_info
+    from .objectives import check_objective, check_reduction, label_with_variant
     from .precision import check_allowed, check_precision
 
     info = get_model_info(model)
@@ -217,14 +222,20 @@ def _plan(model, images, out_dir, *, layers, precision, allow_low_precision, see
 
         layers = expand_layers(model, layers)
     check_precision(precision)
+    check_objective(objective)
+    check_reduction(reduction)
     check_allowed(precision, allow_low_precision)
+    variant = {"objective": objective, "reduction": reduction}
     fp = fingerprint(info, images, model=model, seed=seed, model_kwargs=model_kwargs, conv_backend=conv_backend,
-                     prepare=prepare, layer=list(layers) if layers is not None else None, precision=precision)
+                     prepare=prepare, layer=list(layers) if layers is not None else None, precision=precision,
+                     **variant)
     options = dict(batch_size=settings.pop("batch_size"), prepare=prepare, conv_backend=conv_backend,
-                   precision=precision, allow_low_precision=allow_low_precision, progress=settings.pop("progress"))
+                   precision=precision, allow_low_precision=allow_low_precision, progress=settings.pop("progress"),
+                   **variant)
+    label = label_with_variant(settings.pop("label") or info.name, **variant)  # every figure names a non-paper one
     return _ErfRun(model, images, Path(out_dir), info, list(layers) if layers is not None else [FINAL], layers, fp,
                    Dist(), resolve_device(device), options, thresholds=list(settings.pop("thresholds")),
-                   label=settings.pop("label") or info.name, **settings)
+                   label=label, **settings)
 
 
 def _open_state(run: _ErfRun, resume, overwrite) -> dict | None:
@@ -390,6 +401,7 @@ def _record(run: _ErfRun, accs: dict, per_target: dict, parts: list, m0: ErfMeta
         prepared=m0.prepared,
         conv_backends_report=[p["backends"] for p in parts],  # per process: what ran, first-use self-checks
         precision=m0.precision, precision_requested=m0.precision_requested, precision_note=m0.precision_note,
+        objective=m0.objective, reduction=m0.reduction,
         batch_size=m0.batch_size, device=_device_info(run.device), world_size=run.dist.world, resumed=run.resumed,
         timings=timings.to_dict(), fingerprint=run.fingerprint,
         files={"matrix": ERF_MATRIX, "figure": ERF_FIGURE if run.plot else None}).update(run.extra or {})
@@ -440,7 +452,8 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
             thresholds: Iterable[float] = DEFAULT_THRESHOLDS, label: str | None = None, extra: dict | None = None,
             progress: bool = True, plot: bool = True, seed: int | None = None, model_kwargs: dict | None = None,
             layers: str | Iterable[str] | None = None, precision: str = "fp32", allow_low_precision: bool = False,
-            on_batch: Callable[[ErfAccumulator], None] | None = None) -> dict:
+            on_batch: Callable[[ErfAccumulator], None] | None = None, objective: str = "paper",
+            reduction: str = "relu") -> dict:
     """Compute the ERF of ``model`` over ``images`` (an :class:`erftools.images.ImageList`) and write the run folder.
 
     Returns the record (``erf.json``) on every process. ``seed`` and ``model_kwargs`` (how the model was made) are
@@ -450,7 +463,9 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
     also ``erf.npy``, and ``erf_growth.png`` shows the area ratios against depth. Every matrix gets
     :func:`erftools.erf.erf_statistics` (Gaussian fit, radii, centre of mass, theoretical receptive field) in the
     record. ``precision``: ``fp32`` (default, the paper's), ``tf32`` or ``bf16`` (see
-    :func:`erftools.erf.compute.accumulate_erf` and docs/erf.md, "Precision"); part of the resume fingerprint.
+    :func:`erftools.erf.compute.accumulate_erf` and docs/erf.md, "Precision"); part of the resume fingerprint, as
+    are ``objective`` and ``reduction`` (:mod:`erftools.erf.objectives`; default: the paper's; recorded as the
+    record's ``objective`` / ``reduction``; a non-paper variant is named in the label).
     While the run writes ``out_dir`` it holds the folder's lock
     (:mod:`erftools._lock`): a second run into the same folder is refused. ``on_batch`` is called after each
     checkpoint (tests use it to simulate an interruption).
@@ -458,7 +473,7 @@ def run_erf(model: torch.nn.Module, images, out_dir: str | os.PathLike, *, batch
     run = _plan(model, images, out_dir, layers=layers, precision=precision, allow_low_precision=allow_low_precision,
                 seed=seed, model_kwargs=model_kwargs, conv_backend=conv_backend, prepare=prepare, device=device,
                 batch_size=batch_size, progress=progress, thresholds=thresholds, label=label, plot=plot,
-                extra=extra, on_batch=on_batch)
+                extra=extra, on_batch=on_batch, objective=objective, reduction=reduction)
     with _runfolder.held(run.out, run.dist, run.device, "ERF run", on_failure=functools.partial(_clean_up, run)):
         return _run_steps(run, resume, overwrite)
 

@@ -389,6 +389,9 @@ class ErfRecord(Record):
     precision: str | None = _opt(_TEXT)  # what ran: "fp32" (the paper's), "tf32" or "bf16"
     precision_requested: str | None = _opt(_TEXT)
     precision_note: str | None = _opt(_TEXT)
+    objective: str | None = _opt(_TEXT)  # what was differentiated: "paper" (absent in older records) or "unit"
+    reduction: str | None = _opt(_TEXT)  # input gradient -> map: "relu" (absent in older records), "abs", "l2"
+    sweep: dict | None = _opt(_DICT)  # a run of an input-size sweep: {"size", "sizes", "label"} (erftools.erf.sweep)
     batch_size: int | None = _opt(_INT)
     world_size: int | None = _opt(_INT)
     resumed: bool | None = _opt(_BOOL)

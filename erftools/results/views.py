@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +76,14 @@ def is_untrained(record: Record) -> bool:
 
 
 def run_title(run: Run) -> str:
-    """A short title: the label, plus ``(random init)`` for an ERF run of untrained weights."""
+    """A short title: the label, with its ERF variant when it is not the paper's (``(unit objective)``, also for
+    a label given by hand), plus ``(random init)`` for an ERF run of untrained weights."""
     name = run.name
+    if run.kind == "erf":
+        from ..erf.objectives import label_with_variant
+
+        name = label_with_variant(name, getattr(run.record, "objective", None),
+                                  getattr(run.record, "reduction", None))
     if run.kind == "erf" and is_untrained(run.record) and "untrained" not in name.lower() \
             and "random" not in name.lower():
         name += " (random init)"
@@ -126,6 +133,7 @@ def provenance(record: Record) -> dict[str, Any]:
             "image set": images.get("source"), "images sha256": images.get("sha256"),
             "sampler": images.get("sampler"), "seed": images.get("seed"),
             "size": "x".join(str(s) for s in record.size) if record.size else None,
+            "objective": record.objective or "paper", "reduction": record.reduction or "relu",
             "images used": record.num_images, "images skipped": record.num_skipped,
             "stored downsample": record.stored_downsample,
         })
@@ -619,6 +627,48 @@ def growth_series(runs: list[tuple[str, Run]], thresholds=None) -> dict[str, lis
             points.append((name, ratios))
         series[title] = points
     return series
+
+
+_SIZE_FOLDER = re.compile(r"^size-(\d+)$")
+
+
+def _sweep_key(run: Run) -> tuple[str, str, int] | None:
+    """(the sweep's folder, the sweep's label, this run's size) of a run that belongs to an input-size sweep: its
+    record's ``sweep`` (``erftools erf --size A,B``, studies with ``size = [..]``), else a ``size-<N>`` folder
+    (studies run under torchrun); None otherwise."""
+    sweep = getattr(run.record, "sweep", None)
+    size = run.record.size[0] if run.record.size else None
+    if isinstance(sweep, dict) and isinstance(sweep.get("size"), int):
+        return str(run.path.parent), str(sweep.get("label") or run.name), int(sweep["size"])
+    m = _SIZE_FOLDER.match(run.path.name)
+    if m and size == int(m.group(1)):
+        suffix = f", {size} px"
+        label = run.name[:-len(suffix)] if run.name.endswith(suffix) else run.name
+        return str(run.path.parent), label, size
+    return None
+
+
+def size_series(runs: list[Run]) -> dict[str, list[dict]]:
+    """``{sweep label: [{"size", "area_ratios", "theoretical_rf"}, ...]}`` of the input-size sweeps among ``runs``
+    (the input of :func:`erftools.erf.plots.plot_size_sweep`), grouped by the sweep's folder, sizes ascending;
+    groups of fewer than two sizes are left out; a repeated label gets the sweep's folder name."""
+    groups: dict[str, tuple[str, list]] = {}
+    for run in runs:
+        key = _sweep_key(run) if run.kind == "erf" else None
+        if key is None:
+            continue
+        folder, label, size = key
+        stats = run.record.statistics if isinstance(run.record.statistics, dict) else {}
+        groups.setdefault(folder, (label, []))[1].append(
+            {"size": size, "area_ratios": list(run.record.area_ratios or []),
+             "theoretical_rf": stats.get("theoretical_rf")})
+    out: dict[str, list[dict]] = {}
+    for folder, (label, points) in sorted(groups.items()):
+        if len({p["size"] for p in points}) < 2:
+            continue
+        title = label if label not in out else f"{label} [{Path(folder).name}]"
+        out[title] = sorted(points, key=lambda p: p["size"])
+    return out
 
 
 @dataclass

@@ -23,20 +23,39 @@ class Job:
     model: ModelSpec
     kind: str  # "erf" or "shape_bias"
     sampler: str | None = None
+    size: int | None = None  # one size of an input-size sweep (``size = [..]``); None: the study's one size
 
     @property
     def folder(self) -> str:
-        """The run folder, relative to the study's results folder."""
-        return f"{self.model.id}/erf-{self.sampler}" if self.kind == "erf" else f"{self.model.id}/shape-bias"
+        """The run folder, relative to the study's results folder (a sweep: ``<id>/erf-<sampler>/size-<N>``, the
+        layout of ``erftools erf --size A,B``)."""
+        if self.kind != "erf":
+            return f"{self.model.id}/shape-bias"
+        return f"{self.model.id}/erf-{self.sampler}" + (f"/size-{self.size}" if self.size else "")
 
     @property
     def name(self) -> str:
-        return f"ERF ({self.sampler})" if self.kind == "erf" else "shape bias"
+        if self.kind != "erf":
+            return "shape bias"
+        return f"ERF ({self.sampler}, {self.size} px)" if self.size else f"ERF ({self.sampler})"
+
+    def series_label(self, study: Study) -> str:
+        """The model's label in figures: with the sampler when the study has several, and its ERF variant."""
+        from ..erf.objectives import label_with_variant
+
+        label = self.model.label
+        if self.kind == "erf" and len(study.erf.samplers) > 1:
+            label = f"{label} ({self.sampler})"
+        if self.kind == "erf":
+            label = label_with_variant(label, study.erf.objective, study.erf.reduction)
+        return label
 
     def label(self, study: Study) -> str:
-        if self.kind == "erf" and len(study.erf.samplers) > 1:
-            return f"{self.model.label} ({self.sampler})"
-        return self.model.label
+        label = self.series_label(study)
+        return f"{label}, {self.size} px" if self.size else label
+
+    def input_size(self, study: Study) -> int:
+        return self.size or study.erf.size
 
     def seed(self, study: Study) -> int:
         spec = study.erf if self.kind == "erf" else study.shape_bias
@@ -49,7 +68,8 @@ def jobs(study: Study, models=None) -> list[Job]:
     for m in (study.models if models is None else models):
         for kind in study.measurements(m):
             if kind == "erf":
-                out += [Job(m, "erf", s) for s in study.erf.samplers]
+                sizes = study.erf.sizes or (None,)
+                out += [Job(m, "erf", s, size) for s in study.erf.samplers for size in sizes]
             else:
                 out.append(Job(m, kind))
     return out
@@ -144,8 +164,9 @@ def erf_command(study: Study, job: Job, out: Path, weights: str, images: Path | 
     e = study.erf
     cmd = _torchrun(nproc) + ["erf", "--model", job.model.name, "--weights", weights, "--num-images",
                               str(e.num_images), "--sampler", job.sampler, "--seed", str(job.seed(study)),
-                              "--size", str(e.size), "--out", str(out), "--label", job.label(study),
-                              "--device", device, "--precision", e.precision, "--no-progress", "--thresholds",
+                              "--size", str(job.input_size(study)), "--out", str(out), "--label", job.label(study),
+                              "--device", device, "--precision", e.precision, "--objective", e.objective,
+                              "--reduce", e.reduction, "--no-progress", "--thresholds",
                               *[f"{t:g}" for t in e.thresholds]]
     if images is not None:
         cmd += ["--images", str(images)]

@@ -284,7 +284,7 @@ def make_plan(study: Study, *, results=None, images=None, stimuli=None, weights_
     n_stimuli = len(pre.stimuli.stimuli) if pre.stimuli is not None else NUM_STIMULI
     for j, status in zip(runs, statuses):
         if j.kind == "erf":
-            units, table, size = study.erf.num_images, erf_rate, (study.erf.size / 1024) ** 2
+            units, table, size = study.erf.num_images, erf_rate, (j.input_size(study) / 1024) ** 2
         else:
             units, table, size = n_stimuli, sb_rate, 1.0
         rate = table.get(j.model.name) or table.get(_family_key(j.model.name))
@@ -334,7 +334,7 @@ def format_plan(plan: Plan) -> str:
     w = max([len(r.job.model.id) for r in plan.runs] + [5])
     for r in plan.runs:
         unit = "images" if r.job.kind == "erf" else "stimuli"
-        size = f" at {st.erf.size}" if r.job.kind == "erf" else ""
+        size = f" at {r.job.input_size(st)}" if r.job.kind == "erf" else ""
         est = "" if r.status == "done" else f", about {_duration(r.estimate_s)}"
         out.append(f"  {r.job.model.id:<{w}}  {r.job.name:<18} {r.units} {unit}{size}: {r.status}{est}  "
                    f"-> {r.job.folder}")

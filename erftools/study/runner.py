@@ -187,18 +187,22 @@ def _erf_in_process(study: Study, job: Job, out: Path, weights: str, img_dir: Pa
 
     e = study.erf
     seed = job.seed(study)
-    kwargs = dict(model_kwargs_for_size(job.model.name, e.size))
+    size = job.input_size(study)
+    kwargs = dict(model_kwargs_for_size(job.model.name, size))
     kwargs.update(job.model.model_kwargs)
     torch.manual_seed(seed)
     model = create_model(job.model.name, weights, **kwargs)
     pre = get_model_info(model).preprocessing
-    images = select_images(img_dir, e.num_images, job.sampler, seed, size=e.size, mean=pre.mean, std=pre.std)
+    images = select_images(img_dir, e.num_images, job.sampler, seed, size=size, mean=pre.mean, std=pre.std)
     layers = e.layers if e.layers is None or isinstance(e.layers, str) else list(e.layers)
+    extra = {"model_kwargs": kwargs, "study": {"name": study.name, "model": job.model.id, "sampler": job.sampler}}
+    if job.size:  # one size of a sweep, as `erftools erf --size A,B` records it
+        extra["sweep"] = {"size": size, "sizes": list(e.sizes), "label": job.series_label(study)}
     return run_erf(model, images, out, batch_size=e.batch_size, device=device, conv_backend=e.conv_backend,
                    thresholds=e.thresholds, label=job.label(study), progress=progress, seed=seed,
                    model_kwargs=kwargs, layers=layers, on_batch=on_batch, precision=e.precision,
-                   allow_low_precision=e.allow_low_precision, overwrite=overwrite, extra={"model_kwargs": kwargs, "study": {"name": study.name, "model": job.model.id,
-                                                            "sampler": job.sampler}})
+                   allow_low_precision=e.allow_low_precision, overwrite=overwrite, objective=e.objective,
+                   reduction=e.reduction, extra=extra)
 
 
 def _shape_bias_in_process(study: Study, job: Job, out: Path, weights: str, stimuli, device: str,
@@ -223,7 +227,8 @@ def _study_record(study: Study, rows: list[Row]) -> dict:
             "reference": study.reference, "description": study.description, "study_file": STUDY_COPY,
             "tolerance": {k: {"abs": t.abs, "rel": t.rel} for k, t in study.tolerance.items()},
             "measurements": {"erf": None if e is None else {
-                "num_images": e.num_images, "size": e.size, "samplers": list(e.samplers),
+                "num_images": e.num_images, "size": e.size, "sizes": list(e.all_sizes), "objective": e.objective,
+                "reduction": e.reduction, "samplers": list(e.samplers),
                 "thresholds": list(e.thresholds), "precision": e.precision,
                 "allow_low_precision": e.allow_low_precision},
                 "shape_bias": None if sb is None else {"precision": sb.precision, "batch_size": sb.batch_size}},

@@ -61,6 +61,14 @@ class ErfSpec:
     conv_backend: str | None = None
     precision: str = "fp32"
     allow_low_precision: bool = False  # bf16 is refused at load without it (it moved a square: docs/erf.md)
+    sizes: tuple = ()  # size = [224, 512, 1024]: an input-size sweep (``size`` is then the first); () for one size
+    objective: str = "paper"  # erftools.erf.objectives.OBJECTIVES
+    reduction: str = "relu"  # key ``reduce``: erftools.erf.objectives.REDUCTIONS
+
+    @property
+    def all_sizes(self) -> tuple:
+        """Every input size of the study (one, or the sweep's)."""
+        return self.sizes or (self.size,)
 
 
 @dataclass(frozen=True)
@@ -242,7 +250,7 @@ def _tomllib():
 
 STUDY_KEYS = ("name", "title", "description", "reference", "results", "device")
 ERF_KEYS = ("images", "num_images", "size", "samplers", "seed", "thresholds", "layers", "batch_size",
-            "conv_backend", "precision", "allow_low_precision")
+            "conv_backend", "precision", "allow_low_precision", "objective", "reduce")
 SB_KEYS = ("stimuli", "allow_incomplete", "batch_size", "seed", "bootstrap", "precision")
 MODEL_KEYS = ("id", "name", "label", "weights", "seed", "model_kwargs", "measure", "download", "note", "paper")
 TOL_KEYS = ("erf", "shape_bias")
@@ -343,7 +351,7 @@ def _parse_erf(ctx: _Ctx, data: dict) -> ErfSpec:
     layers = ctx.get(e, "layers", p, (str, list), None)
     if isinstance(layers, list) and not all(isinstance(x, str) and x for x in layers):
         raise ctx.error(p + ("layers",), "a list of module names (strings), or \"stages\"")
-    size = _bounded_int(ctx, e, "size", p, 1024)
+    size, sizes = _sizes(ctx, e, p)
     backend = ctx.get(e, "conv_backend", p, str, None)
     if backend is not None and backend not in CONV_BACKENDS:
         raise ctx.error(p + ("conv_backend",), f"{backend!r}; choose one of {', '.join(CONV_BACKENDS)}")
@@ -359,7 +367,36 @@ def _parse_erf(ctx: _Ctx, data: dict) -> ErfSpec:
     return ErfSpec(precision=precision, allow_low_precision=allow_low, images=images or None,
                    num_images=_bounded_int(ctx, e, "num_images", p, 50), size=size, samplers=tuple(samplers),
                    seed=_bounded_int(ctx, e, "seed", p, 0), thresholds=tuple(out), layers=layers,
-                   batch_size=_bounded_int(ctx, e, "batch_size", p, None), conv_backend=backend)
+                   batch_size=_bounded_int(ctx, e, "batch_size", p, None), conv_backend=backend,
+                   sizes=sizes, **_variant(ctx, e, p))
+
+
+def _sizes(ctx: _Ctx, e: dict, p: tuple) -> tuple[int, tuple]:
+    """``size = 1024`` -> (1024, ()); ``size = [224, 512, 1024]`` (an input-size sweep) -> (224, (224, 512, 1024))."""
+    value = ctx.get(e, "size", p, (int, list), 1024)
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ctx.error(p + ("size",), "name at least one size, e.g. 1024 or [224, 512, 1024]")
+    for v in items:
+        problem = bound_problem("size", v)
+        if problem:
+            raise ctx.error(p + ("size",), f"{v!r}: {problem}")
+    if len(set(items)) != len(items):
+        raise ctx.error(p + ("size",), "a size is listed twice")
+    return items[0], (tuple(items) if isinstance(value, list) and len(items) > 1 else ())
+
+
+def _variant(ctx: _Ctx, e: dict, p: tuple) -> dict:
+    """The ERF variant keys ``objective`` and ``reduce`` (docs/erf.md, "Variants")."""
+    from ..erf.objectives import OBJECTIVES, REDUCTIONS
+
+    objective = ctx.get(e, "objective", p, str, OBJECTIVES[0])
+    if objective not in OBJECTIVES:
+        raise ctx.error(p + ("objective",), f"{objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    reduction = ctx.get(e, "reduce", p, str, REDUCTIONS[0])
+    if reduction not in REDUCTIONS:
+        raise ctx.error(p + ("reduce",), f"{reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+    return {"objective": objective, "reduction": reduction}
 
 
 def _parse_sb(ctx: _Ctx, data: dict) -> ShapeBiasSpec:
