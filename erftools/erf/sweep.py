@@ -24,19 +24,20 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .._io import ErftoolsError, write_json
+from .._limits import bound_problem
 
 log = logging.getLogger(__name__)
 
 SWEEP_RECORD = "sweep.json"
 SWEEP_KIND = "erf_sweep"
 SWEEP_FIGURE = "erf_sizes.png"
-MIN_SIZE = 32  # the smallest input side erftools erf accepts
 
 __all__ = ["parse_sizes", "size_folder", "run_size_sweep", "read_sweep", "is_sweep", "SWEEP_RECORD", "SWEEP_FIGURE"]
 
 
 def parse_sizes(text: str | int | Sequence[int]) -> list[int]:
-    """``"224,512,1024"`` (or an int, or a list) as distinct sizes of at least :data:`MIN_SIZE`, in the order given."""
+    """``"224,512,1024"`` (or an int, or a list) as distinct sizes within :mod:`erftools._limits`, in the order
+    given."""
     if isinstance(text, int):
         items = [text]
     elif isinstance(text, str):
@@ -50,8 +51,9 @@ def parse_sizes(text: str | int | Sequence[int]) -> list[int]:
         except (TypeError, ValueError):
             raise ErftoolsError(f"--size {text!r}: {item!r} is not a whole number of pixels; write e.g. 1024 or "
                                 "224,512,1024") from None
-        if size < MIN_SIZE:
-            raise ErftoolsError(f"--size must be at least {MIN_SIZE} (got {size})")
+        problem = bound_problem("size", size)
+        if problem:
+            raise ErftoolsError(f"--size {problem}")
         if size in sizes:
             raise ErftoolsError(f"--size {text!r} lists {size} twice; list each size once")
         sizes.append(size)
