@@ -15,7 +15,7 @@ from erftools import ErftoolsError
 from erftools.erf import compute_erf, compute_erfs
 from erftools.erf.objectives import OBJECTIVES, REDUCTIONS, label_with_variant, variant_text
 
-from _erf_helpers import fixture_data, fixture_model, tiny_resnet
+from ._erf_helpers import fixture_data, fixture_model, tiny_resnet
 
 VARIANTS = [(o, r) for o in OBJECTIVES for r in REDUCTIONS]
 

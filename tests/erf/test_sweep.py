@@ -11,7 +11,7 @@ from erftools.erf.sweep import SWEEP_FIGURE, SWEEP_RECORD, parse_sizes
 from erftools.images import select_images
 from erftools.results import ERF_MATRIX, find_runs, read_record
 
-from _erf_helpers import tiny_resnet
+from ._erf_helpers import tiny_resnet
 
 TINY = ["--weights", "random", "--num-images", "2", "--no-progress"]
 
