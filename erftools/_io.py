@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -25,24 +26,43 @@ class ErftoolsError(RuntimeError):
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        _raise_no_space(exc, path)
+        raise
+    tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; results are meant to be shared
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise ErftoolsError(
-                f"no space left on the device while writing {path}; free some space and run the command "
-                "again (files written before this one are intact)") from exc
+        _raise_no_space(exc, path)
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: numpy's C writer reports a short write (a disk that fills up mid-file) as ``OSError("N requested and M
+#: written")``, without an errno
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def is_no_space(exc: OSError) -> bool:
+    """Whether ``exc`` means the disk (or the user's quota) is full: ENOSPC, EDQUOT, or a short write."""
+    return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or bool(_SHORT_WRITE.search(str(exc)))
+
+
+def _raise_no_space(exc: OSError, path: Path) -> None:
+    if is_no_space(exc):
+        short = f" (a short write: {exc})" if exc.errno is None else ""
+        raise ErftoolsError(
+            f"no space left on the device while writing {path}{short}; free some space and run the command "
+            "again (files written before this one are intact, and an interrupted run continues)") from exc
 
 
 def _umask() -> int:

@@ -148,9 +148,11 @@ def _check_erf_args(args) -> list[int]:
     """The sizes of ``--size`` and the argument checks done before any model is built."""
     from ..erf.sweep import parse_sizes
 
-    sizes = parse_sizes(args.size)
-    if args.num_images < 1:
-        raise ErftoolsError(f"--num-images must be at least 1 (got {args.num_images})")
+    from .._limits import check_bound
+
+    sizes = parse_sizes(args.size)  # each within erftools._limits
+    for quantity, flag in (("num_images", "--num-images"), ("seed", "--seed"), ("batch_size", "--batch-size")):
+        check_bound(quantity, getattr(args, quantity), flag)  # before any model is built
     if args.resume and args.overwrite:
         raise ErftoolsError("--resume and --overwrite contradict each other; choose one")
     if len(sizes) > 1 and args.baseline:

@@ -91,8 +91,10 @@ def _check(args) -> tuple[list, list]:
     if not args.model and not args.decisions:
         raise ErftoolsError("nothing to measure: pass --model NAME and/or --decisions FILE.csv "
                             "(or --list-references)")
-    if args.batch_size < 1:
-        raise ErftoolsError("--batch-size must be at least 1")
+    from .._limits import check_bound
+
+    for quantity, flag in (("batch_size", "--batch-size"), ("seed", "--seed"), ("bootstrap", "--bootstrap")):
+        check_bound(quantity, getattr(args, quantity), flag)  # before any model runs
     if args.workers is not None and args.workers < 0:
         raise ErftoolsError("--workers must be 0 or more")
     if args.resume and args.overwrite:

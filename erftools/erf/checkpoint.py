@@ -73,17 +73,20 @@ def _load_state(path: Path, size: tuple[int, int] | None = None,
     return out, generation
 
 
-def load_checkpoint(ckdir: Path, size: tuple[int, int] | None = None,
-                     targets: list | None = None) -> tuple[dict, int]:
-    """The consolidated state: base + every rank file of the base's generation, each validated."""
+def load_checkpoint(ckdir: Path, size: tuple[int, int] | None = None, targets: list | None = None,
+                    files: list | None = None) -> tuple[dict, int]:
+    """The consolidated state: base + every rank file of the base's generation, each validated; with ``files``
+    (the run's image list) every image it names, processed or skipped, must be one of them."""
     accs, gen = {t: ErfAccumulator() for t in (targets or [])}, 0
     base = ckdir / "base.npz"
     if base.is_file():
         accs, gen = _load_state(base, size, targets)
+        _check_names(base, accs, files)
         targets = list(accs)
     for f in sorted(ckdir.glob("rank*.npz")):
         part, g = _load_state(f, size, targets)
         if g == gen:
+            _check_names(f, part, files)
             for t, a in part.items():
                 accs.setdefault(t, ErfAccumulator()).merge(a)
     for t, acc in accs.items():
@@ -93,6 +96,19 @@ def load_checkpoint(ckdir: Path, size: tuple[int, int] | None = None,
                 raise _bad_checkpoint(ckdir / "base.npz", f"counts the image {name} twice")
             seen.add(name)
     return accs, gen
+
+
+def _check_names(path: Path, accs: dict, files: list | None) -> None:
+    """Every image a checkpoint file names (processed or skipped) is one of the run's ``files``."""
+    if files is None:
+        return
+    known = set(files)
+    for acc in accs.values():
+        foreign = [n for n in [*acc.processed, *(s.get("file") for s in acc.skipped)] if n not in known]
+        if foreign:
+            raise _bad_checkpoint(path, f"names the image {foreign[0]!r}, which is not one of this run's "
+                                        f"{len(known)} images" + (f" ({len(foreign)} such names)"
+                                                                  if len(foreign) > 1 else ""))
 
 
 def nothing_computed(ckdir: Path) -> bool:

@@ -30,18 +30,18 @@ def load_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[np.n
         record = read_record(path, "erf")
         if not record.get("complete"):
             raise ErftoolsError(f"{path} holds an unfinished ERF run (run the same command again to continue it)")
+        from ..results.records import checked_path  # a run folder's matrices never lead out of it
+
         if layer is not None:
             entries = {e.get("layer"): e for e in record.get("layers") or []}
             if layer not in entries:
                 raise ErftoolsError(f"{path} has no ERF of the layer {layer!r}; its layers: "
                                     f"{', '.join(map(str, entries)) or 'none (a final-feature-map run)'}")
-            from ..results.records import checked_path
-
             record = dict(record, area_ratios=entries[layer]["area_ratios"], target=dict(
                 record.get("target") or {}, layer=layer), statistics=entries[layer].get("statistics"))
             path = checked_path(path, path / entries[layer]["matrix"])
         else:
-            path = path / ERF_MATRIX
+            path = checked_path(path, path / ERF_MATRIX)
     elif path.name == ERF_MATRIX and (path.parent / ERF_RECORD).is_file():
         try:
             record = read_record(path.parent, "erf")

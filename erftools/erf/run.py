@@ -226,6 +226,12 @@ def _plan(model, images, out_dir, *, layers, precision, allow_low_precision, see
     check_reduction(reduction)
     check_allowed(precision, allow_low_precision)
     variant = {"objective": objective, "reduction": reduction}
+    from .._limits import check_bound
+
+    check_bound("size", int(images.size), "size")
+    check_bound("num_images", len(images.files), "the number of images")
+    check_bound("seed", seed, "seed")
+    check_bound("batch_size", settings.get("batch_size"), "batch_size")
     fp = fingerprint(info, images, model=model, seed=seed, model_kwargs=model_kwargs, conv_backend=conv_backend,
                      prepare=prepare, layer=list(layers) if layers is not None else None, precision=precision,
                      **variant)
@@ -248,7 +254,7 @@ def _open_state(run: _ErfRun, resume, overwrite) -> dict | None:
         return existing
     run.base, run.generation = {t: ErfAccumulator() for t in run.targets}, 0
     if state == _runfolder.RESUME:
-        run.base, run.generation = checkpoint.load_checkpoint(run.ckdir, run.size, run.targets)
+        run.base, run.generation = checkpoint.load_checkpoint(run.ckdir, run.size, run.targets, run.images.files)
         run.resumed = True
     run.dist.barrier()  # everyone has read the checkpoint before rank 0 rewrites it
     if run.dist.rank == 0:

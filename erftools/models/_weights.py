@@ -26,6 +26,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ErftoolsError(f"checkpoint {path} does not exist; pass an existing file, a URL, 'pretrained' or "
                             "'random'")
+    if path.stat().st_size == 0:
+        raise ErftoolsError(f"the checkpoint {path} is empty (0 bytes): its download or copy did not finish. "
+                            "Download it again (or copy it again from where it is complete)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -35,7 +38,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ErftoolsError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}. The file is "
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}. "
+            "The file is "
             "corrupt or truncated, or it stores Python objects that erftools refuses to unpickle (only tensors and "
             "plain containers are loaded, for safety); re-download it or re-save its state_dict.") from exc
     return unwrap_state_dict(obj, str(path))

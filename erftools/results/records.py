@@ -439,6 +439,8 @@ class ShapeBiasRecord(Record):
     timing: dict | None = _opt(_DICT)
     num_nonfinite: int | None = _opt(_INT)
     nonfinite: list | None = _opt(_LIST)
+    num_unreadable: int | None = _opt(_INT)  # stimuli that failed to decode during the run (skipped, retried on resume)
+    unreadable: list | None = _opt(_LIST)
     published: dict | None = _opt(_DICT)
     zero_shot: dict | None = _opt(_DICT)  # openclip: models: prompts, class names, text classifier (docs/shape-bias.md)
     shape_bias: float | None = _opt(_NUM)

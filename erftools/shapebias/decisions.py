@@ -102,12 +102,20 @@ class _StimulusImages:
         return len(self.stimuli)
 
     def __getitem__(self, i: int):
-        if self.transform is None:
-            return load_image(self.root / self.stimuli[i].relpath)
+        """``(image, "")``, or for a file that fails to decode ``(a blank image, the reason)``: the run skips and
+        counts it instead of dying with its batch."""
         from PIL import Image
 
-        with Image.open(self.root / self.stimuli[i].relpath) as im:
-            return self.transform(im.convert("RGB"))
+        try:
+            if self.transform is None:
+                return load_image(self.root / self.stimuli[i].relpath), ""
+            with Image.open(self.root / self.stimuli[i].relpath) as im:
+                return self.transform(im.convert("RGB")), ""
+        except Exception as exc:  # noqa: BLE001 - any decoder error is this image's problem, not the run's
+            import torch
+
+            blank = torch.zeros(3, 224, 224) if self.transform is None else self.transform(Image.new("RGB", (224, 224)))
+            return blank, f"unreadable image ({type(exc).__name__}: {exc})"[:300]
 
 
 def default_workers(device: str) -> int:
@@ -130,12 +138,15 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
              device: str | None = None, progress: bool = True, done: dict[str, Decision] | None = None,
              on_batch: Callable[[list[Decision]], None] | None = None,
              skipped: list | None = None, precision: str = "fp32", workers: int | None = None,
-             prepare: bool = False, precision_check: dict | None = None) -> list[Decision]:
+             prepare: bool = False, precision_check: dict | None = None,
+             unreadable: list | None = None) -> list[Decision]:
     """Run ``model`` on the stimuli (in order) and return one :class:`Decision` per stimulus with finite logits.
 
     ``done`` holds decisions of an interrupted run (by relpath): those images are skipped. ``on_batch`` is called
     with each new batch of decisions (the CLI appends them to a resume file). An image whose logits hold NaN or
-    infinity gets no decision: it is left out of the result and appended to ``skipped`` as ``{"file", "reason"}``.
+    infinity gets no decision: it is left out of the result and appended to ``skipped`` as ``{"file", "reason"}``;
+    an image that fails to decode (it passed the up-front check, but its pixels are garbage) gets none either and is
+    appended to ``unreadable`` the same way (a resume tries it again).
     ``workers``: image-decoding processes (default :func:`default_workers`); on CUDA the batches go through pinned
     memory. ``prepare``: :func:`prepare_for_inference` first (faster; same logits to float rounding).
     ``precision``: ``fp32`` (the protocol's) or ``bf16`` (autocast); with ``bf16`` every batch is also run in fp32
@@ -161,6 +172,7 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     dev = torch.device(device)
     done = dict(done or {})
     bad: list[dict] = []
+    unread: list[dict] = []
     check = new_precision_check()
     todo = [s for s in stimuli if s.relpath not in done]
     bar = _progress(progress, len(stimuli), len(stimuli) - len(todo), info.name)
@@ -168,12 +180,15 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     try:
         with torch.inference_mode():
             start = 0
-            for x in _loader(todo, Path(root), batch_size, workers, dev, getattr(model, "image_transform", None)):
+            for x, reasons in _loader(todo, Path(root), batch_size, workers, dev,
+                                      getattr(model, "image_transform", None)):
                 batch = todo[start:start + len(x)]
                 start += len(x)
                 x = info.preprocessing.normalize(x.to(dev, non_blocking=True))
                 logits = _logits(model, x, precision)
-                keep = _finite_rows(batch, logits, bad)
+                unread += [{"file": s.relpath, "reason": r} for s, r in zip(batch, reasons) if r]
+                readable = [i for i, r in enumerate(reasons) if not r]
+                keep = [readable[i] for i in _finite_rows([batch[i] for i in readable], logits[readable], bad)]
                 new = _decisions([batch[i] for i in keep], logits[keep], direct)
                 if precision != "fp32" and keep:
                     _compare(new, _logits(model, x, "fp32")[keep], check, precision, direct)
@@ -187,6 +202,11 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
             bar.close()
     if skipped is not None:
         skipped.extend(bad)
+    if unreadable is not None:
+        unreadable.extend(unread)
+    if unread:
+        log.warning("%d image(s) failed to decode and get no decision (first: %s: %s); fix them and run the same "
+                    "command again to decide them", len(unread), unread[0]["file"], unread[0]["reason"])
     if precision_check is not None and precision != "fp32":
         precision_check.update(check)
     if bad:

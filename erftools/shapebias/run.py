@@ -20,7 +20,6 @@ skipped, the run fails: a shape bias is never computed from NaN.
 from __future__ import annotations
 
 import csv
-import errno
 import functools
 import hashlib
 import json
@@ -36,7 +35,7 @@ import numpy as np
 
 from .. import _runfolder
 from ..results import records as results
-from .._io import ErftoolsError, atomic_path, sha256_file, sha256_strings, write_json
+from .._io import ErftoolsError, atomic_path, is_no_space, sha256_file, sha256_strings, write_json
 from .._lock import run_lock
 from .analysis import (DEFAULT_BOOTSTRAP, DEFAULT_SEED, DecisionMaker, analyse_decision_maker,
                        group_decision_makers, read_decisions)
@@ -104,6 +103,7 @@ class _ModelRun:
     overwrite: bool
     options: dict  # batch_size, seed, n_boot, references, progress, max_nonfinite_fraction, precision, prepare, workers
     t0: float = field(default_factory=time.perf_counter)
+    unreadable: list = field(default_factory=list)  # stimuli that failed to decode (rank 0: every process's)
 
 
 def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.PathLike,
@@ -138,9 +138,14 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     from .._dist import Dist
     from ..models import create_model, get_model_info
 
+    from .._limits import check_bound
+
     overwrite = bool(overwrite or fresh)
     if resume and overwrite:
         raise ErftoolsError("resume and overwrite contradict each other; choose one")
+    for quantity, value, what in (("seed", seed, "seed"), ("bootstrap", n_boot, "n_boot"),
+                                  ("batch_size", batch_size, "batch_size")):
+        check_bound(quantity, value, what)
     if precision not in PRECISIONS:
         raise ErftoolsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if stimuli is None:
@@ -174,6 +179,7 @@ def _partial_fingerprint(out: Path, fingerprint: dict) -> dict | None:
     try:
         meta = json.loads((out / PARTIAL_META).read_text(encoding="utf-8"))
         if isinstance(meta, dict):
+            meta.pop(STIMULI_FILES, None)
             return meta
     except (OSError, ValueError):
         pass
@@ -189,21 +195,71 @@ def _partial_fingerprint(out: Path, fingerprint: dict) -> dict | None:
 
 def _open_state(run: _ModelRun) -> dict:
     """(Rank 0) the protocol's answer for the folder: the decisions of the finished run of these settings (reused,
-    re-analysed), or the partial decisions to continue, with the partial file started."""
+    re-analysed), or the partial decisions to continue, with the partial file started. Partial decisions made
+    before the stimuli changed keep those of the unchanged stimuli (:func:`_after_stimuli_change`)."""
     folder = _runfolder.RunFolder(run.out, SB_RUN, run.fingerprint, resume=run.resume, overwrite=run.overwrite)
     interrupted = None if run.overwrite else _partial_fingerprint(run.out, run.fingerprint)
-    state, _existing = folder.decide(interrupted)
+    kept = None
+    if interrupted and _runfolder.differences(interrupted, run.fingerprint) and \
+            set(_runfolder.differences(interrupted, run.fingerprint)) <= STIMULI_KEYS:
+        kept = _after_stimuli_change(run, interrupted)
+        interrupted = None
+    state, existing = folder.decide(interrupted)
     decisions, nonfinite = (None, [])
     if state == _runfolder.FINISHED:
         decisions, nonfinite = _reuse_complete(run.out, run.fingerprint, run.stimuli)
     done = {}
     if decisions is None:
         _mark_incomplete(run.out)
-        done = _read_partial(run.out, run.fingerprint, run.stimuli) if interrupted is not None else {}
+        done = _read_partial(run.out, run.fingerprint, run.stimuli) if interrupted is not None else (kept or {})
         if done:
             log.warning("resuming %s: %d of %d images already decided", run.out, len(done), len(run.stimuli.stimuli))
-        _start_partial(run.out, run.fingerprint, keep=bool(done))
-    return {"reused": decisions is not None, "done": done, "decisions": decisions, "nonfinite": nonfinite}
+        _start_partial(run.out, run.fingerprint, run.stimuli, keep=interrupted is not None and bool(done))
+        if kept:
+            _append_partial(run.out / PARTIAL, list(kept.values()))
+    return {"reused": decisions is not None, "done": done, "decisions": decisions, "nonfinite": nonfinite,
+            "unreadable": list((existing or {}).get("unreadable") or []) if decisions is not None else []}
+
+
+#: the fingerprint keys that say which stimuli a run decides; a resume after only these changed keeps the decisions
+#: of the stimuli that did not change
+STIMULI_KEYS = {"stimuli_sha256", "stimuli"}
+STIMULI_FILES = "stimuli_files"  # in .partial.json: {relpath: "size|mtime_ns"} of the stimuli when it was written
+
+
+def _stimuli_files(stimuli: StimuliReport) -> dict:
+    out = {}
+    for s in stimuli.stimuli:
+        try:
+            st = (Path(stimuli.root) / s.relpath).stat()
+            out[s.relpath] = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError:
+            out[s.relpath] = "missing"
+    return out
+
+
+def _after_stimuli_change(run: _ModelRun, then: dict) -> dict:
+    """The partial decisions of a run interrupted before its stimuli changed (fixed, added or removed files), kept
+    for the stimuli whose file is the same; the change is named. Without the record of the files (an older
+    erftools) the resume is refused, naming the change."""
+    try:
+        files = json.loads((run.out / PARTIAL_META).read_text(encoding="utf-8")).get(STIMULI_FILES)
+    except (OSError, ValueError, AttributeError):
+        files = None
+    if not isinstance(files, dict):
+        raise ErftoolsError(f"the stimuli in {run.stimuli.root} changed since the run in {run.out} was interrupted, "
+                            "and its partial decisions do not record which files they were made from; pass "
+                            "overwrite=True to decide every stimulus again")
+    now = _stimuli_files(run.stimuli)
+    changed = sorted(r for r in set(files) | set(now) if files.get(r) != now.get(r))
+    old = _read_partial(run.out, then, None)
+    kept = {r: Decision(next(s for s in run.stimuli.stimuli if s.relpath == r), d.response, d.probabilities)
+            for r, d in old.items() if r in now and files.get(r) == now[r]}
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    log.warning("the stimuli changed since the run in %s was interrupted (%d file(s) changed, added or removed: %s); "
+                "the %d decisions of the unchanged stimuli are kept, the others are decided again", run.out,
+                len(changed), shown, len(kept))
+    return kept
 
 
 def _evaluate_share(run: _ModelRun, done: dict) -> tuple | None:
@@ -218,12 +274,14 @@ def _evaluate_share(run: _ModelRun, done: dict) -> tuple | None:
         _start_rank_partial(part, run.fingerprint)
     prepared = prepare_for_inference(run.model, run.device) if opts["prepare"] else None
     nonfinite: list = []
+    unreadable: list = []
     check: dict = {}
     mine = evaluate(run.model, todo[rank::world], run.stimuli.root, batch_size=opts["batch_size"], device=run.device,
                     progress=opts["progress"] and rank == 0, on_batch=functools.partial(_append_partial, part),
-                    skipped=nonfinite, precision=opts["precision"], workers=opts["workers"], precision_check=check)
+                    skipped=nonfinite, precision=opts["precision"], workers=opts["workers"], precision_check=check,
+                    unreadable=unreadable)
     parts = run.dist.gather({"decisions": mine, "nonfinite": nonfinite, "check": check,
-                             "backends": backend_report()})
+                             "backends": backend_report(), "unreadable": unreadable})
     if rank != 0:
         return None
     by_rel = dict(done)
@@ -233,6 +291,7 @@ def _evaluate_share(run: _ModelRun, done: dict) -> tuple | None:
     skipped = {d["file"]: d for p in parts for d in p["nonfinite"]}
     order = {s.relpath: i for i, s in enumerate(run.stimuli.stimuli)}
     nonfinite = sorted(skipped.values(), key=lambda d: order.get(d["file"], len(order)))
+    run.unreadable = sorted((d for p in parts for d in p["unreadable"]), key=lambda d: order.get(d["file"], len(order)))
     check = _merge_checks([p["check"] for p in parts]) if opts["precision"] != "fp32" else {}
     return decisions, nonfinite, check, [p["backends"] for p in parts], prepared
 
@@ -257,6 +316,7 @@ def _run_model_steps(run: _ModelRun) -> dict:
     reused = state["reused"]
     if reused:
         result = (state["decisions"], state["nonfinite"], {}, None, None) if run.dist.rank == 0 else None
+        run.unreadable = state.get("unreadable", [])
     else:
         result = _evaluate_share(run, state["done"])
     if result is None:
@@ -303,7 +363,8 @@ def _model_record(run: _ModelRun, decisions: list, nonfinite: list, check: dict,
         timing={"seconds": None if seconds is None else round(seconds, 3),
                 "images_per_second": None if not seconds else round(len(decisions) / seconds, 2),
                 "reused_decisions": seconds is None},
-        num_nonfinite=len(nonfinite), nonfinite=nonfinite, published=pub, fingerprint=run.fingerprint,
+        num_nonfinite=len(nonfinite), nonfinite=nonfinite, num_unreadable=len(run.unreadable),
+        unreadable=run.unreadable, published=pub, fingerprint=run.fingerprint,
         error_consistency=consistency.write_run(out, label, rows, results.MODEL), **analysis)
     refs = list(opts["references"])
     if pub and pub["name"] not in refs:
@@ -374,7 +435,7 @@ def _reuse_complete(out: Path, fingerprint: dict, stimuli: StimuliReport) -> tup
     if not rec.get("complete") or rec.get("fingerprint") != fingerprint:
         return none
     nonfinite = list(rec.get("nonfinite") or [])
-    skipped = {d.get("file") for d in nonfinite}
+    skipped = {d.get("file") for d in nonfinite + list(rec.get("unreadable") or [])}
     expected = [s for s in stimuli.stimuli if s.relpath not in skipped]
     try:
         probs = np.load(out / PROBABILITIES, allow_pickle=False)
@@ -428,7 +489,7 @@ def _start_rank_partial(path: Path, fingerprint: dict) -> None:
                        encoding="utf-8")
 
 
-def _start_partial(out: Path, fingerprint: dict, keep: bool) -> None:
+def _start_partial(out: Path, fingerprint: dict, stimuli: StimuliReport, keep: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not keep:
         for f in _partial_files(out):
@@ -436,7 +497,7 @@ def _start_partial(out: Path, fingerprint: dict, keep: bool) -> None:
         _start_rank_partial(out / PARTIAL, fingerprint)
     elif not (out / PARTIAL).is_file():
         _start_rank_partial(out / PARTIAL, fingerprint)
-    write_json(out / PARTIAL_META, fingerprint)
+    write_json(out / PARTIAL_META, dict(fingerprint, **{STIMULI_FILES: _stimuli_files(stimuli)}))
 
 
 def _append_partial(path: Path, new: Sequence[Decision]) -> None:
@@ -455,7 +516,7 @@ def _append_partial(path: Path, new: Sequence[Decision]) -> None:
                 fh.truncate(end)
             except OSError:
                 pass  # the torn row is detected by its CRC when the file is read
-            cause = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            cause = "no space left on the device" if is_no_space(exc) else (exc.strerror or str(exc))
             raise ErftoolsError(f"{cause} while saving decisions to {path}; the decisions saved before this batch "
                                 "are intact. Fix that (free some space), then run the same command again to "
                                 "continue") from exc
