@@ -171,6 +171,10 @@ def _print_summary(rec: dict, out: Path) -> None:
                   "fp32")
     if rec.get("num_nonfinite"):
         extra += f"; {rec['num_nonfinite']} images skipped (non-finite logits)"
+    if rec.get("num_unreadable"):
+        extra += (f"; {rec['num_unreadable']} images skipped (failed to decode: "
+                  f"{rec['unreadable'][0]['file']}{', ...' if rec['num_unreadable'] > 1 else ''}; the record lists "
+                  "the reasons)")
     print(f"{rec['label']}: shape bias {_num(rec['shape_bias'])} (95% CI {_num(lo)}-{_num(hi)}), "
           f"shape {_num(rec['fraction_correct_shape'])}, texture {_num(rec['fraction_correct_texture'])}, "
           f"no-conflict accuracy {_num(rec['accuracy_no_conflict'], '.3f')}, {rec['num_trials']} trials{extra} "

@@ -205,8 +205,8 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     if unreadable is not None:
         unreadable.extend(unread)
     if unread:
-        log.warning("%d image(s) failed to decode and get no decision (first: %s: %s); fix them and run the same "
-                    "command again to decide them", len(unread), unread[0]["file"], unread[0]["reason"])
+        log.warning("%d image(s) failed to decode and get no decision (first: %s: %s); they are skipped and counted "
+                    "(an interrupted run tries them again)", len(unread), unread[0]["file"], unread[0]["reason"])
     if precision_check is not None and precision != "fp32":
         precision_check.update(check)
     if bad:

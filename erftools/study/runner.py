@@ -146,6 +146,9 @@ def _run_job(ctx: _Context, job: Job, outcome: StudyOutcome, single: bool) -> No
         return
     ctx.echo(f"[{job.model.id}] {job.name} -> {out}")
     try:
+        from ..results.records import checked_path
+
+        checked_path(ctx.root, out, job.folder)  # a run folder linked out of the study's folder is never written
         if not single:
             if job.kind == "erf":
                 cmd = erf_command(study, job, out, weights, pre.img_dir, ctx.device, ctx.nproc)

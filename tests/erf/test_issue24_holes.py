@@ -14,7 +14,7 @@ from erftools.erf import checkpoint
 from erftools.erf.run import CHECKPOINT_DIR, run_erf
 from erftools.images import select_images
 
-from _erf_helpers import tiny_resnet, write_image
+from ._erf_helpers import tiny_resnet, write_image
 
 SIZE = 48
 

@@ -215,6 +215,7 @@ def test_full_disk_while_saving_decisions(stimuli, tmp_path, monkeypatch):
     lines = (out / sbrun.PARTIAL).read_text().splitlines()
     assert len(lines) == 2 + 2  # fingerprint, header, the first batch only: the failed batch was cut back
     fp = sbrun.json.loads((out / sbrun.PARTIAL_META).read_text())
+    fp.pop(sbrun.STIMULI_FILES)  # the meta also records each stimulus's file (size, time): not the fingerprint
     assert len(sbrun._read_partial(out, fp, stimuli)) == 2
     rec = _run(out, stimuli)
     assert rec["complete"] and rec["num_trials"] == 6

@@ -57,6 +57,26 @@ def test_a_link_out_of_the_working_directory_is_refused_too(cue_conflict, tmp_pa
         run_study(load_study(make_study_dir(tmp_path / "s", cue_conflict, text)), progress=False)
 
 
+def test_a_run_folder_linked_out_of_the_study_folder_is_a_failed_row(tmp_path):
+    """A model folder that is a symbolic link out of the results folder: its runs fail, nothing is written there."""
+    from erftools.study.checks import Preflight
+    from erftools.study.jobs import Job, WeightsChoice
+    from erftools.study.runner import StudyOutcome, _Context, _run_job
+    from erftools.study.spec import parse_study
+
+    out, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "resnet18").symlink_to(elsewhere)
+    st = parse_study(NO_KWARGS, "s.toml", tmp_path)
+    commands, got = [], StudyOutcome(out, [])
+    ctx = _Context(st, out, Preflight(choices={"resnet18": WeightsChoice("random")}), "cpu", False, None,
+                   lambda c: commands.append(c) or 0, False, True, 2, lambda s: None)
+    _run_job(ctx, Job(st.models[0], "erf", "sequential"), got, single=False)
+    assert "resolves outside the results folder" in got.failures["resnet18/erf-sequential"]
+    assert not commands and list(elsewhere.iterdir()) == []
+
+
 def test_a_system_location_is_refused_even_on_the_command_line(study_file, cli_main, capsys):
     before = sorted(os.listdir("/etc"))
     assert cli_main(["study", str(study_file), "--results", "/etc", "--no-progress"]) == 1
