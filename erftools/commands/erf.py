@@ -146,9 +146,8 @@ def _default_out(model: str, weights: str, size) -> Path:
 
 def _check_erf_args(args) -> list[int]:
     """The sizes of ``--size`` and the argument checks done before any model is built."""
-    from ..erf.sweep import parse_sizes
-
     from .._limits import check_bound
+    from ..erf.sweep import parse_sizes
 
     sizes = parse_sizes(args.size)  # each within erftools._limits
     for quantity, flag in (("num_images", "--num-images"), ("seed", "--seed"), ("batch_size", "--batch-size")):
