@@ -531,7 +531,6 @@ def _read_partial(out: Path, fingerprint: dict, stimuli: StimuliReport | None = 
 
 
 def _read_partial_file(part: Path, out: Path, fingerprint: dict, stimuli: StimuliReport | None):
-    meta = out / PARTIAL_META
     try:
         with open(part, encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
@@ -543,17 +542,11 @@ def _read_partial_file(part: Path, out: Path, fingerprint: dict, stimuli: Stimul
         log.warning("%s has no fingerprint (written by an older erftools or not by erftools); it is discarded and "
                     "the images are decided again", part)
         return {}
-    if first[len(PARTIAL_MAGIC):].strip() != _fingerprint_hash(fingerprint):
-        other = {}
-        try:
-            other = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
-        diff = [k for k in fingerprint if other.get(k) != fingerprint[k]] or ["(unknown)"]
-        raise ErftoolsError(f"{out} holds partial decisions of another run ({other.get('model', 'unknown model')}, "
-                            f"weights {other.get('weights', '?')}; differing: {', '.join(diff)}); a resume must "
-                            "use the same model, weights, seed and stimuli. Pass overwrite=True to "
-                            "discard them, or choose another output folder")
+    if first[len(PARTIAL_MAGIC):].strip() != _fingerprint_hash(fingerprint):  # the protocol compared the
+        # fingerprints of .partial.json already: this file is stale or was edited
+        raise ErftoolsError(f"{out} holds partial decisions of another run ({part.name}: its fingerprint is not "
+                            f"this run's, nor that of {PARTIAL_META}); pass overwrite=True to discard them, or "
+                            "choose another output folder")
     known = {s.relpath: s for s in stimuli.stimuli} if stimuli is not None else None
     done, bad = {}, 0
     for line in lines[1:]:
