@@ -4,6 +4,7 @@
 #   bash tasks.sh test [PYTEST ARGS]   set up, then run the test suite
 #   bash tasks.sh dashboard [ARGS...]  set up, then open the dashboard on the example results
 #   bash tasks.sh setup                only set up
+# ERFTOOLS_TORCH=cpu bash tasks.sh setup   installs PyTorch's CPU-only build first (no 3 GB of CUDA libraries)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
@@ -14,9 +15,19 @@ setup() {
   fi
   local stamp="$VENV/.erftools-installed"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "tasks.sh: installing erftools and its dependencies (torch, timm, streamlit, matplotlib, scipy and the test tools)" \
+         "into $VENV. With PyPI's default torch on Linux this is about 6 GB, 3 GB of it CUDA libraries, and takes" \
+         "a few minutes; pip shows its progress below." >&2
+    if [ "${ERFTOOLS_TORCH:-}" = cpu ]; then
+      echo "tasks.sh: ERFTOOLS_TORCH=cpu: PyTorch's CPU-only build first (https://download.pytorch.org/whl/cpu)" >&2
+      "$VENV/bin/python" -m pip install torch --index-url https://download.pytorch.org/whl/cpu
+    elif [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1; then
+      echo "tasks.sh: no NVIDIA GPU found; to skip the CUDA libraries: rm -rf $VENV && ERFTOOLS_TORCH=cpu bash tasks.sh setup" >&2
+    fi
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[test]"
+    "$VENV/bin/python" -m pip install --progress-bar on -e ".[test]"
     touch "$stamp"
+    echo "tasks.sh: installed ($(du -sh "$VENV" 2>/dev/null | cut -f1) in $VENV)" >&2
   fi
 }
 
@@ -27,5 +38,5 @@ case "$cmd" in
   test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   erf) setup; exec "$VENV/bin/erftools" erf --model replknet-31B "$@" ;;
   dashboard) setup; exec "$VENV/bin/erftools" dashboard "$@" ;;
-  *) sed -n '2,7p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,8p' "$0" >&2; exit 2 ;;
 esac

@@ -9,7 +9,7 @@ from _erf_helpers import fixture_model  # noqa: E402
 from erftools.erf.run import run_erf  # noqa: E402
 from erftools.images import select_images  # noqa: E402
 
-shared, out, size, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rec = run_erf(fixture_model(shared), select_images(None, n, "random", seed=0, size=size), out, device="cpu",
+golden, out, size, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rec = run_erf(fixture_model(golden), select_images(None, n, "random", seed=0, size=size), out, device="cpu",
               progress=False, batch_size=2)
 assert rec["complete"] and rec["num_images"] == n, rec

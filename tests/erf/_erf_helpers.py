@@ -7,17 +7,25 @@ import numpy as np
 import torch
 
 
-def fixture_model(shared: Path):
+def fixture_model(folder: Path):
+    """The tiny official RepLKNet of a golden-data folder (tests/golden or ../shared/fixtures), eval mode."""
     from erftools.models import RepLKNet
 
-    ck = torch.load(shared / "fixtures" / "replknet_tiny.pt", weights_only=True)
+    ck = torch.load(folder / "replknet_tiny.pt", weights_only=True)
     model = RepLKNet(**ck["config"])
     model.load_state_dict(ck["state_dict"])
     return model.eval()
 
 
-def fixture_data(shared: Path):
-    return np.load(shared / "fixtures" / "erf_tiny.npz")
+def fixture_data(folder: Path):
+    """The official ERF of that model on three 128 x 128 images (``erf_tiny.npz``)."""
+    return np.load(folder / "erf_tiny.npz")
+
+
+def stages_golden(folder: Path) -> Path:
+    """The official per-stage ERFs of that model: tests/golden has its own; the one of ../shared lives in tests/erf/data."""
+    own = folder / "replknet_tiny_stages.npz"
+    return own if own.is_file() else Path(__file__).parent / "data" / "replknet_tiny_stages.npz"
 
 
 def tiny_resnet(seed: int = 0):

@@ -7,8 +7,8 @@ from erftools.erf.analysis import AreaRatio, EmptyErfWarning
 from ._erf_helpers import fixture_data
 
 
-def test_area_ratios_reproduce_official_analysis(shared):
-    d = fixture_data(shared)
+def test_area_ratios_reproduce_official_analysis(fixtures_dir):
+    d = fixture_data(fixtures_dir)
     got = area_ratios(d["matrix"], list(d["thresholds"]) + list(d["extra_thresholds"]))
     sides = np.concatenate([d["side_lengths"], d["extra_side_lengths"]])
     ratios = np.concatenate([d["area_ratios"], d["extra_area_ratios"]])
@@ -18,11 +18,11 @@ def test_area_ratios_reproduce_official_analysis(shared):
         else:
             assert r.side == int(side)
             assert r.area_ratio == ratio  # exactly
-    assert got[-1].side is None  # t=0.999: no square qualifies (the official script crashes there)
+    assert got[-1].side is None  # the last extra threshold: no square qualifies (the official script crashes there)
 
 
-def test_normalize_matches_official(shared):
-    d = fixture_data(shared)
+def test_normalize_matches_official(fixtures_dir):
+    d = fixture_data(fixtures_dir)
     np.testing.assert_allclose(normalize(d["matrix"]), d["normalized"], rtol=1e-6, atol=1e-7)
     assert normalize(d["matrix"]).max() == pytest.approx(1.0)
 
@@ -55,8 +55,8 @@ def test_uniform_map_square_grows_with_threshold():
         assert ((x.side - 2) / 65) ** 2 <= x.threshold
 
 
-def test_radial_profile(shared):
-    d = fixture_data(shared)
+def test_radial_profile(fixtures_dir):
+    d = fixture_data(fixtures_dir)
     prof = radial_profile(d["matrix"])
     c = np.array(prof["cumulative"])
     assert len(prof["radius"]) == len(c) <= 256

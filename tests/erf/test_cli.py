@@ -38,8 +38,8 @@ def test_erf_analyze_compare(tmp_path, capsys):
     assert len(json.loads((cmp_dir / "erf_compare.json").read_text())["runs"]) == 2
 
 
-def test_analyze_official_npy(shared, tmp_path, capsys):
-    d = fixture_data(shared)
+def test_analyze_official_npy(fixtures_dir, tmp_path, capsys):
+    d = fixture_data(fixtures_dir)
     npy = tmp_path / "official.npy"
     np.save(npy, d["matrix"])  # what the official visualize_erf.py writes
     assert main(["analyze", str(npy), "--thresholds", "20", "30", "50", "99", "--out", str(tmp_path / "o")]) == 0

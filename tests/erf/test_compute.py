@@ -14,9 +14,9 @@ def _close(a, ref, rel=1e-5):
 
 
 @pytest.mark.parametrize("prepare", [True, False])
-def test_reproduces_official_fixture(shared, prepare):
-    d = fixture_data(shared)
-    model = fixture_model(shared)
+def test_reproduces_official_fixture(fixtures_dir, prepare):
+    d = fixture_data(fixtures_dir)
+    model = fixture_model(fixtures_dir)
     res = compute_erf(model, torch.from_numpy(d["inputs"]), prepare=prepare, device="cpu")
     assert res.matrix.dtype == np.float32 and res.matrix.shape == (128, 128)
     _close(res.matrix, d["matrix"])
@@ -34,20 +34,20 @@ def test_reproduces_official_fixture(shared, prepare):
         assert not res.prepared["fuse_bn"] and not model.is_reparameterized
 
 
-def test_per_image_maps_match_fixture(shared):
+def test_per_image_maps_match_fixture(fixtures_dir):
     from erftools.erf import contribution_maps
 
-    d = fixture_data(shared)
-    model = fixture_model(shared)
+    d = fixture_data(fixtures_dir)
+    model = fixture_model(fixtures_dir)
     maps = contribution_maps(feature_map(model), torch.from_numpy(d["inputs"]))
     for got, ref in zip(maps.numpy(), d["per_image_maps"]):
         _close(got, ref)
 
 
-def test_batched_equals_one_at_a_time(shared):
-    d = fixture_data(shared)
+def test_batched_equals_one_at_a_time(fixtures_dir):
+    d = fixture_data(fixtures_dir)
     x = torch.from_numpy(d["inputs"])
-    model = fixture_model(shared)
+    model = fixture_model(fixtures_dir)
     one = compute_erf(model, x, batch_size=1, device="cpu")
     three = compute_erf(model, x, batch_size=3, device="cpu")
     two = compute_erf(model, x, batch_size=2, device="cpu")  # uneven last batch
@@ -56,10 +56,10 @@ def test_batched_equals_one_at_a_time(shared):
     assert one.num_images == two.num_images == three.num_images == 3
 
 
-def test_iterable_of_batches_and_single_image(shared):
-    d = fixture_data(shared)
+def test_iterable_of_batches_and_single_image(fixtures_dir):
+    d = fixture_data(fixtures_dir)
     x = torch.from_numpy(d["inputs"])
-    model = fixture_model(shared)
+    model = fixture_model(fixtures_dir)
     ref = compute_erf(model, x, device="cpu")
     it = compute_erf(model, iter([x[:2], (x[2:], torch.zeros(1))]), batch_size=2, device="cpu")
     _close(it.matrix, ref.matrix, 1e-6)

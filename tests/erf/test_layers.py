@@ -1,5 +1,4 @@
 """ERFs of any layer: golden per-stage matrices from the official code, shortcuts, preparation and capture rules."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +8,8 @@ import torch.nn as nn
 from erftools import ErftoolsError
 from erftools.erf import area_ratios, compute_erf, compute_erfs, expand_layers, stage_layers
 
-from ._erf_helpers import fixture_data, fixture_model, tiny_resnet
+from ._erf_helpers import fixture_data, fixture_model, stages_golden, tiny_resnet
 
-GOLDEN = Path(__file__).parent / "data" / "replknet_tiny_stages.npz"
 
 
 def _close(a, ref, rel=1e-5):
@@ -19,7 +17,7 @@ def _close(a, ref, rel=1e-5):
 
 
 @pytest.mark.parametrize("prepare", [True, False])
-def test_stages_reproduce_official_golden(shared, prepare):
+def test_stages_reproduce_official_golden(fixtures_dir, prepare):
     """Official RepLKNet + forward hooks + official get_input_grad (tests/erf/data/README.md) per stage.
 
     Tolerance 1e-5 of the maximum: the prepared model folds BNs and merges kernels (other fp32 roundings), runs
@@ -27,9 +25,9 @@ def test_stages_reproduce_official_golden(shared, prepare):
     max error 5e-7 of the maximum), far below 1e-5, while a wrong target (another tensor, a missed ReLU, the
     wrong centre) changes the matrix by far more than 1 %.
     """
-    g = np.load(GOLDEN)
-    x = torch.from_numpy(fixture_data(shared)["inputs"])
-    res = compute_erfs(fixture_model(shared), x, layers="stages", prepare=prepare, device="cpu")
+    g = np.load(stages_golden(fixtures_dir))
+    x = torch.from_numpy(fixture_data(fixtures_dir)["inputs"])
+    res = compute_erfs(fixture_model(fixtures_dir), x, layers="stages", prepare=prepare, device="cpu")
     assert list(res) == [str(s) for s in g["stages"]] == ["stages.0", "stages.1", "stages.2", "stages.3"]
     for i, (name, r) in enumerate(res.items()):
         assert r.layer == name and r.num_images == 3 and r.target == f"module:{name}"
@@ -41,30 +39,30 @@ def test_stages_reproduce_official_golden(shared, prepare):
     assert [int(s) for s in g["side_lengths"][:, 2]] == sorted(int(s) for s in g["side_lengths"][:, 2])
 
 
-def test_golden_last_stage_is_the_final_feature_map(shared):
+def test_golden_last_stage_is_the_final_feature_map(fixtures_dir):
     """stages.3 is RepLKNet's forward_features output: the golden file agrees with the older erf_tiny fixture,
     and compute_erf(layer=) agrees with the default target."""
-    g = np.load(GOLDEN)
-    d = fixture_data(shared)
+    g = np.load(stages_golden(fixtures_dir))
+    d = fixture_data(fixtures_dir)
     _close(g["matrices"][3], d["matrix"], 1e-6)  # both made by the official code, same inputs
     x = torch.from_numpy(d["inputs"])
-    default = compute_erf(fixture_model(shared), x, device="cpu")
-    one = compute_erf(fixture_model(shared), x, device="cpu", layer="stages.3")
+    default = compute_erf(fixture_model(fixtures_dir), x, device="cpu")
+    one = compute_erf(fixture_model(fixtures_dir), x, device="cpu", layer="stages.3")
     assert default.layer is None and one.layer == "stages.3"
     _close(one.matrix, default.matrix, 1e-6)
 
 
-def test_layers_together_equal_layers_alone(shared):
-    x = torch.from_numpy(fixture_data(shared)["inputs"][:2])
-    both = compute_erfs(fixture_model(shared), x, layers=["stages.1", "stages.0"], device="cpu", batch_size=2)
+def test_layers_together_equal_layers_alone(fixtures_dir):
+    x = torch.from_numpy(fixture_data(fixtures_dir)["inputs"][:2])
+    both = compute_erfs(fixture_model(fixtures_dir), x, layers=["stages.1", "stages.0"], device="cpu", batch_size=2)
     assert list(both) == ["stages.1", "stages.0"]
-    alone = compute_erf(fixture_model(shared), x, device="cpu", layer="stages.0")
+    alone = compute_erf(fixture_model(fixtures_dir), x, device="cpu", layer="stages.0")
     _close(both["stages.0"].matrix, alone.matrix, 1e-6)
 
 
-def test_a_layer_that_preparation_removes_is_refused_before_anything_changes(shared):
-    model = fixture_model(shared)
-    x = torch.from_numpy(fixture_data(shared)["inputs"][:1])
+def test_a_layer_that_preparation_removes_is_refused_before_anything_changes(fixtures_dir):
+    model = fixture_model(fixtures_dir)
+    x = torch.from_numpy(fixture_data(fixtures_dir)["inputs"][:1])
     name = "stages.0.blocks.0.large_kernel.lkb_origin.bn"
     with pytest.raises(ErftoolsError, match=r"lkb_origin\.bn.*removed.*prepare=False"):
         compute_erfs(model, x, layers=[name], device="cpu")
@@ -74,27 +72,27 @@ def test_a_layer_that_preparation_removes_is_refused_before_anything_changes(sha
     with pytest.raises(ErftoolsError, match=r"prelkb_bn.*replaced"):
         compute_erf(model, x, device="cpu", layer="stages.0.blocks.0.prelkb_bn")
     res = compute_erf(model, x, device="cpu", layer=name, prepare=False)  # the model as given
-    assert res.matrix.max() > 0 and res.feature_shape == (1, 16, 32, 32)
+    assert res.matrix.max() > 0 and res.feature_shape == (1, model.stem[0].conv.out_channels, 32, 32)
     compute_erf(model, x, device="cpu")  # prepared now: the module is gone, and the error says why
     with pytest.raises(ErftoolsError, match=r"no module named .*lkb_origin\.bn.*lkb_reparam.*prepared .*"
                                             r"build the model again and pass prepare=False"):
         compute_erf(model, x, device="cpu", layer=name)
 
 
-def test_an_enclosing_module_is_kept_by_preparation(shared):
-    x = torch.from_numpy(fixture_data(shared)["inputs"][:2])
+def test_an_enclosing_module_is_kept_by_preparation(fixtures_dir):
+    x = torch.from_numpy(fixture_data(fixtures_dir)["inputs"][:2])
     name = "stages.0.blocks.0.large_kernel"  # its branches are merged, its output is the same tensor
-    fast = compute_erf(fixture_model(shared), x, device="cpu", layer=name)
-    plain = compute_erf(fixture_model(shared), x, device="cpu", layer=name, prepare=False)
+    fast = compute_erf(fixture_model(fixtures_dir), x, device="cpu", layer=name)
+    plain = compute_erf(fixture_model(fixtures_dir), x, device="cpu", layer=name, prepare=False)
     assert fast.prepared["structural_reparam"]
     _close(fast.matrix, plain.matrix)
 
 
-def test_forward_stops_after_the_deepest_layer(shared):
-    model = fixture_model(shared)
+def test_forward_stops_after_the_deepest_layer(fixtures_dir):
+    model = fixture_model(fixtures_dir)
     calls = []
     model.stages[1].register_forward_hook(lambda *a: calls.append(1))
-    x = torch.from_numpy(fixture_data(shared)["inputs"])
+    x = torch.from_numpy(fixture_data(fixtures_dir)["inputs"])
     compute_erfs(model, x, layers=["stages.0"], device="cpu", batch_size=1)
     assert len(calls) == 1  # the first batch runs the whole forward (checks), the other two stop at stages.0
 

@@ -27,19 +27,19 @@ def _rel(a, ref) -> float:
 
 
 @pytest.fixture(scope="module")
-def tiny(shared):
-    d = fixture_data(shared)
+def tiny(fixtures_dir):
+    d = fixture_data(fixtures_dir)
     return torch.from_numpy(d["inputs"]), d["matrix"].astype(np.float64), d["side_lengths"]
 
 
 @pytest.fixture(scope="module")
-def default_result(shared, tiny):
-    return compute_erf(fixture_model(shared), tiny[0], device="cpu")
+def default_result(fixtures_dir, tiny):
+    return compute_erf(fixture_model(fixtures_dir), tiny[0], device="cpu")
 
 
-def test_fp32_is_the_default_and_unchanged(shared, tiny, default_result):
+def test_fp32_is_the_default_and_unchanged(fixtures_dir, tiny, default_result):
     x, golden, _ = tiny
-    res = compute_erf(fixture_model(shared), x, device="cpu", precision="fp32")
+    res = compute_erf(fixture_model(fixtures_dir), x, device="cpu", precision="fp32")
     # same operations in the same order: only thread-scheduling noise of fp32 sums (~1e-7 relative) can differ
     assert _rel(res.matrix, default_result.matrix.astype(np.float64)) < 1e-6
     # and still the official procedure's matrix (fp32 on another machine: fp32 noise, 1e-5 of the maximum)
@@ -49,21 +49,21 @@ def test_fp32_is_the_default_and_unchanged(shared, tiny, default_result):
     assert default_result.batch_size == 1  # CPU: no estimate, one image per batch
 
 
-def test_tf32_on_cpu_is_fp32_and_says_so(shared, tiny, default_result):
+def test_tf32_on_cpu_is_fp32_and_says_so(fixtures_dir, tiny, default_result):
     x = tiny[0]
-    res = compute_erf(fixture_model(shared), x, device="cpu", precision="tf32")
+    res = compute_erf(fixture_model(fixtures_dir), x, device="cpu", precision="tf32")
     assert res.precision == "fp32" and "plain fp32" in res.precision_note
     # plain fp32 on CPU: equal to the fp32 run up to fp32 summation noise (~1e-7 relative)
     assert _rel(res.matrix, default_result.matrix.astype(np.float64)) < 1e-6
-    _, meta = C.accumulate_erf(fixture_model(shared), x[:1, :, :64, :64], device="cpu", precision="tf32")
+    _, meta = C.accumulate_erf(fixture_model(fixtures_dir), x[:1, :, :64, :64], device="cpu", precision="tf32")
     assert meta.precision == "fp32" and meta.precision_requested == "tf32"
     assert "cpu" in meta.precision_note and "TF32" in meta.precision_note
 
 
-def test_bf16_is_refused_without_the_allowance(shared, tiny):
+def test_bf16_is_refused_without_the_allowance(fixtures_dir, tiny):
     # bf16 moved a square in the measurements (ResNet-152 at 1024): refused before the model is touched, and the
     # error says what was measured and how to proceed
-    model = fixture_model(shared)
+    model = fixture_model(fixtures_dir)
     for call in (lambda: compute_erf(model, tiny[0], device="cpu", precision="bf16"),
                  lambda: compute_erfs(model, tiny[0], layers="stages", device="cpu", precision="bf16"),
                  lambda: C.accumulate_erfs(model, tiny[0], layers="stages", device="cpu", precision="bf16"),
@@ -74,10 +74,10 @@ def test_bf16_is_refused_without_the_allowance(shared, tiny):
     assert C.MEASURED_ERRORS["bf16"]["sides_changed"] and not C.MEASURED_ERRORS["tf32"]["sides_changed"]
 
 
-def test_bf16_on_the_tiny_fixture_within_the_measured_bound(shared, tiny, caplog):
+def test_bf16_on_the_tiny_fixture_within_the_measured_bound(fixtures_dir, tiny, caplog):
     x, golden, sides = tiny
     with caplog.at_level(logging.WARNING, logger="erftools.erf.precision"):
-        res = compute_erf(fixture_model(shared), x, device="cpu", precision="bf16", allow_low_precision=True)
+        res = compute_erf(fixture_model(fixtures_dir), x, device="cpu", precision="bf16", allow_low_precision=True)
     assert res.precision == "bf16" and "autocast" in res.precision_note
     err = _rel(res.matrix, golden)
     assert err < BF16_TINY_BOUND
@@ -89,18 +89,18 @@ def test_bf16_on_the_tiny_fixture_within_the_measured_bound(shared, tiny, caplog
     assert [a.side for a in area_ratios(res.matrix, (0.2, 0.3, 0.5, 0.99))] == [int(s) for s in sides]
 
 
-def test_bf16_for_several_layers_records_the_precision(shared, tiny):
-    accs, meta = C.accumulate_erfs(fixture_model(shared), tiny[0][:1], layers=["stages.0", "stages.1"],
+def test_bf16_for_several_layers_records_the_precision(fixtures_dir, tiny):
+    accs, meta = C.accumulate_erfs(fixture_model(fixtures_dir), tiny[0][:1], layers=["stages.0", "stages.1"],
                                    device="cpu", precision="bf16", allow_low_precision=True)
     assert meta.precision == meta.precision_requested == "bf16" and meta.allow_low_precision
-    res = compute_erfs(fixture_model(shared), tiny[0][:1], layers=["stages.0", "stages.1"], device="cpu",
+    res = compute_erfs(fixture_model(fixtures_dir), tiny[0][:1], layers=["stages.0", "stages.1"], device="cpu",
                        precision="bf16", allow_low_precision=True)
     assert [r.precision for r in res.values()] == ["bf16", "bf16"]
     assert all(np.isfinite(r.matrix).all() and r.matrix.max() > 0 for r in res.values())
 
 
-def test_unknown_precision_is_refused_before_the_model_is_touched(shared, tiny):
-    model = fixture_model(shared)
+def test_unknown_precision_is_refused_before_the_model_is_touched(fixtures_dir, tiny):
+    model = fixture_model(fixtures_dir)
     for call in (lambda: compute_erf(model, tiny[0], device="cpu", precision="fp16"),
                  lambda: compute_erfs(model, tiny[0], layers="stages", device="cpu", precision="FP32"),
                  lambda: C.accumulate_erf(model, tiny[0], device="cpu", precision="bfloat16")):
@@ -109,9 +109,9 @@ def test_unknown_precision_is_refused_before_the_model_is_touched(shared, tiny):
     assert not model.is_reparameterized and getattr(model, "_erftools_prepared", None) is None
 
 
-def test_float64_model_computes_in_float64(shared, tiny):
+def test_float64_model_computes_in_float64(fixtures_dir, tiny):
     x = tiny[0]
-    model = fixture_model(shared).double()
+    model = fixture_model(fixtures_dir).double()
     res = compute_erf(model, x[:1, :, :64, :64], device="cpu")  # small: float64 depthwise kernels are slow
     assert res.precision == "fp64" and "float64" in res.precision_note
     assert res.total.dtype == np.float64 and np.isfinite(res.matrix).all() and res.matrix.max() > 0

@@ -37,9 +37,9 @@ def _interrupt_after(n):
     return cb
 
 
-def test_run_folder_schema(shared, tmp_path):
+def test_run_folder_schema(golden_dir, tmp_path):
     out = tmp_path / "run"
-    rec = run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False, label="tiny")
+    rec = run_erf(fixture_model(golden_dir), _images(3), out, device="cpu", progress=False, label="tiny")
     assert rec["complete"] is True and rec["kind"] == "erf" and rec["schema"] == 1
     on_disk = read_record(out, "erf")
     assert on_disk == json.loads(json.dumps(rec))
@@ -61,19 +61,19 @@ def test_run_folder_schema(shared, tmp_path):
     assert [r.path for r in find_runs(tmp_path, "erf")] == [out]
 
 
-def test_resume_equals_uninterrupted(shared, tmp_path):
+def test_resume_equals_uninterrupted(golden_dir, tmp_path):
     images = _images(4)
-    full = run_erf(fixture_model(shared), images, tmp_path / "full", device="cpu", progress=False)
+    full = run_erf(fixture_model(golden_dir), images, tmp_path / "full", device="cpu", progress=False)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        run_erf(fixture_model(shared), _images(4), out, device="cpu", progress=False, on_batch=_interrupt_after(2))
+        run_erf(fixture_model(golden_dir), _images(4), out, device="cpu", progress=False, on_batch=_interrupt_after(2))
     assert (out / CHECKPOINT_DIR).is_dir() and not (out / ERF_RECORD).exists()
     # a second interruption, after one more batch, then the rest
     with pytest.raises(KeyboardInterrupt):
-        run_erf(fixture_model(shared), _images(4), out, device="cpu", progress=False, resume=True,
+        run_erf(fixture_model(golden_dir), _images(4), out, device="cpu", progress=False, resume=True,
                 on_batch=_interrupt_after(1))
     seen = []
-    rec = run_erf(fixture_model(shared), _images(4), out, device="cpu", progress=False, resume=True,
+    rec = run_erf(fixture_model(golden_dir), _images(4), out, device="cpu", progress=False, resume=True,
                   on_batch=lambda acc: seen.append(len(acc.processed)))
     assert seen == [1]  # only the last image was left
     assert rec["resumed"] is True and rec["num_images"] == 4
@@ -84,34 +84,34 @@ def test_resume_equals_uninterrupted(shared, tmp_path):
     assert not (out / CHECKPOINT_DIR).exists()
 
 
-def test_resume_refuses_other_settings_and_guards_finished_runs(shared, tmp_path):
+def test_resume_refuses_other_settings_and_guards_finished_runs(golden_dir, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False, on_batch=_interrupt_after(1))
+        run_erf(fixture_model(golden_dir), _images(3), out, device="cpu", progress=False, on_batch=_interrupt_after(1))
     with pytest.raises(ErftoolsError, match="refusing to resume.*size"):
-        run_erf(fixture_model(shared), _images(3, size=96), out, device="cpu", progress=False)
+        run_erf(fixture_model(golden_dir), _images(3, size=96), out, device="cpu", progress=False)
     with pytest.raises(ErftoolsError, match="images_sha256"):
-        run_erf(fixture_model(shared), _images(2), out, device="cpu", progress=False, resume=True)
+        run_erf(fixture_model(golden_dir), _images(2), out, device="cpu", progress=False, resume=True)
     with pytest.raises(ErftoolsError, match="contradict"):
-        run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False, resume=True, overwrite=True)
-    rec = run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False)  # continues
+        run_erf(fixture_model(golden_dir), _images(3), out, device="cpu", progress=False, resume=True, overwrite=True)
+    rec = run_erf(fixture_model(golden_dir), _images(3), out, device="cpu", progress=False)  # continues
     assert rec["complete"] and rec["resumed"]
     with pytest.raises(ErftoolsError, match="already holds a finished ERF run with other settings.*overwrite=True"):
-        run_erf(fixture_model(shared), _images(2), out, device="cpu", progress=False)
-    again = run_erf(fixture_model(shared), _images(3), out, device="cpu", progress=False, resume=True)
+        run_erf(fixture_model(golden_dir), _images(2), out, device="cpu", progress=False)
+    again = run_erf(fixture_model(golden_dir), _images(3), out, device="cpu", progress=False, resume=True)
     assert again["created"] == rec["created"]  # nothing to do
-    other = run_erf(fixture_model(shared), _images(2), out, device="cpu", progress=False, overwrite=True)
+    other = run_erf(fixture_model(golden_dir), _images(2), out, device="cpu", progress=False, overwrite=True)
     assert other["num_images"] == 2 and read_record(out, "erf")["num_images"] == 2
     with pytest.raises(ErftoolsError, match="nothing to resume"):
-        run_erf(fixture_model(shared), _images(2), tmp_path / "new", device="cpu", progress=False, resume=True)
+        run_erf(fixture_model(golden_dir), _images(2), tmp_path / "new", device="cpu", progress=False, resume=True)
 
 
-def test_unreadable_images_are_skipped_with_reasons(shared, tmp_path):
+def test_unreadable_images_are_skipped_with_reasons(golden_dir, tmp_path):
     from ._erf_helpers import CONVERTED, SKIPPED, write_problem_images
 
     folder = write_problem_images(tmp_path / "imgs")
     images = select_images(folder, 10, "sequential", size=SIZE)
-    rec = run_erf(fixture_model(shared), images, tmp_path / "run", device="cpu", progress=False, batch_size=2)
+    rec = run_erf(fixture_model(golden_dir), images, tmp_path / "run", device="cpu", progress=False, batch_size=2)
     assert rec["num_images"] == 3 and rec["num_skipped"] == 3
     reasons = {s["file"]: s["reason"] for s in rec["skipped"]}
     assert set(reasons) == set(SKIPPED)
@@ -120,14 +120,14 @@ def test_unreadable_images_are_skipped_with_reasons(shared, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one(shared, tmp_path):
+def test_two_processes_equal_one(golden_dir, tmp_path):
     """torchrun with 2 CPU processes (gloo) gives the single-process matrix."""
-    single = run_erf(fixture_model(shared), _images(5), tmp_path / "one", device="cpu", progress=False,
+    single = run_erf(fixture_model(golden_dir), _images(5), tmp_path / "one", device="cpu", progress=False,
                      batch_size=2)
     worker = Path(__file__).with_name("_dist_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(worker),
-           str(shared), str(tmp_path / "two"), str(SIZE), "5"]
+           str(golden_dir), str(tmp_path / "two"), str(SIZE), "5"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     rec = read_record(tmp_path / "two", "erf")

@@ -26,11 +26,11 @@ def _images(n=3):
     return select_images(None, n, "sequential", 0, size=SIZE)
 
 
-def test_layer_run_writes_one_matrix_per_layer_equal_to_compute_erfs(shared, tmp_path):
+def test_layer_run_writes_one_matrix_per_layer_equal_to_compute_erfs(golden_dir, tmp_path):
     out = tmp_path / "run"
-    rec = run_erf(fixture_model(shared), _images(), out, device="cpu", progress=False, layers="stages")
+    rec = run_erf(fixture_model(golden_dir), _images(), out, device="cpu", progress=False, layers="stages")
     assert [e["layer"] for e in rec["layers"]] == STAGES
-    direct = compute_erfs(fixture_model(shared), _images(), STAGES, device="cpu")
+    direct = compute_erfs(fixture_model(golden_dir), _images(), STAGES, device="cpu")
     for e in rec["layers"]:
         m = np.load(out / e["matrix"])
         # the same maps summed in the same order (float64 sums of float32 maps): equal to fp32 noise
@@ -46,7 +46,7 @@ def test_layer_run_writes_one_matrix_per_layer_equal_to_compute_erfs(shared, tmp
     # the fixture's large kernels ran natively (input-gradient-only path, channels-last on CPU), and are listed
     from erftools.ops import DepthwiseConv2d
 
-    large = {m.kernel_size[0] for n, m in fixture_model(shared).named_modules()
+    large = {m.kernel_size[0] for n, m in fixture_model(golden_dir).named_modules()
              if isinstance(m, DepthwiseConv2d) and "lkb_origin" in n}
     assert large and large <= {r["kernel_size"] for r in report["runs"] if r["backend"] == "native"}
     # the ERF grows with depth: the 50% square of each stage is at least as large as the previous one's
@@ -56,21 +56,21 @@ def test_layer_run_writes_one_matrix_per_layer_equal_to_compute_erfs(shared, tmp
     assert rfs == sorted(rfs) and len(set(rfs)) == 4
 
 
-def test_layer_run_resumes_and_refuses_other_layers(shared, tmp_path):
+def test_layer_run_resumes_and_refuses_other_layers(golden_dir, tmp_path):
     out = tmp_path / "run"
-    full = run_erf(fixture_model(shared), _images(), tmp_path / "full", device="cpu", progress=False,
+    full = run_erf(fixture_model(golden_dir), _images(), tmp_path / "full", device="cpu", progress=False,
                    layers=["stages.1", "stages.3"])
 
     def stop(acc):
         raise Stop()
 
     with pytest.raises(KeyboardInterrupt):
-        run_erf(fixture_model(shared), _images(), out, device="cpu", progress=False, layers=["stages.1", "stages.3"],
+        run_erf(fixture_model(golden_dir), _images(), out, device="cpu", progress=False, layers=["stages.1", "stages.3"],
                 on_batch=stop)
     assert (out / CHECKPOINT_DIR).is_dir()
     with pytest.raises(ErftoolsError, match="refusing to resume.*layer"):
-        run_erf(fixture_model(shared), _images(), out, device="cpu", progress=False, layers=["stages.2"])
-    rec = run_erf(fixture_model(shared), _images(), out, device="cpu", progress=False,
+        run_erf(fixture_model(golden_dir), _images(), out, device="cpu", progress=False, layers=["stages.2"])
+    rec = run_erf(fixture_model(golden_dir), _images(), out, device="cpu", progress=False,
                   layers=["stages.1", "stages.3"])
     assert rec["resumed"] and rec["num_images"] == 3
     for a, b in zip(rec["layers"], full["layers"]):
@@ -78,9 +78,9 @@ def test_layer_run_resumes_and_refuses_other_layers(shared, tmp_path):
         assert a["area_ratios"] == b["area_ratios"]
 
 
-def test_unknown_layer_is_a_clear_error(shared, tmp_path):
+def test_unknown_layer_is_a_clear_error(golden_dir, tmp_path):
     with pytest.raises(ErftoolsError, match="stages.9"):
-        run_erf(fixture_model(shared), _images(1), tmp_path / "x", device="cpu", progress=False, layers=["stages.9"])
+        run_erf(fixture_model(golden_dir), _images(1), tmp_path / "x", device="cpu", progress=False, layers=["stages.9"])
 
 
 def test_cli_layers_and_untrained_baseline(tmp_path, capsys):

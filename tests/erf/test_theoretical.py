@@ -70,14 +70,14 @@ def test_global_operations_and_attention_have_no_theoretical_field():
     assert stats["theoretical_rf"]["side"] is None and stats["effective_to_theoretical"] is None
 
 
-def test_replknet_stages(shared):
+def test_replknet_stages(golden_dir):
     """Tiny RepLKNet (kernels 13, 11, 9, 7; small kernel 5; blocks 1, 1, 2, 1):
     stem 3x3 s2 -> 3 (j 2); dw 3x3 -> 7; 1x1; dw 3x3 s2 -> 11 (j 4);
     stage 0: 13x13 (the 5x5 branch beside it is smaller) -> 11 + 12 * 4 = 59;
     transition dw 3x3 s2 -> 67 (j 8); stage 1: + 10 * 8 = 147;
     transition -> 163 (j 16); stage 2: two blocks + 2 * 8 * 16 = 419;
     transition -> 451 (j 32); stage 3: + 6 * 32 = 643 (the final feature map)."""
-    model = fixture_model(shared)
+    model = fixture_model(golden_dir)
     sides = [theoretical_rf(model, f"stages.{i}").side[0] for i in range(4)]
     assert sides == [59, 147, 419, 643]
     assert theoretical_rf(model).side == (643, 643) and theoretical_rf(model).stride == (32, 32)
@@ -101,8 +101,8 @@ def test_timm_resnet_and_convnext():
     assert theoretical_rf(c, "stages.1").side == (152, 152)
 
 
-def test_statistics_with_a_model(shared):
-    model = fixture_model(shared)
+def test_statistics_with_a_model(golden_dir):
+    model = fixture_model(golden_dir)
     m = torch.rand(128, 128).numpy()
     stats = erf_statistics(m, model=model, layer="stages.0")
     assert stats["theoretical_rf"]["side"] == [59, 59] and stats["theoretical_rf"]["target"] == "stages.0"

@@ -1,12 +1,12 @@
 """RepLKNet against the golden data made with the official implementation."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from erftools.models import RepLKNet, create_model, count_parameters
+from erftools.models import RepLKNet, count_parameters, create_model
+
+from ..conftest import load_golden_json
 
 FIXTURES = ["replknet_tiny.pt", "replknet_tiny_xl.pt"]
 ATOL = 1e-6
@@ -99,7 +99,7 @@ KEY_LISTS = {"replknet-31B": "RepLKNet-31B", "replknet-31L": "RepLKNet-31L", "re
 
 @pytest.fixture(scope="module")
 def official_keys(fixtures_dir):
-    return json.loads((fixtures_dir / "replknet_keys.json").read_text())
+    return load_golden_json(fixtures_dir, "replknet_keys.json")
 
 
 @pytest.mark.parametrize("name", list(KEY_LISTS))

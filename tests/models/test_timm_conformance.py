@@ -5,7 +5,6 @@ Numbers are checked against the golden official outputs of the tiny fixture (rep
 timm's own test suite (tests/test_models.py of the installed timm) runs on the full variants in .ci/timm_suite.sh.
 """
 import hashlib
-import json
 import re
 
 import pytest
@@ -19,6 +18,7 @@ from erftools.models._registry import REGISTRY
 from erftools.models.replknet import RepLKNet, ScriptableDepthwiseConv2d
 from erftools.ops import DepthwiseConv2d
 
+from ..conftest import load_golden_json
 from ..loopback import serve
 
 # The fixture's outputs were made by the official code; 1e-6 absolute is the tolerance the golden tests use (the two
@@ -82,7 +82,7 @@ def test_every_registry_variant_is_a_timm_model():
 
 
 def test_timm_model_has_the_official_state_dict_layout(fixtures_dir):
-    ref = json.loads((fixtures_dir / "replknet_keys.json").read_text())["RepLKNet-31B"]["train"]
+    ref = load_golden_json(fixtures_dir, "replknet_keys.json")["RepLKNet-31B"]["train"]
     model = timm.create_model("replknet_31b", device="meta")
     got = [(k, list(v.shape)) for k, v in model.state_dict().items()]
     assert got == [(k, list(s)) for k, s in ref["keys"]]
@@ -200,11 +200,12 @@ def test_features_only_gives_the_official_stage_outputs(fixtures_dir, tiny):
 
 def test_features_only_out_indices_prunes_the_rest(tiny):
     feats = timm.create_model("replknet_31b", features_only=True, out_indices=(0, 2), **_arch(tiny)).eval()
-    assert feats.feature_info.channels() == [16, 64]
+    ch = tiny["config"]["channels"]
+    assert feats.feature_info.channels() == [ch[0], ch[2]]
     assert len(feats.model.stages) == 3 and len(feats.model.transitions) == 2
     assert not any(n.startswith(("head.", "norm.")) for n, _ in feats.named_parameters())
     with torch.no_grad():
-        assert [tuple(o.shape) for o in feats(torch.randn(1, 3, 64, 64))] == [(1, 16, 16, 16), (1, 64, 4, 4)]
+        assert [tuple(o.shape) for o in feats(torch.randn(1, 3, 64, 64))] == [(1, ch[0], 16, 16), (1, ch[2], 4, 4)]
 
 
 def _random_bn_stats(model, seed=0):
@@ -250,7 +251,7 @@ def test_pruned_model_taps_equal_the_full_models(tiny):
     with torch.no_grad():
         taps = model.forward_intermediates(x, intermediates_only=True)
         kept = model.prune_intermediate_layers([1])
-        assert kept == [1] and model.num_features == model.head_hidden_size == 32
+        assert kept == [1] and model.num_features == model.head_hidden_size == tiny["config"]["channels"][1]
         pruned = model.forward_intermediates(x, indices=kept, intermediates_only=True)
         features = model.forward_features(x)
     torch.testing.assert_close(pruned[0], taps[1], atol=ATOL, rtol=0)
@@ -269,15 +270,16 @@ def test_forward_head_pre_logits_and_reset_classifier(fixtures_dir, tiny):
         # the official head: BN, global average pool, linear
         torch.testing.assert_close(model.head(pre), tiny["logits"], atol=ATOL, rtol=0)
         torch.testing.assert_close(pre, model.norm(tiny["features"]).mean((2, 3)), atol=ATOL, rtol=1e-6)
-        assert model.head_hidden_size == model.num_features == pre.shape[1] == 128
+        width = tiny["config"]["channels"][-1]
+        assert model.head_hidden_size == model.num_features == pre.shape[1] == width
         model.reset_classifier(0)
         torch.testing.assert_close(model(x), pre, atol=ATOL, rtol=0)
         model.reset_classifier(7, "")
         assert model.num_classes == 7 and model.get_classifier().out_features == 7
         model.reset_classifier(0)
-        assert model(x).shape == (2, 128, 2, 2)  # pooling stays off until asked for again
+        assert model(x).shape == (2, width, 2, 2)  # pooling stays off until asked for again
         model.reset_classifier(0, "avg")
-        assert model(x).shape == (2, 128)
+        assert model(x).shape == (2, width)
 
 
 def test_grad_checkpointing_gives_the_same_gradients(tiny):

@@ -347,12 +347,14 @@ def tiny_study(shared: Path, tmp_root: Path) -> Path:
 
     from erftools.study import load_study, run_study
 
+    from ..conftest import CUE_CONFLICT_MISSING
+
     from ..study.conftest import make_study_dir
 
     if "results" not in _STUDIES:
         cue = shared / "data" / "cue-conflict"
         if not (cue / "SHA256SUMS").is_file():
-            pytest.skip(f"cue-conflict stimuli not found in {cue}")
+            pytest.skip(CUE_CONFLICT_MISSING.format(cue))
         study = make_study_dir(tmp_root / "study", cue)
         out = tmp_root / "results"
         outcome = run_study(load_study(study), results=out, progress=False, report=True)

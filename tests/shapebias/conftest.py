@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import CUE_CONFLICT_MISSING
+
 # 2 images per category for two categories, including one no-conflict image per category
 SUBSET = ["cat/cat1-airplane1.png", "cat/cat1-cat3.png", "cat/cat1-bird1.png",
           "dog/dog1-bird1.png", "dog/dog1-dog2.png", "dog/dog4-bottle2.png"]
@@ -15,7 +17,7 @@ SUBSET = ["cat/cat1-airplane1.png", "cat/cat1-cat3.png", "cat/cat1-bird1.png",
 def cue_conflict(shared) -> Path:
     root = shared / "data" / "cue-conflict"
     if not (root / "SHA256SUMS").is_file():
-        pytest.skip(f"cue-conflict stimuli not found in {root}")
+        pytest.skip(CUE_CONFLICT_MISSING.format(root))
     return root
 
 

@@ -17,8 +17,10 @@ KEYS = ("fraction-correct-shape", "fraction-correct-texture", "shape-bias")
 
 
 @pytest.fixture(scope="module")
-def expected(fixtures_dir):
-    return json.loads((fixtures_dir / "expected_shape_bias.json").read_text())
+def expected(shared):
+    """model-vs-human's analysis of the real reference decisions (../shared; the committed tests/golden holds the
+    same analysis of synthetic decision files: tests/shapebias/test_golden_decisions.py)."""
+    return json.loads((shared / "fixtures" / "expected_shape_bias.json").read_text())
 
 
 @pytest.fixture(scope="module")
