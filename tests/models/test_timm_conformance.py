@@ -256,7 +256,7 @@ def test_pruned_model_taps_equal_the_full_models(tiny):
         features = model.forward_features(x)
     torch.testing.assert_close(pruned[0], taps[1], atol=ATOL, rtol=0)
     torch.testing.assert_close(features, taps[1], atol=ATOL, rtol=0)
-    assert model(x).shape == (2, 32, 8, 8)  # head and pooling pruned
+    assert model(x).shape == (2, tiny["config"]["channels"][1], 8, 8)  # head and pooling pruned
 
 
 # ---- heads -------------------------------------------------------------------------------------------------------
