@@ -5,7 +5,10 @@
   the first N of this order, as the official ERF script does.
 * :func:`select_images` samples N of them: ``random`` (seeded, the default), ``sequential``, or ``stratified``
   (one image per class folder, classes in a seeded random order; round-robin when N exceeds the number of
-  classes). The result, an :class:`ImageList`, records the root, the relative file names and their hash.
+  classes). The result, an :class:`ImageList`, records the root, the relative file names and their hash. Its
+  normalisation is the model's by default: unless ``mean``/``std`` are given, :func:`erftools.erf.compute_erf` and
+  ``run_erf`` fill in the model's preprocessing (``get_model_info(model).preprocessing``: mean 0.5 for
+  RepLKNet-XL, Inception, BiT; ImageNet's for most others), so the Python path and the CLI give the same matrix.
 * :func:`load_image` opens one file and preprocesses it like the official script: PIL bicubic resize to
   ``(size, size)``, ToTensor, ``(x - mean) / std``. Grayscale, palette, CMYK and 16-bit images are converted to
   RGB; images with an alpha channel are flattened onto white. Unreadable, truncated and tiny images raise
@@ -30,6 +33,7 @@ from ._io import ErftoolsError, sha256_strings
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".gif")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # when loaded without a model
 MIN_SIDE = 16  # images with a side below this many pixels are skipped as "tiny"
 
 __all__ = ["IMAGE_EXTENSIONS", "SAMPLERS", "ImageError", "ImageList", "default_image_dir", "find_images",
@@ -133,8 +137,8 @@ class ImageList:
     root: Path
     files: list[str]  # relative to root, POSIX
     size: int = 1024
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple | None = None  # None: the model's (see for_model); ImageNet's when loaded without a model
+    std: tuple | None = None
     sampler: str = "random"
     seed: int = 0
     num_requested: int | None = None
@@ -154,9 +158,17 @@ class ImageList:
         sub = ImageList(**{**self.__dict__, "files": list(files), "converted": self.converted})
         return sub
 
+    def for_model(self, mean: Sequence[float], std: Sequence[float]) -> "ImageList":
+        """This list with the model's normalisation where none was chosen (``mean``/``std`` None); else itself."""
+        if self.mean is not None and self.std is not None:
+            return self
+        return ImageList(**{**self.__dict__, "mean": tuple(self.mean or mean), "std": tuple(self.std or std),
+                            "converted": self.converted})
+
     def load(self, rel: str) -> torch.Tensor:
         """The preprocessed (3, size, size) float32 tensor of one file; raises :class:`ImageError`."""
-        x, mode = load_image(self.root / rel, self.size, self.mean, self.std, min_side=self.min_side)
+        x, mode = load_image(self.root / rel, self.size, self.mean or IMAGENET_MEAN, self.std or IMAGENET_STD,
+                             min_side=self.min_side)
         if mode is not None:
             self.converted.append({"file": rel, "from_mode": mode})
             log.warning("converted %s from %s to RGB", rel, mode)
@@ -165,13 +177,17 @@ class ImageList:
     def to_dict(self) -> dict:
         return {"source": "bundled" if self.bundled else str(self.root), "files": list(self.files),
                 "sha256": self.sha256, "sampler": self.sampler, "seed": self.seed,
-                "num_requested": self.num_requested, "num_available": self.num_available}
+                "num_requested": self.num_requested, "num_available": self.num_available,
+                "mean": list(self.mean or IMAGENET_MEAN), "std": list(self.std or IMAGENET_STD)}
 
 
 def select_images(root: str | os.PathLike | None = None, num: int | None = 50, sampler: str = "random",
-                  seed: int = 0, *, size: int = 1024, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                  seed: int = 0, *, size: int = 1024, mean=None, std=None,
                   min_side: int = MIN_SIDE) -> ImageList:
-    """Find and sample the images of a folder (the bundled photographs when ``root`` is None)."""
+    """Find and sample the images of a folder (the bundled photographs when ``root`` is None).
+
+    ``mean``/``std``: the normalisation; by default (None) the model's, filled in by
+    :func:`erftools.erf.compute_erf` / ``run_erf`` (:meth:`ImageList.for_model`)."""
     bundled = root is None
     root = Path(default_image_dir() if root is None else root).expanduser()
     files = find_images(root)
@@ -182,8 +198,8 @@ def select_images(root: str | os.PathLike | None = None, num: int | None = 50, s
     chosen = sample_images(files, num, sampler, seed)
     if num is not None and len(chosen) < num:
         log.warning("only %d images in %s; using all of them instead of %d", len(files), root, num)
-    return ImageList(root.resolve(), chosen, int(size), tuple(mean), tuple(std), sampler, int(seed), num,
-                     len(files), int(min_side), bundled)
+    return ImageList(root.resolve(), chosen, int(size), None if mean is None else tuple(mean),
+                     None if std is None else tuple(std), sampler, int(seed), num, len(files), int(min_side), bundled)
 
 
 def to_rgb(img):

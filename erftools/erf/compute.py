@@ -314,6 +314,7 @@ def accumulate(model: nn.Module, images, layers: str | Iterable[str] | None = No
     t0 = time.perf_counter()
     _check_arguments(batch_size, precision, allow_low_precision, objective, reduction)
     variant = {"objective": objective, "reduction": reduction}
+    images = _with_model_preprocessing(images, model)
     names, adapter = _targets_of(model, layers, feature_fn, prepare)
     if states is not None and names is not None and set(states) != set(names):
         raise ErftoolsError(f"states has the layers {sorted(states)}, but {names} were asked for")
@@ -339,6 +340,17 @@ def accumulate(model: nn.Module, images, layers: str | Iterable[str] | None = No
                          prepared=prepared, device=str(dev), batch_size=bs, timings=_timings(t0, t_prepare, loop, dev),
                          allow_low_precision=bool(allow_low_precision), batch_size_estimate=estimate,
                          target_description=targets.description, layers=names, **variant, **prec)
+
+
+def _with_model_preprocessing(images, model: nn.Module):
+    """An :class:`~erftools.images.ImageList` without a chosen mean/std gets the model's (as the CLI does)."""
+    from ..images import ImageList
+    from ..models import get_model_info
+
+    if isinstance(images, ImageList) and (images.mean is None or images.std is None):
+        pre = get_model_info(model).preprocessing
+        return images.for_model(pre.mean, pre.std)
+    return images
 
 
 def accumulate_erf(model: nn.Module, images, *, state: ErfAccumulator | None = None,

@@ -212,11 +212,14 @@ class _ErfRun:
 def _plan(model, images, out_dir, *, layers, precision, allow_low_precision, seed, model_kwargs, conv_backend,
           prepare, device, objective, reduction, **settings) -> _ErfRun:
     """Check the arguments (before anything is computed or written), expand the layers, take the fingerprint."""
+    from ..images import ImageList
     from ..models import get_model_info
     from .objectives import check_objective, check_reduction, label_with_variant
     from .precision import check_allowed, check_precision
 
     info = get_model_info(model)
+    if isinstance(images, ImageList):  # the model's normalisation unless the caller chose one
+        images = images.for_model(info.preprocessing.mean, info.preprocessing.std)
     if layers is not None:
         from .layers import expand_layers
 

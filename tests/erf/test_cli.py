@@ -126,3 +126,30 @@ def test_replknet_31b_random_small(tmp_path):
     rec = read_record(out, "erf")
     assert rec["prepared"]["fuse_bn"] and rec["prepared"]["conv_backend"] == "native"
     assert rec["target"]["feature_shape"] == [1, 1024, 2, 2]
+
+
+def test_python_path_equals_the_cli_for_a_model_with_its_own_normalisation(tmp_path, capsys):
+    """A timm model normalised with mean/std 0.5 (not ImageNet's): the documented Python path (seeded random
+    weights, select_images without mean/std, compute_erf) gives the CLI's matrix, because compute_erf fills in the
+    model's preprocessing; ImageNet's normalisation would give another matrix."""
+    import torch
+
+    from erftools.erf import compute_erf
+    from erftools.images import select_images
+    from erftools.models import create_model, get_model_info
+
+    name = "test_resnet.r160_in1k"
+    assert main(["erf", "--model", name, *TINY, "--seed", "0", "--out", str(tmp_path / "cli")]) == 0
+    capsys.readouterr()
+    cli = np.load(tmp_path / "cli" / ERF_MATRIX)
+    assert read_record(tmp_path / "cli", "erf")["images"]["mean"] == [0.5, 0.5, 0.5]
+
+    torch.manual_seed(0)
+    model = create_model(name, weights="random")
+    assert get_model_info(model).preprocessing.mean == (0.5, 0.5, 0.5)
+    images = select_images(None, 2, "random", seed=0, size=64)
+    res = compute_erf(model, images)
+    np.testing.assert_allclose(res.matrix, cli, rtol=1e-5, atol=1e-6 * float(cli.max()))
+    other = compute_erf(model, select_images(None, 2, "random", seed=0, size=64, mean=(0.485, 0.456, 0.406),
+                                             std=(0.229, 0.224, 0.225)))
+    assert float(np.abs(other.matrix - cli).max()) > 1e-3 * float(cli.max())  # the normalisation matters
