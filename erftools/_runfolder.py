@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from ._io import ErftoolsError
 from ._lock import run_lock
-from .results.records import RECORD_FILES, Fingerprint
+from .results.records import FAILURE_FILE, RECORD_FILES, Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,27 @@ def held(out: str | os.PathLike, dist, device, what: str, on_failure: Callable[[
     dist.setup(device)
     try:
         with run_lock(out, what=what) if dist.rank == 0 else contextlib.nullcontext():
+            marker = Path(out) / FAILURE_FILE
+            if dist.rank == 0:
+                marker.unlink(missing_ok=True)  # this attempt decides anew
             try:
                 yield
-            except BaseException:
+            except BaseException as exc:
                 if on_failure is not None and dist.rank == 0:
                     on_failure()
+                if dist.rank == 0 and not isinstance(exc, (KeyboardInterrupt, SystemExit)) and Path(out).is_dir():
+                    _write_failure(marker, exc)
                 raise
     finally:
         dist.close()
+
+
+def _write_failure(marker: Path, exc: BaseException) -> None:
+    """Record why a run failed (readers show the folder as failed with this message, not as interrupted)."""
+    try:
+        marker.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}) + "\n", encoding="utf-8")
+    except OSError:
+        log.debug("could not write %s", marker)
 
 
 def share(dist, record: dict | None) -> dict | None:

@@ -79,7 +79,9 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike) -> Path:
         parts.append("> **Skipped:** " + "; ".join(
             [md_text(p.replace(str(results.resolve()), ".")) for p in listing.problems]
             + [f"{md_code(_rel(r.path, base))} is unfinished" for r in listing.incomplete]
-            + [f"{md_code(_rel(i.path, base))} is an interrupted {i.kind} run (the same command continues it)"
+            + [(f"{md_code(_rel(i.path, base))} is a failed {i.kind} run ({md_text(i.failed)}; the same command "
+                "fails again until this is fixed)") if i.failed else
+               f"{md_code(_rel(i.path, base))} is an interrupted {i.kind} run (the same command continues it)"
                for i in listing.interrupted]) + "\n")
     provenance: list[tuple[str, Run]] = []
     parts += _study_sections(results, base)

@@ -128,7 +128,8 @@ def register(subparsers) -> None:
     c.add_argument("--layer", default=None, metavar="NAME",
                    help="compare this layer of runs made with --layers (default: their erf.npy, the deepest layer); "
                         "runs with layers also get a growth-with-depth figure of all of them overlaid")
-    c.add_argument("--out", default=".", metavar="DIR", help="folder for erf_compare.{png,md,json} (default .)")
+    c.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for erf_compare.{png,md,json} (default: results/compare/<the labels>)")
     c.set_defaults(func=cmd_compare)
 
 
@@ -479,6 +480,27 @@ def _size_series(rows, records, paths) -> dict:
     return series
 
 
+def _provenance_label(label: str, record: dict | None) -> str:
+    """A run's label with ``(random init)`` when its record says the weights were random, ``(weights not
+    recorded)`` for a bare matrix (the figure and the table never pass an untrained map off as a trained one)."""
+    if not record:
+        return label
+    weights = (record.get("model") or {}).get("weights", "missing")
+    low = label.lower()
+    if weights in (None, "random") and "random" not in low and "untrained" not in low:
+        return f"{label} (random init)"
+    if record.get("complete") is False:
+        return f"{label} (incomplete)"
+    return label
+
+
+def _compare_folder(labels: list[str]) -> Path:
+    """``results/compare/<labels joined>``: beside the runs, never the current folder."""
+    from ..results.records import slug
+
+    return Path("results") / "compare" / slug("_vs_".join(labels))[:120]
+
+
 def cmd_compare(args) -> int:
     from ..erf import area_ratios, format_table, radial_profile
     from ..erf.analysis import AreaRatio
@@ -496,7 +518,7 @@ def cmd_compare(args) -> int:
         matrices.append(m)
         records.append(rec or {})
         labels.append(args.labels[i] if args.labels else
-                      ((rec or {}).get("label") or (path.name if path.is_dir() else path.stem)))
+                      _provenance_label((rec or {}).get("label") or (path.name if path.is_dir() else path.stem), rec))
     for i, lab in enumerate(labels):  # make duplicate labels distinct
         if labels.count(lab) > 1:
             labels[i] = f"{lab} ({Path(args.paths[i]).name})"
@@ -516,7 +538,7 @@ def cmd_compare(args) -> int:
                         "weights": (rec.get("model") or {}).get("weights"), "num_images": rec.get("num_images"),
                         "area_ratios": [r.to_dict() for r in ratios],
                         "radius_for_share": prof["radius_for_share"]})
-    out = Path(args.out)
+    out = Path(args.out) if args.out else _compare_folder(labels)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "erf_compare.png"
     plot_comparison(matrices, labels, thresholds=thresholds if args.squares else None, path=png)

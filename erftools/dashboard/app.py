@@ -680,10 +680,15 @@ def main() -> None:
     if listing.incomplete and not include_incomplete:
         st.warning("Unfinished runs (interrupted or still running) are hidden: "
                    + ", ".join(md_code(R.display_path(r.path, root)) for r in listing.incomplete))
-    if listing.interrupted:
+    interrupted = [i for i in listing.interrupted if not i.failed]
+    if interrupted:
         st.warning("Interrupted runs (their partial results are kept; the same command continues them): "
                    + ", ".join(f"{md_code(R.display_path(i.path, root))} ({i.kind}"
-                               + (", running now)" if i.running else ")") for i in listing.interrupted))
+                               + (", running now)" if i.running else ")") for i in interrupted))
+    for i in listing.interrupted:
+        if i.failed:
+            st.error(f"Failed run {md_code(R.display_path(i.path, root))} ({i.kind}): {md_text(i.failed)} "
+                     "(the same command fails again until this is fixed; its partial results are kept)")
 
     page = PAGES[label]
     if page == "erf":

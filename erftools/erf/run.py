@@ -351,9 +351,17 @@ def _layer_entry(run: _ErfRun, t: str, acc: ErfAccumulator, m0: ErfMeta, theoret
     if run.plot:
         from .plots import plot_erf
 
-        plot_erf(matrix, title=run.label + ("" if t == FINAL else f" - {t}"), thresholds=run.thresholds,
+        plot_erf(matrix, title=_figure_title(run) + ("" if t == FINAL else f" - {t}"), thresholds=run.thresholds,
                  path=run.out / figure, theoretical=theoretical)
     return entry
+
+
+def _figure_title(run: _ErfRun) -> str:
+    """The label, with ``(random init)`` for random weights unless the label already says so."""
+    low = run.label.lower()
+    if run.info.weights == "random" and "random" not in low and "untrained" not in low:
+        return f"{run.label} (random init)"
+    return run.label
 
 
 def _write_matrices(run: _ErfRun, accs: dict, m0: ErfMeta, theoretical: dict) -> dict:

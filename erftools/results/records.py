@@ -44,6 +44,9 @@ ERF_CHECKPOINT = ".erf_checkpoint"
 SB_PARTIAL = ".decisions.partial.csv"
 SB_PARTIAL_META = ".partial.json"
 RESUME_STATE = {ERF_KIND: ERF_CHECKPOINT, SB_KIND: SB_PARTIAL}
+#: written by a run that failed with an error (not an interruption): its message, so that readers show the folder as
+#: failed (the same command fails again until the cause is fixed), not as interrupted; removed when a run starts
+FAILURE_FILE = "failed.json"
 
 # ------------------------------------------------------------------------------------ decision-maker kinds
 HUMANS = "humans"  # observers pooled (the 10 subjects of Geirhos et al.)

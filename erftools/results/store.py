@@ -7,6 +7,7 @@ written inside a result file is never used.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -160,6 +161,7 @@ class Interrupted:
     kind: str
     path: Path
     running: bool = False  # a process holds the folder's lock right now (the run is still going)
+    failed: str | None = None  # the error of a run that failed (FAILURE_FILE): not continued by the same command
 
 
 def find_interrupted(root: str | os.PathLike, max_depth: int = 4) -> list[Interrupted]:
@@ -188,8 +190,22 @@ def find_interrupted(root: str | os.PathLike, max_depth: int = 4) -> list[Interr
                     running = lock_holder(folder) is not None
                 except ResultError:
                     running = False
-                out.append(Interrupted(kind, folder, running))
+                out.append(Interrupted(kind, folder, running, None if running else _failure(root, folder)))
     return sorted(out, key=lambda i: str(i.path))
+
+
+def _failure(root: Path, folder: Path) -> str | None:
+    """The error recorded by a failed run in ``folder`` (:data:`~erftools.results.records.FAILURE_FILE`), else None."""
+    from .records import FAILURE_FILE
+
+    try:
+        path = checked_path(root, folder / FAILURE_FILE)
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return str(data.get("error") or "failed") if isinstance(data, dict) else "failed"
+    except (ResultError, OSError, ValueError):
+        return None
 
 
 @dataclass

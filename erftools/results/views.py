@@ -69,24 +69,55 @@ def cell_text(v: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------- names, provenance
+def _recorded_weights(record: Record) -> tuple[bool, Any]:
+    """``(recorded, value)``: the weights a record names (``model.weights``, or a shape-bias record's ``weights``)."""
+    model = record.model or {}
+    if "weights" in model:
+        return True, model["weights"]
+    own = getattr(record, "weights", None)
+    return (own is not None), own
+
+
 def is_untrained(record: Record) -> bool:
-    weights = (record.model or {}).get("weights")
-    text = json.dumps(weights).lower() if weights is not None else "null"
+    """Whether the record says its weights were random. A record that names no weights (the published decisions of
+    humans and trained networks, an older record) is not "random": :func:`weights_text` says what it is."""
+    recorded, weights = _recorded_weights(record)
+    if not recorded:
+        return False
+    text = json.dumps(weights).lower()
     return weights in (None, "random", "none") or '"random"' in text or "random init" in text
 
 
+def partial_stimuli(record: Record) -> int | None:
+    """The number of stimuli of a shape-bias run evaluated on fewer than the 1280 of the standard set, else None."""
+    from ..shapebias.stimuli import NUM_IMAGES
+
+    if not isinstance(record, ShapeBiasRecord) or record.source == "decisions":
+        return None
+    n = record.num_images
+    return n if isinstance(n, int) and 0 < n < NUM_IMAGES else None
+
+
 def run_title(run: Run) -> str:
-    """A short title: the label, with its ERF variant when it is not the paper's (``(unit objective)``, also for
-    a label given by hand), plus ``(random init)`` for an ERF run of untrained weights."""
+    """A short title: the label, with its ERF variant when it is not the paper's (``(unit objective)``), plus
+    ``(random init)`` for a run of untrained weights, ``(N of 1280 stimuli)`` for a shape bias of a subset and
+    ``(incomplete)`` for an ERF run that has not finished; every figure, table and page names runs with it."""
+    from ..shapebias.stimuli import NUM_IMAGES
+
     name = run.name
     if run.kind == "erf":
         from ..erf.objectives import label_with_variant
 
         name = label_with_variant(name, getattr(run.record, "objective", None),
                                   getattr(run.record, "reduction", None))
-    if run.kind == "erf" and is_untrained(run.record) and "untrained" not in name.lower() \
-            and "random" not in name.lower():
+    low = name.lower()
+    if is_untrained(run.record) and "untrained" not in low and "random" not in low:
         name += " (random init)"
+    n = partial_stimuli(run.record)
+    if n is not None:
+        name += f" ({n} of {NUM_IMAGES} stimuli)"
+    if run.kind == "erf" and run.record.complete is False:
+        name += " (incomplete)"
     return name
 
 
@@ -104,7 +135,14 @@ def unique_titles(runs: list[Run], root) -> dict[str, Run]:
 
 
 def weights_text(record: Record) -> str:
-    weights = (record.model or {}).get("weights")
+    """Where a run's weights come from, in words: ``random init (untrained)`` only when the record says so."""
+    if isinstance(record, ShapeBiasRecord) and record.source == "decisions":
+        if record.maker_kind in (HUMANS, HUMAN):
+            return "human observers (published decisions)"
+        return "trained network (published decisions)"
+    recorded, weights = _recorded_weights(record)
+    if not recorded:
+        return "not recorded"
     if weights is None or weights == "random":
         return "random init (untrained)"
     if isinstance(weights, dict):
