@@ -294,7 +294,7 @@ def _cmd_models(args, models: list[str], sizes: list[int], thresholds, command: 
 def _print_run(record: dict) -> None:
     """The area-ratio table (each layer, the baseline) and the statistics line of a finished run."""
     from ..erf import format_table
-    from ..erf.analysis import AreaRatio
+    from ..erf.analysis import AreaRatio, radii_text
 
     def _ratios(rows):
         return [AreaRatio(r["threshold"], r["side"], r["area_ratio"]) for r in rows]
@@ -313,8 +313,7 @@ def _print_run(record: dict) -> None:
         trf = (st.get("theoretical_rf") or {}).get("side")
         print("statistics: " + ", ".join(x for x in [
             f"Gaussian sigma {g['sigma_x']:.1f} x {g['sigma_y']:.1f} px (R^2 {g['r2']:.2f})" if g.get("ok") else "",
-            "radius holding 50/90/99%: " + "/".join("-" if radii.get(k) is None else f"{radii[k]:g}"
-                                                   for k in ("0.5", "0.9", "0.99")) + " px" if radii else "",
+            "radius holding 50/90/99%: " + radii_text(radii, " px") if radii else "",
             f"theoretical RF {trf[0]} px" if trf else ""] if x))
 
 
@@ -349,6 +348,7 @@ def area_ratios_at(entry: dict, thresholds, folder: Path) -> list[dict]:
 
 def cmd_analyze(args) -> int:
     from ..erf import area_ratios, format_table, radial_profile
+    from ..erf.analysis import radii_text
     from ..erf.run import load_matrix
 
     from ..erf.sweep import is_sweep, read_sweep
@@ -388,10 +388,8 @@ def cmd_analyze(args) -> int:
         print(f"note: this matrix was block-summed by {record['stored_downsample']} for storage; the area ratios "
               "are approximate (see the record for the full-resolution values)")
     print(format_table([(label, ratios)], markdown=False))
-    r = prof["radius_for_share"]
-    print("radius (px) holding 50% / 90% / 99% of the contribution: "
-          + " / ".join("-" if r[k] is None else f"{r[k]:g}" for k in ("0.5", "0.9", "0.99")))
     stats = _statistics_lines(matrix, thresholds, (record or {}).get("statistics"))
+    print("radius holding 50/90/99% of the contribution: " + radii_text(stats["statistics"].get("radii"), " px"))
     for line in stats["lines"]:
         print(line)
     md, js = _save_tables(stem, [(label, ratios)], {

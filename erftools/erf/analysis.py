@@ -34,7 +34,9 @@ class EmptyErfWarning(UserWarning):
 
 @dataclass(frozen=True)
 class AreaRatio:
-    """The high-contribution square of one threshold: ``side`` pixels, ``area_ratio`` of the image (None: none)."""
+    """The high-contribution square of one threshold: ``side`` pixels and ``area_ratio``, the fraction (0..1) of the
+    image's area it covers, as the official ``get_rectangle`` returns and every record stores it (None: no square).
+    Tables print it in percent (:attr:`percent`, :func:`percent_text`)."""
     threshold: float
     side: int | None
     area_ratio: float | None
@@ -140,6 +142,23 @@ def radial_profile(matrix, max_points: int = 256) -> dict:
             "radius_for_share": share_radius, "distance": "euclidean", "of": "matrix"}
 
 
+def percent_text(fraction: float | None) -> str:
+    """An area ratio (a fraction) as a percentage, the one formatter of every table: one decimal, three for the
+    tiny squares of untrained ResNets (never ``0.0`` for a square that exists); ``none`` without a square."""
+    if fraction is None:
+        return "none"
+    v = 100 * float(fraction)
+    return f"{v:.1f}" if v >= 0.1 or v == 0 else f"{v:.3f}"
+
+
+def radii_text(radii: dict | None, unit: str = "") -> str:
+    """The contribution radii ``{"0.5": r, "0.9": r, "0.99": r}`` (:func:`contribution_radii`) as
+    ``r50 / r90 / r99`` with one decimal, the one formatter of the CLI, the report and the dashboard."""
+    if not radii:
+        return ""
+    return " / ".join("-" if radii.get(k) is None else f"{float(radii[k]):.1f}" for k in ("0.5", "0.9", "0.99")) + unit
+
+
 def format_table(rows: Sequence[tuple[str, Sequence[AreaRatio]]], markdown: bool = True) -> str:
     """A table of area ratios: one row per (label, ratios); columns ``t=20%`` ... with ``r % (side px)``."""
     if not rows:
@@ -150,7 +169,7 @@ def format_table(rows: Sequence[tuple[str, Sequence[AreaRatio]]], markdown: bool
     for label, ratios in rows:
         cells = [label]
         for r in ratios:
-            cells.append("none" if r.side is None else f"{r.percent:.1f} ({r.side} px)")
+            cells.append("none" if r.side is None else f"{percent_text(r.area_ratio)} ({r.side} px)")
         body.append(cells)
     widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
     if markdown:

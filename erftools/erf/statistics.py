@@ -197,13 +197,12 @@ def erf_statistics(matrix, *, thresholds: Iterable[float] = DEFAULT_THRESHOLDS, 
 
 
 def effective_to_theoretical(ratios, theoretical: dict, size: tuple[int, int]) -> dict | None:
-    """``{str(threshold): side / theoretical side}`` for each high-contribution square, the theoretical side
-    clipped to the input (``min(side, H)``: no square can be larger than the image); None without a theoretical
-    receptive field."""
+    """``{str(threshold): side / theoretical side}`` for each high-contribution square, against the theoretical
+    receptive field itself (the number printed beside it; when it is larger than the image the ratio is bounded by
+    image side / theoretical side, which the record's sizes show); None without a theoretical receptive field.
+    ``size`` is kept for the callers' signature."""
     side = theoretical.get("side")
     if not side:
         return None
-    th = min(side[0], size[0])
-    tw = min(side[1], size[1])
-    t = math.sqrt(th * tw)
+    t = math.sqrt(side[0] * side[1])
     return {str(r.threshold): (None if r.side is None else r.side / t) for r in ratios}

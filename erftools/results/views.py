@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._io import ErftoolsError
-from ..erf.analysis import DEFAULT_THRESHOLDS
+from ..erf.analysis import DEFAULT_THRESHOLDS, percent_text, radii_text
 from ..erf.reference import norm_name, table10, table10_entry
 from ..shapebias.categories import CATEGORIES
 from .records import (HUMAN, HUMANS, MODEL, NETWORK, PUBLISHED, ErfRecord, Record, ResultError, ShapeBiasRecord,
@@ -35,12 +35,8 @@ __all__ = ["CATEGORIES", "DECISION_CLASSES", "THRESHOLDS"]  # and the functions 
 
 # ------------------------------------------------------------------------------------------------ formatters
 def pct(v: Any) -> str:
-    """An area ratio (a fraction) in percent: one decimal, three for the tiny squares of untrained ResNets;
-    ``none`` when no square was found."""
-    if v is None:
-        return "none"
-    v = 100 * float(v)
-    return f"{v:.1f}" if v >= 0.1 or v == 0 else f"{v:.3f}"
+    """An area ratio (a fraction) in percent: :func:`erftools.erf.analysis.percent_text` (one formatter)."""
+    return percent_text(v)
 
 
 def f3(v: Any) -> str:
@@ -619,8 +615,7 @@ def statistics_cells(stats: dict | None) -> dict[str, str]:
         "sigma major / minor (px)": f"{_num(g.get('sigma_major'))} / {_num(g.get('sigma_minor'))}" if fit_ok else "",
         "orientation (deg)": _num(g.get("orientation_deg")) if fit_ok else "",
         "R2": _num(g.get("r2"), "{:.3f}") if fit_ok else "",
-        "radius 50/90/99% (px)": " / ".join(_num(radii.get(k)) or "-" for k in ("0.5", "0.9", "0.99"))
-        if radii else "",
+        "radius 50/90/99% (px)": radii_text(radii),
         "centre-of-mass offset (px)": _num(com.get("offset")),
         "theoretical RF (px)": str(_side_text(theo.get("side"))) if theo.get("side") is not None else "",
         "effective / theoretical": ratio,

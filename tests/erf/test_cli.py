@@ -153,3 +153,24 @@ def test_python_path_equals_the_cli_for_a_model_with_its_own_normalisation(tmp_p
     other = compute_erf(model, select_images(None, 2, "random", seed=0, size=64, mean=(0.485, 0.456, 0.406),
                                              std=(0.229, 0.224, 0.225)))
     assert float(np.abs(other.matrix - cli).max()) > 1e-3 * float(cli.max())  # the normalisation matters
+
+
+def test_one_formatter_per_statistic(tmp_path, capsys):
+    """erf and analyze print the same radii for the same matrix (the record's definition, one formatter), and an
+    area ratio below 0.1 % is not printed as 0.0."""
+    import re
+
+    from erftools.erf.analysis import AreaRatio, format_table, percent_text
+
+    run = tmp_path / "r"
+    assert main(["erf", "--model", "resnet18", *TINY, "--out", str(run)]) == 0
+    erf_out = capsys.readouterr().out
+    assert main(["analyze", str(run / ERF_MATRIX)]) == 0
+    analyze_out = capsys.readouterr().out
+    radii = read_record(run, "erf")["statistics"]["radii"]
+    want = " / ".join(f"{float(radii[k]):.1f}" for k in ("0.5", "0.9", "0.99"))
+    pattern = r"radius holding 50/90/99%[^:]*: ([0-9.\- /]+) px"
+    assert re.search(pattern, erf_out).group(1).strip() == want
+    assert re.search(pattern, analyze_out).group(1).strip() == want
+    assert percent_text(0.00049) == "0.049" and percent_text(0.0449) == "4.5" and percent_text(None) == "none"
+    assert "0.049 (3 px)" in format_table([("x", [AreaRatio(0.2, 3, 0.00049)])])

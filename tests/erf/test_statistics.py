@@ -92,7 +92,7 @@ def test_box():
     stats = erf_statistics(m, theoretical={"side": [41, 41], "stride": [1, 1], "target": "x", "reason": None})
     assert stats["effective_to_theoretical"]["0.5"] == pytest.approx(29 / 41)
     big = erf_statistics(m, theoretical={"side": [999, 999], "stride": [1, 1], "target": "x", "reason": None})
-    assert big["effective_to_theoretical"]["0.5"] == pytest.approx(29 / N)  # clipped to the image
+    assert big["effective_to_theoretical"]["0.5"] == pytest.approx(29 / 999)  # against the field, not the image
 
 
 def test_statistics_dict_is_json_and_complete():

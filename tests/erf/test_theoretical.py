@@ -132,3 +132,13 @@ def test_a_one_pixel_probe_is_enlarged_so_global_operations_are_seen():
     assert theoretical_rf(net, "5").side == (64, 64) and theoretical_rf(net, "5").stride == (64, 64)
     gated = theoretical_rf(net, "6", probe_size=64)
     assert gated.side is None and "whole input" in gated.reason
+
+
+def test_effective_to_theoretical_is_taken_against_the_theoretical_field():
+    """A theoretical field larger than the image: the ratio is side / theoretical side (the number printed beside
+    it), not side / image side."""
+    from erftools.erf.analysis import AreaRatio
+    from erftools.erf.statistics import effective_to_theoretical
+
+    got = effective_to_theoretical([AreaRatio(0.5, 75, 0.0054)], {"side": [9011, 9011]}, (1024, 1024))
+    assert got["0.5"] == pytest.approx(75 / 9011)
