@@ -2,6 +2,7 @@
 (side-by-side figure and table of several runs): a thin layer over :mod:`erftools.erf`."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shlex
@@ -41,6 +42,14 @@ def _size_arg(text: str):
     return int(one) if one.isdigit() else text
 
 
+ERF_EXAMPLES = """examples:
+  erftools erf --model replknet-31B --images ~/imagenet/val          # 50 random images at 1024x1024, pretrained
+  erftools erf --model resnet-152 --weights random --num-images 2    # untrained, two bundled photographs
+  erftools erf --model replknet-31B --layers stages --num-images 4   # one matrix per stage, one forward pass
+  torchrun --standalone --nproc-per-node 4 -m erftools.cli erf --model replknet-31B --images DIR
+The same command continues an interrupted run; see docs/erf.md."""
+
+
 def register(subparsers) -> None:
     from ..erf.objectives import OBJECTIVE_HELP, OBJECTIVES, REDUCTION_HELP, REDUCTIONS
 
@@ -48,7 +57,8 @@ def register(subparsers) -> None:
         "erf", help="compute the effective receptive field (aggregated contribution map) of a model",
         description="Compute the aggregated contribution map of a model at SIZE x SIZE (the RepLKNet paper's ERF "
                     "protocol) and write erf.npy, erf.json and erf.png into --out. Under torchrun the images are "
-                    "split across the processes.")
+                    "split across the processes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ERF_EXAMPLES)
     p.add_argument("--model", required=True, help="registry name (replknet-31B, resnet-152, swin-B, ...) or any "
                                                   "timm model name")
     p.add_argument("--weights", default="pretrained",
@@ -321,7 +331,8 @@ def _print_summary(record: dict, size: int, out: Path) -> None:
     t = record.get("timings", {})
     skipped = f", {record['num_skipped']} skipped" if record.get("num_skipped") else ""
     per = t.get("seconds_per_image")
-    print(f"{record['num_images']} images at {size}x{size}{skipped}; "
+    n = record["num_images"]
+    print(f"{n} image{'' if n == 1 else 's'} at {size}x{size}{skipped}; "
           f"{t.get('wall_s', 0):.1f} s" + (f" ({per:.2f} s per image)" if per else "") + f"; written to {out}")
 
 

@@ -47,8 +47,11 @@ def run(args) -> int:
             kern = ",".join(map(str, r["kernels"])) if r["kernels"] else "-"
             cached = {True: "yes", False: "no", None: "-"}[r["cached"]]
             manual = [w["tag"] for w in r["weights"] if w["manual"]]
-            dw = r["default_weights"] or ("manual: " + ",".join(manual) if manual else "none published")
+            dw = r["default_weights"] or ("by hand: " + ",".join(manual) + " *" if manual else "none published")
             print(f"{r['name']:<14} {r['params'] / 1e6:>8.1f}M {kern:<16} {r['input_size']:>4}  {dw:<20} {cached}")
+        if any(w["manual"] for r in rows for w in r["weights"]):
+            print("\n* by hand: the weights are published (e.g. on Google Drive) but cannot be downloaded by erftools; "
+                  "download the file and pass --weights PATH (`erftools models --json` lists the source).")
         print("\nAny timm model name works too (e.g. convnext_base, vit_base_patch16_224); "
               "`--weights` takes random, pretrained, a tag, a file or a URL.")
     if args.timm:

@@ -556,8 +556,9 @@ def study_page(folder: Path, root: Path) -> None:
     for msg in problems:
         st.error(f"Skipped a study that could not be read: {md_text(str(msg).replace(str(root), '<results root>'))}")
     if not studies:
-        st.info(f"No study below {md_code(R.display_path(folder, root))}. Write one with "
-                "`erftools study STUDY.toml --results DIR` (docs/study.md).")
+        where = R.display_path(folder, root)
+        st.info(f"No study below {md_code(where)}" + ("" if where in (".", "") else " of the results folder")
+                + ". A study is a TOML file run with `erftools study STUDY.toml --results DIR` (docs/study.md).")
         return
     names = {f"{R.display_path(s.path, root)}: {s.name}": s for s in studies}
     study = names[st.selectbox("Study", list(names), key="study_pick")] if len(names) > 1 else studies[0]

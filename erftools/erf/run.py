@@ -289,7 +289,7 @@ def _compute_share(run: _ErfRun) -> tuple[dict, ErfMeta]:
     done = set(first.processed) | {s["file"] for s in first.skipped}
     remaining = [f for f in run.images.files if f not in done]
     if run.resumed and rank == 0:
-        log.warning("resuming: %d of %d images done, %d to go", len(run.images.files) - len(remaining),
+        log.info("resuming: %d of %d images done, %d to go", len(run.images.files) - len(remaining),
                     len(run.images.files), len(remaining))
     opts = dict(run.options)
     return accumulate(run.model, run.images.subset(remaining[rank::world]), run.layers,

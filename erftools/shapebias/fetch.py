@@ -32,9 +32,13 @@ DATASETS = {
                      {"LICENSE": "DATASET_LICENSE"}),
     "reference-decisions": ("reference-decisions.sha256", "raw-data/", {}),
 }
-HINT = ("You may be offline: erftools downloads from raw.githubusercontent.com. Copy the files from a machine that "
-        "has them (any folder works as stimuli_dir=DIR; mirror=DIR copies and verifies them from a local "
-        "folder), or pass base_url=URL to use an HTTP mirror.")
+def offline_hint(dataset: str) -> str:
+    """What to do without network access, for ``dataset`` (the stimuli and the decision files are used differently)."""
+    use = ("any folder of them works as stimuli_dir=DIR" if dataset == "cue-conflict" else
+           "`erftools shape-bias --decisions FILE.csv ...` analyses decision files from any folder")
+    return ("You may be offline: erftools downloads from raw.githubusercontent.com. Copy the files from a machine "
+            f"that has them ({use}; mirror=DIR copies and verifies them from a local folder), or pass base_url=URL "
+            "to use an HTTP mirror.")
 #: after this many files that could not reach the server (and none that could), the rest are not tried
 MAX_UNREACHABLE = 3
 
@@ -192,7 +196,7 @@ def _refuse_missing(run: _Fetching, n_todo: int, n_files: int, base_url, mirror)
         rel, msg = next(iter(run.unreachable.items()))
         raise ErftoolsError(f"{msg.rstrip('. ')}; stopped after {len(run.unreachable)} attempt(s), no {dataset} "
                             f"file was downloaded ({missing} missing in {dest}). "
-                            + (HINT if base_url is None else "Check the base URL."))
+                            + (offline_hint(dataset) if base_url is None else "Check the base URL."))
     report.failed.update(run.unreachable)
     if missing:
         not_tried = missing - len(report.failed)
@@ -203,7 +207,7 @@ def _refuse_missing(run: _Fetching, n_todo: int, n_files: int, base_url, mirror)
             f"{missing} of {n_files} {dataset} files could not be fetched or verified{more}: {details}"
             + (f" ({not_tried} not tried after the server became unreachable)" if not_tried else "")
             + f". The {n_files - missing} verified files are in {dest}; run the command again to resume."
-            + (" " + HINT if base_url is None and mirror is None and run.unreachable else ""))
+            + (" " + offline_hint(dataset) if base_url is None and mirror is None and run.unreachable else ""))
 
 
 def _fetch_one(url: str, target: Path, digest: str, timeout: float) -> tuple[str, str]:

@@ -213,7 +213,7 @@ def _open_state(run: _ModelRun) -> dict:
         _mark_incomplete(run.out)
         done = _read_partial(run.out, run.fingerprint, run.stimuli) if interrupted is not None else (kept or {})
         if done:
-            log.warning("resuming %s: %d of %d images already decided", run.out, len(done), len(run.stimuli.stimuli))
+            log.info("resuming %s: %d of %d images already decided", run.out, len(done), len(run.stimuli.stimuli))
         _start_partial(run.out, run.fingerprint, run.stimuli, keep=interrupted is not None and bool(done))
         if kept:
             _append_partial(run.out / PARTIAL, list(kept.values()))

@@ -178,7 +178,7 @@ def test_broken_results_erf(monkeypatch, broken_results):
     assert images_in(block(at, "erf-heatmap")) == 1  # the good run still renders
     assert list(frame(at, 0)["model"]) == ["resnet-152 (random init)"]
     at.sidebar.checkbox(key="incomplete").check().run()
-    assert not at.exception and "resnet-101 (random init)" in at.multiselect(key="erf_models").options
+    assert not at.exception and "resnet-101 (random init) (incomplete)" in at.multiselect(key="erf_models").options
 
 
 def test_broken_results_shape_bias(monkeypatch, broken_results):
