@@ -47,10 +47,20 @@ def differences(saved: dict, now: dict, keys=None) -> list[str]:
     return Fingerprint(saved).differences(now, keys)
 
 
+#: fingerprint keys that follow from others (the hash of the image list follows from its number and sampling): not
+#: named when those differ, so a message says "num_images: 2 -> 4" rather than two hashes
+_DERIVED = {"images_sha256": ("num_images", "sampler", "sample_seed"),
+            "images_files_sha256": ("num_images", "sampler", "sample_seed", "images_root")}
+
+
 def _details(saved: dict, now: dict, keys, then: str) -> str:
+    """The differing settings, ``key: <saved> -> <now>`` (``then``: what the saved side is, for the reader)."""
     diff = differences(saved, now, keys)
+    diff = [k for k in diff if not (k in _DERIVED and any(d in diff and d in saved for d in _DERIVED[k]))]
     older = [k for k in diff if k not in saved]
-    text = "; ".join(f"{k}: {then} {short(saved.get(k))}, now {short(now.get(k))}" for k in diff if k in saved)
+    text = "; ".join(f"{k}: {short(saved.get(k))} -> {short(now.get(k))}" for k in diff if k in saved)
+    if text:
+        text = f"{then} -> now: " + text
     if older:
         text += ("; " if text else "") + "made by an older erftools, whose fingerprint lacks " + ", ".join(older)
     return text or "(unknown)"

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ERF_CHECKPOINT
 FINGERPRINT_KEYS = ("model", "arch", "weights", "weights_sha256", "parameters_sha256", "seed", "model_kwargs",
-                    "images_sha256", "images_root", "images_files_sha256", "size", "mean", "std", "dtype",
+                    "num_images", "sampler", "sample_seed", "images_sha256", "images_root",
+                    "images_files_sha256", "size", "mean", "std", "dtype",
                     "conv_backend", "prepare", "layer", "precision", "objective", "reduction")
 #: the value of a fingerprint key that records made before the key existed stand for (their runs used it): such a
 #: run still resumes and is still found finished
@@ -86,6 +87,7 @@ def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int
     return {"model": info.name, "arch": info.arch, "weights": info.weights, "weights_sha256": info.weights_sha256,
             "parameters_sha256": parameters_sha256(model) if model is not None else None,
             "seed": seed, "model_kwargs": dict(model_kwargs or {}),
+            "num_images": len(images.files), "sampler": images.sampler, "sample_seed": images.seed,
             "images_sha256": images.sha256, "images_root": str(images.root),
             "images_files_sha256": sha256_strings(stats),
             "size": int(images.size), "mean": [float(v) for v in images.mean],

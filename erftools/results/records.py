@@ -345,6 +345,11 @@ class ErfTimings(Entry):
     cuda_peak_bytes: int | None = _opt(_INT)
 
 
+#: fingerprint keys that only explain a difference of the image list (``images_sha256``): they never refuse on their
+#: own, and a fingerprint written before they existed is not refused for lacking them
+EXPLAINING_KEYS = ("num_images", "sampler", "sample_seed")
+
+
 @dataclass
 class Fingerprint:
     """What a resumed or repeated run must match (``fingerprint`` of every record), and how another differs."""
@@ -354,7 +359,9 @@ class Fingerprint:
         """The keys (``keys``, default: all of both) whose values differ between this fingerprint and ``other``."""
         other = other.values if isinstance(other, Fingerprint) else other
         keys = list(keys) if keys is not None else list(dict.fromkeys([*other, *self.values]))
-        return [k for k in keys if self.values.get(k) != other.get(k)]
+        images_differ = self.values.get("images_sha256") != other.get("images_sha256")
+        return [k for k in keys if self.values.get(k) != other.get(k)
+                and (k not in EXPLAINING_KEYS or (images_differ and k in self.values))]
 
 
 def _short(value: Any) -> str:

@@ -174,3 +174,14 @@ def test_one_formatter_per_statistic(tmp_path, capsys):
     assert re.search(pattern, analyze_out).group(1).strip() == want
     assert percent_text(0.00049) == "0.049" and percent_text(0.0449) == "4.5" and percent_text(None) == "none"
     assert "0.049 (3 px)" in format_table([("x", [AreaRatio(0.2, 3, 0.00049)])])
+
+
+def test_more_images_into_a_finished_run_names_the_setting(tmp_path, capsys):
+    """The Quick start's run, then the same command with more images: refused naming num_images, not hashes."""
+    out = ["--out", str(tmp_path / "r")]
+    assert main(["erf", "--model", "resnet18", *TINY, *out]) == 0
+    capsys.readouterr()
+    more = [a if a != "2" else "3" for a in TINY]
+    assert main(["erf", "--model", "resnet18", *more, *out]) == 1
+    err = capsys.readouterr().err
+    assert "num_images: 2 -> 3" in err and "images_sha256" not in err and "--overwrite" in err
