@@ -3,6 +3,8 @@
 The paper measures the contribution of every input pixel to the centre of the *last feature map before pooling*:
 
 * RepLKNet (``erftools.models.RepLKNet``): ``forward_features`` (end of stage 4, before the head's BN);
+* UniRepLKNet (``erftools.models.unireplknet.UniRepLKNet``): ``forward_features``, the output of the last stage (the
+  head mean-pools it and then applies its LayerNorm: there is no pre-pool norm to skip);
 * timm ResNet: the output of ``layer4`` (what timm's ``forward_features`` returns);
 * timm Swin (v1 and v2): the output of the last stage, ``layers[-1]``, before timm's final LayerNorm, converted from
   NHWC to NCHW (the same place in the network as RepLKNet's: the end of the last stage, before the head's norm);
@@ -52,6 +54,12 @@ def _is_replknet(model) -> bool:
     from ..models import RepLKNet
 
     return isinstance(model, RepLKNet)
+
+
+def _is_unireplknet(model) -> bool:
+    from ..models.unireplknet import UniRepLKNet
+
+    return isinstance(model, UniRepLKNet)
 
 
 _timm_class = timm_class  # one definition (erftools.models.prepare)
@@ -149,6 +157,10 @@ def feature_map(model: nn.Module) -> FeatureAdapter:
                                 "out_indices=None for the ERF")
         return FeatureAdapter(model.forward_features, "replknet.forward_features",
                               "RepLKNet forward_features: end of stage 4, before the head's BN")
+    if _is_unireplknet(model):
+        return FeatureAdapter(model.forward_features, "unireplknet.forward_features",
+                              "UniRepLKNet forward_features: output of the last stage (the head mean-pools it, then "
+                              "applies its LayerNorm)")
     if _timm_class(model, "resnet", "ResNet"):
         return FeatureAdapter(model.forward_features, "timm.resnet.layer4",
                               "ResNet: output of layer4 (timm forward_features)")

@@ -11,7 +11,10 @@ padding). Parallel branches are therefore handled as the dataflow goes (RepLKNet
 large kernel, a ResNet's strided shortcut beside its main path). An operation that changes the spatial size in any
 other way (a global or adaptive pooling, a flatten to tokens, interpolation) makes the target depend on the whole
 input: the answer is then None with the reason, as it is for networks with attention (transformers), whose
-receptive field is not set by kernels. Padding is ignored, so the size is that of the unclipped field.
+receptive field is not set by kernels. One exception: a channel gate, a spatial tensor multiplied by a (B, C, 1, 1)
+tensor computed from global statistics (squeeze-and-excitation and GRN, in every UniRepLKNet block), keeps the field of the
+kernels, and the result says how many gates it did not count (its ``reason`` is then a note beside a size). Padding is
+ignored, so the size is that of the unclipped field.
 """
 from __future__ import annotations
 
@@ -78,6 +81,7 @@ class _Tracer(TorchFunctionMode):
         self.fields: dict[int, object] = {}
         self._keep: list = []  # tensors with a field stay alive, so their ids are not reused
         self.depth = 0  # > 0 inside a convolution / pooling module (handled as a whole by its hooks)
+        self.gates = 0  # channel gates (squeeze-and-excitation) multiplied onto a traced tensor
 
     def set(self, t: torch.Tensor, f) -> None:
         self.fields[id(t)] = f
@@ -128,6 +132,11 @@ class _Tracer(TorchFunctionMode):
                 self.set(t, f)
             return out
         glob = [f for f in ins if isinstance(f, _Global)]
+        local = [f for f in ins if isinstance(f, _Field)]
+        if glob and local and name in ("mul", "__mul__", "mul_") and _is_channel_gate(args, self):
+            self.gates += 1  # x * gate(B, C, 1, 1): a per-channel scale, the field is the kernels' (see the docstring)
+            glob = []
+            ins = local
         if glob:
             for t in outs:
                 self.set(t, glob[0])
@@ -153,6 +162,23 @@ class _Tracer(TorchFunctionMode):
 
 
 _WINDOW_MODULES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+GATE_NOTE = ("the kernels' field: {n} channel gates computed from global statistics (squeeze-and-excitation, GRN) "
+             "are per-channel scales and are not counted (through them every output depends on the whole input)")
+
+
+def _is_channel_gate(args, tracer: _Tracer) -> bool:
+    """A product of a traced spatial tensor and a globally computed tensor of size 1 along both spatial axes
+    (squeeze-and-excitation's (B, C, 1, 1) gate; GRN's (B, 1, 1, C) one in NHWC)."""
+    ts = [t for t in args if isinstance(t, torch.Tensor)]
+    if len(ts) != 2:
+        return False
+    fields = [(t, tracer.get(t)) for t in ts]
+    local = [(t, f) for t, f in fields if isinstance(f, _Field)]
+    glob = [t for t, f in fields if isinstance(f, _Global)]
+    if len(local) != 1 or len(glob) != 1:
+        return False
+    (t, f), g = local[0], glob[0]
+    return g.ndim == t.ndim and all(g.shape[a] == 1 for a in f.axes)
 
 
 def _has_attention(model: nn.Module) -> str | None:
@@ -279,5 +305,5 @@ def _trace(model: nn.Module, layers: list, size: int) -> tuple[dict, int]:
         elif isinstance(f, _Global):
             out[n] = TheoreticalRF(None, None, target, f.reason)
         else:
-            out[n] = TheoreticalRF(f.r, f.j, target)
+            out[n] = TheoreticalRF(f.r, f.j, target, GATE_NOTE.format(n=tracer.gates) if tracer.gates else None)
     return out, smallest

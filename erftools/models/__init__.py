@@ -41,8 +41,9 @@ def is_cached(entry: ModelEntry, tag: str | None = None) -> bool | None:
 
 
 def _register_with_timm() -> None:
-    """Make ``timm.create_model('replknet_31b')`` (and the other variants) work."""
-    from . import _timm  # noqa: F401  (registration happens at import)
+    """Make ``timm.create_model('replknet_31b')``, ``timm.create_model('unireplknet_s')`` (and the other variants)
+    work."""
+    from . import _timm, _timm_unireplknet  # noqa: F401  (registration happens at import)
 
 
 try:

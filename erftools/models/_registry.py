@@ -57,7 +57,7 @@ class WeightSource:
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    family: str  # "replknet" or "timm"
+    family: str  # "replknet", "unireplknet" or "timm"
     arch: str  # RepLKNet config name, or timm model name
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     weights: tuple = ()
@@ -78,6 +78,10 @@ class ModelEntry:
             from .replknet import CONFIGS
 
             return list(CONFIGS[self.arch]["large_kernel_sizes"])
+        if self.family == "unireplknet":  # the largest kernel of each stage
+            from .unireplknet_weights import stage_kernel_sizes
+
+            return stage_kernel_sizes(self.arch)
         return None
 
 
@@ -135,6 +139,14 @@ _ENTRIES = [
                description="Swin-B, window 7 (timm)"),
 ]
 
+def _add_family_entries() -> None:
+    """Entries of families that keep their registry table in their own module (UniRepLKNet)."""
+    from .unireplknet_weights import unireplknet_entries
+
+    _ENTRIES.extend(unireplknet_entries())
+
+
+_add_family_entries()
 REGISTRY: dict[str, ModelEntry] = {}
 for _e in _ENTRIES:
     for _n in (_e.name,) + _e.aliases:

@@ -40,7 +40,7 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, reparam
         return create_openclip(name, weights, **kwargs)
     entry, name_tag = resolve(name)
     source, path, label = resolve_weights(entry, weights, name_tag)
-    if entry.family == "replknet":
+    if entry.family in ("replknet", "unireplknet"):
         model = _create_replknet(entry, path, num_classes, **kwargs)
         if reparam:
             model.eval()
@@ -85,6 +85,11 @@ def resolve_weights(entry: ModelEntry, weights: str | os.PathLike | None, name_t
             raise ErftoolsError(
                 f"the {source.description} weights of {entry.name} are only on Google Drive/Baidu ({source.manual}) "
                 "and cannot be fetched automatically: download the file and pass its path with --weights PATH.")
+        if source.url and not source.sha256:
+            import warnings
+
+            warnings.warn(f"{entry.name} {source.tag}: no published SHA-256 is pinned for {source.url}; the file is "
+                          "downloaded unverified (its own digest is recorded with the results)", stacklevel=2)
         if source.url:
             path = fetch_url(source.url, source.sha256)
     elif isinstance(weights, str) and weights.startswith(("http://", "https://")):
@@ -101,6 +106,11 @@ def resolve_weights(entry: ModelEntry, weights: str | os.PathLike | None, name_t
 
 
 def _create_replknet(entry: ModelEntry, path: Path | None, num_classes: int | None, **kwargs) -> RepLKNet:
+    if entry.family == "unireplknet":
+        from .unireplknet import create_unireplknet
+
+        sd = read_checkpoint(path) if path is not None else None
+        return create_unireplknet(entry.arch, sd, str(path), num_classes, **kwargs)
     sd = None
     if path is not None:
         sd = convert_replknet_keys(read_checkpoint(path))

@@ -98,14 +98,22 @@ def fold_batchnorm_pairs(model: nn.Module) -> int:
     return n
 
 
+def large_kernel_families() -> tuple:
+    """The model classes with ``fuse_bn()`` (re-parameterisation + BN folding), ``is_reparameterized`` and
+    ``set_conv_backend()``: RepLKNet and UniRepLKNet."""
+    from .replknet import RepLKNet
+    from .unireplknet import UniRepLKNet
+
+    return RepLKNet, UniRepLKNet
+
+
 def rewrite_model(model: nn.Module) -> dict:
-    """The structural part of the preparation, in place: RepLKNet ``fuse_bn()`` (re-parameterisation and BN folding);
+    """The structural part of the preparation, in place: RepLKNet and UniRepLKNet ``fuse_bn()`` (re-parameterisation
+    and BN folding);
     timm ResNets: every BN folded into the convolution before it. Returns what was done. The other preparation
     steps (freezing, layout, backend) change no module's output."""
-    from .replknet import RepLKNet
-
     done = {}
-    if isinstance(model, RepLKNet):
+    if isinstance(model, large_kernel_families()):
         model.fuse_bn()  # implies structural_reparam()
         done["structural_reparam"] = done["fuse_bn"] = True
     elif timm_class(model, "resnet", "ResNet"):
@@ -119,9 +127,7 @@ def choose_conv_backend(model: nn.Module, device: torch.device, channels_last: b
     the ``requested`` one; else the environment's (``ERFTOOLS_CONV_BACKEND``); else one already set on the model
     (``create_model(conv_backend=...)``); else ``native`` on CPU with channels-last tensors (oneDNN's channels-last
     depthwise kernel beats the FFT at every RepLKNet kernel size there); else ``auto`` (:mod:`erftools.ops`)."""
-    from .replknet import RepLKNet
-
-    if not isinstance(model, RepLKNet):
+    if not isinstance(model, large_kernel_families()):
         return None
     if requested or os.environ.get(CONV_BACKEND_ENV):
         return requested or os.environ[CONV_BACKEND_ENV]
@@ -138,15 +144,13 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, *, fuse:
 
     ``fuse``: :func:`rewrite_model` (re-parameterise, fold BatchNorms); ``channels_last``: the memory layout;
     ``conv_backend``: the requested large-kernel backend (see :func:`choose_conv_backend`)."""
-    from .replknet import RepLKNet
-
     device = torch.device(device)
     model.eval()
     done = {"eval": True, "frozen_parameters": True, "structural_reparam": False, "fuse_bn": False,
             "channels_last": False, "conv_backend": None}
     if fuse:
         done.update(rewrite_model(model))
-    elif isinstance(model, RepLKNet) and model.is_reparameterized:
+    elif isinstance(model, large_kernel_families()) and model.is_reparameterized:
         done["structural_reparam"] = True
     backend = choose_conv_backend(model, device, channels_last, conv_backend)
     if backend not in (None, "auto"):
