@@ -444,7 +444,7 @@ class UniRepLKNet(nn.Module):
         if num_classes is not None and num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0: no classifier) or None (downstream), got {num_classes}")
         if global_pool not in ("avg", ""):
-            raise ValueError(f"UniRepLKNet pools by the mean ('avg') or not at all (''), got {global_pool!r}")
+            raise ValueError(f"UniRepLKNet's global_pool is 'avg' (the mean) or '' (none), got {global_pool!r}")
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
