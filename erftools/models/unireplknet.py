@@ -485,11 +485,14 @@ class UniRepLKNet(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # every position's channels (global_pool='')
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        pooled = self.global_pool == "avg"
-        if pooled:
-            x = x.mean([-2, -1])
-        x = self.head_drop(self._head_norm(x, pooled))
-        return x if pre_logits else self.head(x)
+        """Mean over H and W, LayerNorm, (dropout), linear; with ``global_pool=''`` the norm and the linear act on
+        every position's channels (NCHW in, NCHW out)."""
+        if self.global_pool == "avg":
+            x = self.head_drop(self.norm(x.mean([-2, -1])))
+            return x if pre_logits else self.head(x)
+        x = self.head_drop(self.norm(x.permute(0, 2, 3, 1)))
+        x = x if pre_logits else self.head(x)
+        return x.permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor):
         if self.out_indices is not None:

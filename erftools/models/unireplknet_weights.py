@@ -78,7 +78,7 @@ def unireplknet_entries() -> list:
     for name, files in _FILES.items():
         weights = tuple(WeightSource(tag, desc + ("" if sha else "; unpinned: no published SHA-256 found, "
                                                   "downloaded unverified"),
-                                     url=HF_URL + fname, sha256=sha, input_size=size if size != 224 else None,
+                                     url=HF_URL + fname, sha256=sha, input_size=size,
                                      layout="official")
                         for tag, fname, sha, size, _classes, desc in files)
         variant = name.split("-", 1)[1]
