@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # timm's own model tests (tests/test_models.py from the source distribution of the installed timm version) on every
-# RepLKNet variant that erftools registers with timm. The sdist comes from the package registry (the one network
-# access); the tests themselves run offline. Exits non-zero when a test fails.
+# RepLKNet and UniRepLKNet variant that erftools registers with timm. The sdist comes from the package registry (the
+# one network access); the tests themselves run offline. Exits non-zero when a test fails.
 #   bash .ci/timm_suite.sh [extra pytest args]     (PYTHON=... to use another interpreter than .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ test -f "$SRC/tests/test_models.py" || { echo "timm_suite: no tests/test_models.
 
 # Loaded before tests/test_models.py is collected: its parametrisation lists timm's models at import time.
 cat > "$SRC/conftest.py" <<'PYEOF'
-import erftools.models  # noqa: F401  (registers replknet_* with timm)
+import erftools.models  # noqa: F401  (registers replknet_* and unireplknet_* with timm)
 
 
 def pytest_configure(config):
@@ -36,6 +36,6 @@ export HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 http_proxy=h
 # server) is covered by tests/models/test_timm_conformance.py.
 # Nothing else is excluded: every variant, XL included, runs at timm's test resolutions (<= 384 px, batch 1-2).
 cd "$SRC"
-echo "timm_suite: timm $VERSION tests/test_models.py -k replknet"
+echo "timm_suite: timm $VERSION tests/test_models.py -k replknet, unireplknet"
 timeout "${TIMM_SUITE_TIMEOUT:-3000}" "$PY" -m pytest tests/test_models.py -p no:cacheprovider -q -rfE \
-  -k "replknet and not test_model_load_pretrained and not test_model_features_pretrained" "$@"
+  -k "(replknet or unireplknet) and not test_model_load_pretrained and not test_model_features_pretrained" "$@"

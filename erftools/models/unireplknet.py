@@ -21,6 +21,7 @@ Differences from the official code, none of which changes a number: no printing;
 the results are the same. ``num_classes=None`` alone selects the downstream mode (the official code: ``init_cfg``).
 """
 
+import contextlib
 import copy
 import itertools
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -378,9 +379,19 @@ class UniRepLKNet(nn.Module):
                  layer_scale_init_value: float = 1e-6, head_init_scale: float = 1.0,
                  kernel_sizes: Optional[Sequence[Sequence[int]]] = None, deploy: bool = False, with_cp: bool = False,
                  init_cfg: Optional[dict] = None, attempt_use_lk_impl: bool = True, use_sync_bn: bool = False,
-                 *, global_pool: str = "avg", drop_rate: float = 0.0, **kwargs):
+                 *, global_pool: str = "avg", drop_rate: float = 0.0, device=None, dtype=None, **kwargs):
         super().__init__()
         self._check_args(depths, dims, kernel_sizes, num_classes, init_cfg, global_pool, kwargs)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            self._build(in_chans, num_classes, depths, dims, drop_path_rate, layer_scale_init_value, head_init_scale,
+                        kernel_sizes, deploy, with_cp, init_cfg, attempt_use_lk_impl, use_sync_bn, global_pool,
+                        drop_rate)
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def _build(self, in_chans, num_classes, depths, dims, drop_path_rate, layer_scale_init_value, head_init_scale,
+               kernel_sizes, deploy, with_cp, init_cfg, attempt_use_lk_impl, use_sync_bn, global_pool,
+               drop_rate) -> None:
         depths = tuple(int(d) for d in depths)
         kernel_sizes = default_kernel_sizes(depths) if kernel_sizes is None else kernel_sizes
         self.depths, self.dims = list(depths), list(dims)
@@ -405,7 +416,7 @@ class UniRepLKNet(nn.Module):
             self.downsample_layers.append(nn.Sequential(
                 nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1),
                 LayerNorm(dims[i + 1], eps=1e-6, data_format="channels_first")))
-        rates = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
+        rates = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]  # also on meta
         self.stages = nn.ModuleList()
         self.feature_info = []
         for i in range(4):
