@@ -25,12 +25,19 @@ layers="stages")``: one forward pass per image, one backward pass per stage) aga
 time each image from the ``on_batch`` callback, so model preparation is outside the per-image times. The target of
 issue 14 is at most 2.5x (``stages_vs_final`` in the output).
 
+UniRepLKNet mode (``--mode unireplknet``): ``unireplknet-S / official``, the same official procedure on the as-built
+official-structure model (training structure: the dilated branches and BNs in place, parameters requiring grad,
+native NCHW convolution, batch 1; the official iGEMM extension is CUDA-only and not used on CPU), next to
+``unireplknet-S / erftools`` (``compute_erf`` with its defaults: re-parameterised, frozen, channels-last). Target
+(issue 19): erftools at least 2x faster on CPU. Writes ``erf_bench_unireplknet.json`` / ``.md``.
+
 Usage::
 
     .venv/bin/python benchmarks/erf_bench.py                  # all configurations, 6 images each, 1024 px
     .venv/bin/python benchmarks/erf_bench.py --size 256 --images 2 --only replknet   # quick check
     .venv/bin/python benchmarks/erf_bench.py --mode layers                # 4 stages vs the final layer, 1024 px
     .venv/bin/python benchmarks/erf_bench.py --mode layers --size 256 --num-images 1   # quick check
+    .venv/bin/python benchmarks/erf_bench.py --mode unireplknet --images 2   # UniRepLKNet-S, official vs erftools
 
 Writes ``reports/benchmarks/erf_bench.json`` and ``reports/benchmarks/erf_bench.md`` (``--out`` to change);
 the layer mode ``erf_bench_layers.json`` / ``.md`` (a ``_SIZE`` suffix when not at 1024).
@@ -58,6 +65,12 @@ CONFIGS = [
     ("swin_base_patch4_window7_224 / erftools", "swin-B", "erftools", {}),
 ]
 
+# --mode unireplknet: the successor family, the official procedure on the as-built official (training) structure
+UNIREP_CONFIGS = [
+    ("unireplknet-S / official baseline", "unireplknet-S", "official", {}),
+    ("unireplknet-S / erftools", "unireplknet-S", "erftools", {}),
+]
+
 LAYER_CONFIGS = [
     ("replknet-31B / final layer (compute_erf)", "replknet-31B", "final", {}),
     ("replknet-31B / 4 stages (compute_erfs, layers=stages)", "replknet-31B", "layers", {"layers": "stages"}),
@@ -76,6 +89,10 @@ def _current_rss_bytes() -> int | None:
         return None
 
 
+def _configs(mode: str) -> list:
+    return {"layers": LAYER_CONFIGS, "unireplknet": UNIREP_CONFIGS}.get(mode, CONFIGS)
+
+
 def child(args) -> dict:
     """Run one configuration in this (fresh) process and return its measurements."""
     import torch
@@ -83,7 +100,7 @@ def child(args) -> dict:
     from erftools.erf import compute_erf, model_kwargs_for_size
     from erftools.models import create_model
 
-    name, model_name, mode, opts = (LAYER_CONFIGS if args.mode == "layers" else CONFIGS)[args.child]
+    name, model_name, mode, opts = _configs(args.mode)[args.child]
     torch.manual_seed(0)
     t0 = time.perf_counter()
     model = create_model(model_name, "random", **model_kwargs_for_size(model_name, args.size))
@@ -157,9 +174,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--images", "--num-images", type=int, default=6, help="images per configuration (default 6)")
-    p.add_argument("--mode", choices=("speed", "layers"), default="speed",
+    p.add_argument("--mode", choices=("speed", "layers", "unireplknet"), default="speed",
                    help="speed: the configurations against the official baseline (default); layers: the 4 stages "
-                        "of RepLKNet-31B against its final layer")
+                        "of RepLKNet-31B against its final layer; unireplknet: UniRepLKNet-S against the official "
+                        "procedure")
     p.add_argument("--only", default=None, help="run only configurations whose name contains this text")
     p.add_argument("--out", default=str(ROOT / "reports" / "benchmarks"), help="output folder")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -169,7 +187,7 @@ def main(argv=None) -> int:
         return 0
     results = []
     t_all = time.perf_counter()
-    for i, (name, *_rest) in enumerate(LAYER_CONFIGS if args.mode == "layers" else CONFIGS):
+    for i, (name, *_rest) in enumerate(_configs(args.mode)):
         if args.only and args.only.lower() not in name.lower():
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
@@ -216,8 +234,9 @@ def main(argv=None) -> int:
         print(markdown_layers(meta, results))
         return 0
 
-    write_json(out / f"erf_bench{suffix}.json", {"meta": meta, "results": results})
-    write_text(out / f"erf_bench{suffix}.md", markdown(meta, results))
+    stem = "erf_bench_unireplknet" if args.mode == "unireplknet" else "erf_bench"
+    write_json(out / f"{stem}{suffix}.json", {"meta": meta, "results": results})
+    write_text(out / f"{stem}{suffix}.md", markdown(meta, results))
     print(markdown(meta, results))
     return 0
 
