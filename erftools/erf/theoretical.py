@@ -11,10 +11,11 @@ padding). Parallel branches are therefore handled as the dataflow goes (RepLKNet
 large kernel, a ResNet's strided shortcut beside its main path). An operation that changes the spatial size in any
 other way (a global or adaptive pooling, a flatten to tokens, interpolation) makes the target depend on the whole
 input: the answer is then None with the reason, as it is for networks with attention (transformers), whose
-receptive field is not set by kernels. One exception: a channel gate, a spatial tensor multiplied by a (B, C, 1, 1)
-tensor computed from global statistics (squeeze-and-excitation and GRN, in every UniRepLKNet block), keeps the field of the
-kernels, and the result says how many gates it did not count (its ``reason`` is then a note beside a size). Padding is
-ignored, so the size is that of the unclipped field.
+receptive field is not set by kernels. One exception, for UniRepLKNet only (every block has a squeeze-and-excitation
+and a GRN, which would make every field the whole input and hide what its kernels and dilated branches span): a
+channel gate, a spatial tensor multiplied by a tensor of spatial size 1 computed from global statistics, keeps the
+field of the kernels, and the result says how many gates it did not count (its ``reason`` is then a note beside a
+size). Padding is ignored, so the size is that of the unclipped field.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from .adapters import feature_map, model_name
+from .adapters import _is_unireplknet, feature_map, model_name
 
 __all__ = ["TheoreticalRF", "theoretical_rf", "theoretical_rfs"]
 
@@ -82,6 +83,7 @@ class _Tracer(TorchFunctionMode):
         self._keep: list = []  # tensors with a field stay alive, so their ids are not reused
         self.depth = 0  # > 0 inside a convolution / pooling module (handled as a whole by its hooks)
         self.gates = 0  # channel gates (squeeze-and-excitation) multiplied onto a traced tensor
+        self.skip_gates = False  # count them as per-channel scales (UniRepLKNet), not as global operations
 
     def set(self, t: torch.Tensor, f) -> None:
         self.fields[id(t)] = f
@@ -133,7 +135,7 @@ class _Tracer(TorchFunctionMode):
             return out
         glob = [f for f in ins if isinstance(f, _Global)]
         local = [f for f in ins if isinstance(f, _Field)]
-        if glob and local and name in ("mul", "__mul__", "mul_") and _is_channel_gate(args, self):
+        if self.skip_gates and glob and local and name in ("mul", "__mul__", "mul_") and _is_channel_gate(args, self):
             self.gates += 1  # x * gate(B, C, 1, 1): a per-channel scale, the field is the kernels' (see the docstring)
             glob = []
             ins = local
@@ -244,6 +246,7 @@ def _trace(model: nn.Module, layers: list, size: int) -> tuple[dict, int]:
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     tracer = _Tracer()
+    tracer.skip_gates = _is_unireplknet(model)
     handles, captured = [], {}
 
     def pre(module, args):
