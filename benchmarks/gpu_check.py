@@ -798,7 +798,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--smoke", action="store_true", help="toy sizes on CPU, Triton through its interpreter")
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget of the whole run in seconds "
-                   "(default 420; smoke 120)")
+                   "(default 420; smoke 180)")
     p.add_argument("--parts", default=",".join(RUN_ORDER), help=f"comma-separated subset of {','.join(PARTS)}, "
                    "run in this order")
     default_stimuli = Path(os.environ.get("ERFTOOLS_SHARED", str(ROOT.parent / "shared"))) / "data" / "cue-conflict"
