@@ -93,6 +93,8 @@ def test_erf_part(smoke):
     assert any(r["backend"] == "native" for r in rep["official"]["backends"])
     assert recs["resnet-152"]["erftools"]["images_per_second"] > 0
     assert "injected failure" in recs["swin-B"]["error"]  # recorded, and the shape-bias part still ran
+    uni = recs["unireplknet-S"]  # the official procedure on the training structure (dilated branches) vs erftools
+    assert uni["max_relative_error_vs_official"] < 1e-4 and uni["sides_equal"] is True
 
 
 def test_shapebias_part(smoke):
@@ -101,7 +103,7 @@ def test_shapebias_part(smoke):
     stim = next(r for r in recs if r["kind"] == "stimuli")
     assert stim["images"] == 4
     models = {r["model"]: r for r in recs if r["kind"] == "shapebias"}
-    assert set(models) == {"replknet-31B", "resnet-152", "swin-B", "openclip:ViT-B-32"}
+    assert set(models) == {"replknet-31B", "resnet-152", "swin-B", "unireplknet-S", "openclip:ViT-B-32"}
     assert models["openclip:ViT-B-32"]["text_classifier_s"] > 0  # the zero-shot path: text classifier, 16 logits
     for r in models.values():
         assert "error" not in r, r
@@ -161,7 +163,7 @@ def test_a_crashed_part_and_the_budget_are_recorded(tmp_path):
     assert res["parts"]["kernels"]["status"] == "failed" and res["parts"]["kernels"]["returncode"] == 3
     assert len(res["parts"]["kernels"]["records"]) == 1  # the line written before the crash is kept
     assert all(r.get("skipped") == "time budget spent" for r in res["parts"]["erf"]["records"])
-    assert len(res["parts"]["erf"]["records"]) == 3
+    assert len(res["parts"]["erf"]["records"]) == 4  # replknet-31B, resnet-152, swin-B, unireplknet-S
     assert (tmp_path / "gpu_check.md").is_file() and (tmp_path / "cuda_table.json").is_file()
 
 
