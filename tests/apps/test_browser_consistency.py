@@ -1,5 +1,6 @@
-"""End to end in a real headless Chromium: the error-consistency matrix and bars on the Shape-bias page, and the
-ERF-against-shape-bias correlation on the Study page (skips without Chromium, as test_browser.py)."""
+"""End to end in a real headless Chromium: a zero-shot (open_clip) run beside a classifier, the error-consistency
+matrix and bars on the Shape-bias page, and the ERF-against-shape-bias correlation on the Study page (skips without
+Chromium, as test_browser.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -17,11 +18,14 @@ from .conftest import make_sb_run
 from .test_browser import TIMEOUT, _assert_no_exception, _free_port, _wait_for, _wait_for_image, browser_paths  # noqa: F401
 
 pytestmark = pytest.mark.browser
+ZERO_SHOT = "openclip:ViT-B-32"
 
 
 def _results(root: Path) -> Path:
     make_sb_run(root / "shape-bias" / "model-a", "model-a", p_shape=0.4, seed=3)
     make_sb_run(root / "shape-bias" / "model-b", "model-b", p_shape=0.2, seed=4)
+    make_sb_run(root / "shape-bias" / "clip", ZERO_SHOT, p_shape=0.6, seed=5,
+                zero_shot={"prompts": {"set": "imagenet-80", "n": 80, "sha256": "ab" * 32}})
     models = [(f"m{i}", 0.1 * i, {t: 0.02 * i + t / 100 for t in THRESHOLDS}) for i in range(1, 6)]
     models[1] = ("m2", 0.45, models[1][2])  # not a perfect ranking
     craft_study(root / "studies" / "corr", models, name="corr-study")
@@ -83,7 +87,9 @@ def test_consistency_and_correlation_in_chromium(browser_paths, tmp_path):  # no
             _assert_no_exception(drv)
             box = drv.find_element(By.CSS_SELECTOR, ".st-key-error-consistency")
             assert len(box.find_elements(By.TAG_NAME, "img")) == 2  # the matrix and the bars
-            assert "Error consistency with humans" in drv.find_element(By.TAG_NAME, "body").text
+            body = drv.find_element(By.TAG_NAME, "body").text
+            assert "Error consistency with humans" in body
+            assert ZERO_SHOT in body  # the zero-shot run is listed with the other decision makers
             assert box.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
 
             drv.get(f"{url}/?page=study")
