@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-#: golden data made with the official RepLKNet and model-vs-human code by tests/golden/make_golden.py (committed)
+#: golden data made with the official RepLKNet, UniRepLKNet and model-vs-human code by tests/golden/make_golden.py (committed)
 GOLDEN = REPO / "tests" / "golden"
 CUE_CONFLICT_MISSING = ("cue-conflict stimuli not found in {} (the shared folder's data/cue-conflict: the 1280 stimuli "
                         "that `erftools data fetch cue-conflict --dest PATH` downloads)")
 MAKE_GOLDEN = ("python tests/golden/make_golden.py --replknet CLONE_OF_RepLKNet-pytorch "
-               "--model-vs-human CLONE_OF_model-vs-human  (see tests/golden/README.md)")
+               "--model-vs-human CLONE_OF_model-vs-human --unireplknet CLONE_OF_UniRepLKNet  (see tests/golden/README.md)")
 
 # Tests never touch the network: huggingface_hub reads this once, at import, so set it before anything imports it.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -44,10 +44,10 @@ def _close(a, ref, rel=1e-5):
     np.testing.assert_allclose(a, ref, rtol=rel, atol=rel * float(np.abs(ref).max()))
 
 
-def test_reference_reproduces_the_official_golden_data(shared):
+def test_reference_reproduces_the_official_golden_data(fixtures_dir):
     """The independent implementation, paper variant, equals the official script's per-image maps and matrix."""
-    d = fixture_data(shared)
-    model = fixture_model(shared)
+    d = fixture_data(fixtures_dir)
+    model = fixture_model(fixtures_dir)
     x = torch.from_numpy(d["inputs"])
     _close(reference_matrix(model.forward_features, x, "paper", "relu"), d["matrix"])
     _close(reference_matrix(model.forward_features, x[:1], "paper", "relu"), d["per_image_maps"][0])
@@ -55,12 +55,12 @@ def test_reference_reproduces_the_official_golden_data(shared):
 
 @pytest.mark.parametrize("objective,reduction", VARIANTS)
 @pytest.mark.parametrize("inputs", ["fixture", "unseen"])
-def test_replknet_tiny_every_variant(shared, objective, reduction, inputs):
+def test_replknet_tiny_every_variant(fixtures_dir, objective, reduction, inputs):
     """erftools' fast path (re-parameterised, BN folded, channels-last, batched) against the reference on the
     unprepared tiny RepLKNet: on the fixture inputs, and on new inputs of another size and seed."""
-    model = fixture_model(shared)
+    model = fixture_model(fixtures_dir)
     if inputs == "fixture":
-        x = torch.from_numpy(fixture_data(shared)["inputs"])
+        x = torch.from_numpy(fixture_data(fixtures_dir)["inputs"])
     else:
         x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(11))
     ref = reference_matrix(model.forward_features, x, objective, reduction)
@@ -84,10 +84,10 @@ def test_timm_resnet18_every_variant(objective, reduction):
 
 
 @pytest.mark.parametrize("objective,reduction", [("unit", "relu"), ("paper", "abs"), ("unit", "l2")])
-def test_layer_targets_every_variant(shared, objective, reduction):
-    """A layer's output as the target (one shared forward pass for two layers) against the reference with a
+def test_layer_targets_every_variant(fixtures_dir, objective, reduction):
+    """A layer's output as the target (one fixtures_dir forward pass for two layers) against the reference with a
     forward hook on the unprepared model."""
-    model = fixture_model(shared)
+    model = fixture_model(fixtures_dir)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     refs = {}
     for name in ("stages.0", "stages.1"):
@@ -110,10 +110,10 @@ def test_layer_targets_every_variant(shared, objective, reduction):
         assert got[name].objective == objective and got[name].reduction == reduction
 
 
-def test_variants_differ_from_the_paper(shared):
+def test_variants_differ_from_the_paper(fixtures_dir):
     """The options change the map (so a test of a variant cannot pass by computing the default)."""
-    model = fixture_model(shared)
-    x = torch.from_numpy(fixture_data(shared)["inputs"])
+    model = fixture_model(fixtures_dir)
+    x = torch.from_numpy(fixture_data(fixtures_dir)["inputs"])
     paper = reference_matrix(model.forward_features, x, "paper", "relu")
     for objective, reduction in VARIANTS[1:]:
         other = reference_matrix(model.forward_features, x, objective, reduction)

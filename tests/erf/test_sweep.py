@@ -89,7 +89,7 @@ def test_variant_recorded_fingerprinted_and_older_records_count_as_paper(tmp_pat
     assert rec["objective"] == "unit" and rec["reduction"] == "l2"
     assert rec["fingerprint"]["objective"] == "unit" and rec["fingerprint"]["reduction"] == "l2"
     assert rec["label"] == "resnet18 (unit objective, l2 reduction)"
-    with pytest.raises(ErftoolsError, match="other settings.*objective: finished run 'unit', now 'paper'"):
+    with pytest.raises(ErftoolsError, match="other settings.*objective: 'unit' -> 'paper'"):
         run_erf(tiny_resnet(), images, out, device="cpu", progress=False, reduction="l2")
 
     paper = tmp_path / "paper"
@@ -101,7 +101,7 @@ def test_variant_recorded_fingerprinted_and_older_records_count_as_paper(tmp_pat
     (paper / "erf.json").write_text(json.dumps(older))
     again = run_erf(tiny_resnet(), images, paper, device="cpu", progress=False)  # the same settings: nothing to do
     assert again["created"] == older["created"]
-    with pytest.raises(ErftoolsError, match="reduction: finished run 'relu', now 'abs'"):
+    with pytest.raises(ErftoolsError, match="reduction: 'relu' -> 'abs'"):
         run_erf(tiny_resnet(), images, paper, device="cpu", progress=False, reduction="abs")
 
 

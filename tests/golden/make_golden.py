@@ -4,7 +4,9 @@ Usage (the official repositories are not part of erftools; clone them anywhere):
 
     git clone https://github.com/DingXiaoH/RepLKNet-pytorch      # commit b76808ac2c763eaed6af9d286c6163c9345b4d5f
     git clone https://github.com/bethgelab/model-vs-human         # commit 79ed7cd1d9ac3a114e71b6638f0a98bdd627316c
-    python tests/golden/make_golden.py --replknet RepLKNet-pytorch --model-vs-human model-vs-human
+    git clone https://github.com/AILab-CVC/UniRepLKNet           # commit b5677d8fb0e7b8af61eac39c1bf02727f5afc1d5
+    python tests/golden/make_golden.py --replknet RepLKNet-pytorch --model-vs-human model-vs-human \
+        --unireplknet UniRepLKNet
 
 It needs torch, timm, numpy, pandas and matplotlib (all in ``.[test]``) and runs in about a minute on a CPU.
 ``--stages-for SHARED_FIXTURES --out tests/erf/data`` remakes only ``replknet_tiny_stages.npz`` for another tiny
@@ -24,6 +26,7 @@ import copy
 import csv
 import gzip
 import hashlib
+import importlib.util
 import json
 import sys
 import types
@@ -379,6 +382,113 @@ def make_shape_bias(analyses, categories: list[str], out_dir: Path) -> dict:
             "categories": categories, "files": files}
 
 
+# --------------------------------------------------------------------------------------------- UniRepLKNet
+
+#: the tiny classification model (kernels 3 and 5: plain depthwise; 7 and 13: Dilated Reparam Blocks) and the cases
+#: it lacks: kernels 0 (identity), 9, 11, 15, 17; the downstream mode (norm0..3, four maps) without layer scale
+UNI_TINY = dict(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32), kernel_sizes=((3,), (5,), (7, 13), (13,)), num_classes=10)
+UNI_CASES = {
+    "kernels": dict(depths=(2, 1, 2, 1), dims=(8, 16, 24, 32), kernel_sizes=((0, 17), (15,), (11, 9), (5,)),
+                    num_classes=7),
+    "downstream": dict(depths=(1, 1, 2, 1), dims=(8, 16, 16, 24), kernel_sizes=((3,), (7,), (13, 3), (7,)),
+                       num_classes=None, init_cfg=dict(checkpoint=None), layer_scale_init_value=0),
+}
+UNI_VARIANTS = ("a", "f", "p", "n", "t", "s", "b", "l", "xl")
+
+
+def load_official_unireplknet(root: Path):
+    spec = importlib.util.spec_from_file_location("official_unireplknet", root / "unireplknet.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its @register_model looks the module up
+    spec.loader.exec_module(mod)
+    mod.get_root_logger = lambda: None
+    return mod
+
+
+@torch.no_grad()
+def randomise_unireplknet(model: nn.Module) -> None:
+    """Every parameter and BN statistic: layer scale U(0.5, 1.5), GRN N(0, 0.3), other 1-D N(0, 0.1) (+1 for
+    weights), conv/linear weights N(0, 1/fan_in), running_mean N(0, 0.1), running_var U(0.5, 1.5)."""
+    for name, p in model.named_parameters():
+        if name.endswith(".gamma") and p.dim() == 1:
+            p.uniform_(0.5, 1.5)
+        elif ".act.1." in name:
+            p.normal_(0, 0.3)
+        elif p.dim() == 1:
+            p.normal_(0, 0.1)
+            if name.endswith("weight"):
+                p.add_(1)
+        else:
+            p.normal_(0, (1.0 / p[0].numel()) ** 0.5)
+    for name, b in model.named_buffers():
+        if name.endswith("running_mean"):
+            b.normal_(0, 0.1)
+        elif name.endswith("running_var"):
+            b.uniform_(0.5, 1.5)
+
+
+def _outputs(model: nn.Module, x: torch.Tensor):
+    stages = []
+    hooks = [s.register_forward_hook(lambda m, i, o: stages.append(o.detach().clone())) for s in model.stages]
+    with torch.no_grad():
+        out = model(x)
+    for h in hooks:
+        h.remove()
+    return (out if isinstance(out, torch.Tensor) else list(out)), stages[:4]
+
+
+def make_unireplknet_case(official, config: dict, seed: int, size: int) -> dict:
+    """An official UniRepLKNet, randomised: weights, an input, outputs and stage outputs, and the same after the
+    official ``reparameterize_unireplknet()`` (with the deploy state dict)."""
+    torch.manual_seed(seed)
+    model = official.UniRepLKNet(attempt_use_lk_impl=False, **config)
+    randomise_unireplknet(model)
+    model.eval()
+    x = torch.randn(2, 3, size, size)
+    out, stages = _outputs(model, x)
+    train_sd = copy.deepcopy(model.state_dict())
+    model.reparameterize_unireplknet()
+    rep, rep_stages = _outputs(model, x)
+    cfg = {k: v for k, v in config.items() if k != "init_cfg"}
+    classify = config.get("num_classes") is not None
+    return dict(config=cfg, seed=seed, state_dict=train_sd, input=x, logits=out if classify else None,
+                outputs=out, stages=stages if classify else [], reparam_state_dict=copy.deepcopy(model.state_dict()),
+                reparam_keys=[[k, list(v.shape)] for k, v in model.state_dict().items()],
+                reparam_logits=rep if classify else None, reparam_outputs=rep,
+                reparam_stages=rep_stages if classify else [])
+
+
+def unireplknet_key_lists(official) -> dict:
+    """Ordered [key, shape] and parameter counts of every published variant (1000 classes), train and deploy."""
+    out = {"_about": "ordered [key, shape] of the official state_dict as constructed (train) and after "
+                     "reparameterize_unireplknet() (deploy); num_parameters = sum of numel over model.parameters()"}
+    for v in UNI_VARIANTS:
+        model = getattr(official, f"unireplknet_{v}")(num_classes=1000, attempt_use_lk_impl=False).eval()
+        entry = {}
+        for mode in ("train", "deploy"):
+            if mode == "deploy":
+                model.reparameterize_unireplknet()
+            entry[mode] = {"keys": [[k, list(t.shape)] for k, t in model.state_dict().items()],
+                           "num_parameters": sum(p.numel() for p in model.parameters())}
+        out[f"unireplknet_{v}"] = entry
+        print(f"  keys unireplknet_{v}: {entry['train']['num_parameters']:,} / {entry['deploy']['num_parameters']:,}")
+        del model
+    return out
+
+
+def make_unireplknet_files(root: Path, out: Path) -> dict:
+    official = load_official_unireplknet(root)
+    _save_torch(out / "unireplknet_tiny.pt", make_unireplknet_case(official, UNI_TINY, seed=3, size=64))
+    cases = {name: make_unireplknet_case(official, cfg, seed, size=48) for seed, (name, cfg) in
+             enumerate(UNI_CASES.items())}
+    for case in cases.values():
+        del case["reparam_state_dict"]  # (their deploy keys are kept; the file stays small)
+    _save_torch(out / "unireplknet_cases.pt", cases)
+    with gzip.open(out / "unireplknet_keys.json.gz", "wt") as f:
+        json.dump(unireplknet_key_lists(official), f)
+    return {"commit": _git_commit(root), "sha256": {"unireplknet.py": _sha256(root / "unireplknet.py")}}
+
+
 # --------------------------------------------------------------------------------------------- main
 
 def _save_npz(path: Path, arrays: dict) -> None:
@@ -428,12 +538,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--replknet", type=Path, help="a clone of github.com/DingXiaoH/RepLKNet-pytorch")
     ap.add_argument("--model-vs-human", type=Path, help="a clone of github.com/bethgelab/model-vs-human")
+    ap.add_argument("--unireplknet", type=Path, help="a clone of github.com/AILab-CVC/UniRepLKNet")
     ap.add_argument("--out", type=Path, default=HERE, help="where to write (default: tests/golden)")
     ap.add_argument("--stages-for", type=Path, metavar="FIXTURES",
                     help="only remake replknet_tiny_stages.npz for FIXTURES/replknet_tiny.pt and FIXTURES/erf_tiny.npz")
     args = ap.parse_args()
-    if not (args.replknet or args.model_vs_human):
-        ap.error("give --replknet and/or --model-vs-human (paths to clones of the official repositories)")
+    if not (args.replknet or args.model_vs_human or args.unireplknet):
+        ap.error("give --replknet, --model-vs-human and/or --unireplknet (paths to clones of the official repositories)")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stages_for:
         replknet, RepLKNetForERF = load_official_replknet(args.replknet)
@@ -451,6 +562,8 @@ def main() -> None:
         prov["DingXiaoH/RepLKNet-pytorch"] = make_replknet_files(args.replknet, args.out)
     if args.model_vs_human:
         prov["bethgelab/model-vs-human"] = make_mvh_files(args.model_vs_human, args.out)
+    if args.unireplknet:
+        prov["AILab-CVC/UniRepLKNet"] = make_unireplknet_files(args.unireplknet, args.out)
     prov_path.write_text(json.dumps(prov, indent=1) + "\n")
     print(json.dumps(prov, indent=1))
 

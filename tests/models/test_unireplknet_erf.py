@@ -11,10 +11,12 @@ from erftools.models.prepare import prepare_for_inference
 from erftools.models.unireplknet import UniRepLKNet
 from erftools.ops import DepthwiseConv2d
 
+from ..conftest import golden_file
+
 
 @pytest.fixture(scope="module")
 def tiny(fixtures_dir):
-    return torch.load(fixtures_dir / "unireplknet_tiny.pt", map_location="cpu", weights_only=True)
+    return torch.load(golden_file(fixtures_dir, "unireplknet_tiny.pt"), map_location="cpu", weights_only=True)
 
 
 def test_preparation_reparameterises_and_keeps_the_official_last_stage(tiny):

@@ -1,22 +1,21 @@
 """UniRepLKNet against golden data made with the official code: the shared tiny fixture (kernels 3, 5, 7, 13), our own
-(tests/models/data: kernels 0, 5, 9, 11, 15, 17 and the downstream mode, see its README), and the official state-dict
+(tests/golden/unireplknet_cases.pt: kernels 0, 5, 9, 11, 15, 17 and the downstream mode, see its README), and the official state-dict
 layouts and parameter counts of all nine variants (unireplknet_keys.json)."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from erftools.models.unireplknet import CONFIGS, DilatedReparamBlock, UniRepLKNet, merge_dilated_into_large_kernel
 
+from ..conftest import GOLDEN, golden_file, load_golden_json
+
 # fp32 noise across CPUs: the official training and re-parameterised logits differ by ~1e-6 themselves
 ATOL = 1e-5
-DATA = Path(__file__).parent / "data" / "unireplknet_golden.pt"
+DATA = GOLDEN / "unireplknet_cases.pt"
 
 
 @pytest.fixture(scope="module")
 def tiny(fixtures_dir):
-    return torch.load(fixtures_dir / "unireplknet_tiny.pt", map_location="cpu", weights_only=True)
+    return torch.load(golden_file(fixtures_dir, "unireplknet_tiny.pt"), map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def golden():
 
 @pytest.fixture(scope="module")
 def official_keys(fixtures_dir):
-    return json.loads((fixtures_dir / "unireplknet_keys.json").read_text())
+    return load_golden_json(fixtures_dir, "unireplknet_keys.json")
 
 
 def _run(model, x):

@@ -1,9 +1,8 @@
 """UniRepLKNet's weights, checkpoint layouts, downloads and timm API, against the official golden outputs
-(../shared/fixtures/unireplknet_tiny.pt; tests/models/data/unireplknet_golden.pt for the downstream layout)."""
+(tests/golden and ../shared/fixtures: unireplknet_tiny.pt; tests/golden/unireplknet_cases.pt for the downstream layout)."""
 import dataclasses
 import hashlib
 import re
-from pathlib import Path
 
 import pytest
 import timm
@@ -16,16 +15,17 @@ from erftools.models import create_model, get_model_info
 from erftools.models._registry import REGISTRY
 from erftools.models.unireplknet import UniRepLKNet
 
+from ..conftest import GOLDEN, golden_file
 from ..loopback import serve
 
 ATOL = 1e-5  # fp32 noise across CPUs (see test_unireplknet_fixtures)
-GOLDEN = Path(__file__).parent / "data" / "unireplknet_golden.pt"
+CASES = GOLDEN / "unireplknet_cases.pt"
 VARIANTS = ["A", "F", "P", "N", "T", "S", "B", "L", "XL"]
 
 
 @pytest.fixture(scope="module")
 def tiny(fixtures_dir):
-    return torch.load(fixtures_dir / "unireplknet_tiny.pt", map_location="cpu", weights_only=True)
+    return torch.load(golden_file(fixtures_dir, "unireplknet_tiny.pt"), map_location="cpu", weights_only=True)
 
 
 def _arch(tiny):
@@ -82,7 +82,7 @@ def test_every_layout_loads_and_reproduces_the_official_logits(tmp_path, tiny, l
 
 
 def test_openmmlab_backbone_file_gives_the_downstream_model(tmp_path):
-    g = torch.load(GOLDEN, weights_only=True)["downstream"]
+    g = torch.load(CASES, weights_only=True)["downstream"]
     arch = {k: v for k, v in g["config"].items() if k != "num_classes"}
     sd = {f"backbone.{k}": v for k, v in g["state_dict"].items()}
     sd["decode_head.conv_seg.weight"] = torch.zeros(3, 3, 1, 1)
@@ -108,14 +108,15 @@ def test_22k_head_size_follows_the_checkpoint(tmp_path, tiny):
 
 def test_a_file_that_does_not_fit_names_missing_unexpected_and_misshaped_keys(tmp_path, tiny):
     sd = dict(tiny["state_dict"])
-    sd.pop("stages.1.0.dwconv.dil_conv_k5_1.weight")
+    dilated = next(k for k in sd if ".dil_conv_" in k)  # a dilated branch of a Dilated Reparam Block
+    sd.pop(dilated)
     sd["stages.0.0.extra.weight"] = torch.zeros(1)
     sd["norm.weight"] = torch.zeros(5)
     torch.save(sd, tmp_path / "bad.pth")
     with pytest.raises(ErftoolsError) as err:
         create_model("unireplknet-A", weights=tmp_path / "bad.pth", **_arch(tiny))
     msg = str(err.value)
-    assert "dil_conv_k5_1" in msg and "stages.0.0.extra.weight" in msg and "norm.weight (5,)" in msg
+    assert dilated in msg and "stages.0.0.extra.weight" in msg and "norm.weight (5,)" in msg
 
 
 # ---- downloads (a loopback server) -------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ def test_timm_pretrained_url_goes_through_the_checked_download(hosted, tiny, tmp
 
 # ---- timm API ----------------------------------------------------------------------------------------------------
 def _timm_tiny(tiny, fixtures_dir, **kwargs):
-    overlay = dict(file=str(fixtures_dir / "unireplknet_tiny.pt"), num_classes=10)
+    overlay = dict(file=str(golden_file(fixtures_dir, "unireplknet_tiny.pt")), num_classes=10)
     return timm.create_model("unireplknet_a.in1k", pretrained=True, pretrained_cfg_overlay=overlay, **_arch(tiny),
                              **kwargs).eval()
 
@@ -237,6 +238,8 @@ def test_torchscript_and_fx_equal_the_official_outputs(tiny, fixtures_dir, form)
     if form == "deploy":
         model.structural_reparam()
         ref = tiny["reparam_logits"]
+    kinds = [type(m).__name__ for m in model.modules()]
+    assert "DilatedReparamBlock" in kinds
     scripted = torch.jit.script(model)
     torch.testing.assert_close(_logits(scripted, tiny["input"]), ref, atol=ATOL, rtol=0)
     fx = create_feature_extractor(model, return_nodes={"stages.2": "s2", "head": "logits"})
@@ -245,7 +248,7 @@ def test_torchscript_and_fx_equal_the_official_outputs(tiny, fixtures_dir, form)
     torch.testing.assert_close(out["s2"], (tiny["stages"] if form == "train" else tiny["reparam_stages"])[2],
                                atol=ATOL, rtol=0)
     torch.testing.assert_close(out["logits"], ref, atol=ATOL, rtol=0)
-    assert type(model.stages[1][0].dwconv).__name__ == "DilatedReparamBlock"  # the eager model is unchanged
+    assert [type(m).__name__ for m in model.modules()] == kinds  # the eager model is unchanged
 
 
 def test_pruned_model_and_in_chans(tiny, fixtures_dir):
