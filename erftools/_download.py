@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ._io import ErftoolsError, sha256_file
 
 CHUNK = 1 << 20
+#: seconds to wait for a download host's TCP handshake before calling it unreachable (a reachable host answers in
+#: well under a second; an offline machine fails at once or waits out this timeout)
+REACH_TIMEOUT_S = 2.0
 
 
 class DownloadError(ErftoolsError):
@@ -112,3 +117,45 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
     _check_hash(dest, url, sha256)
     return dest
 
+
+def host_of(url: str) -> tuple[str, int] | None:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
+    """Whether ``url``'s host accepts a TCP connection within ``timeout`` seconds (no request is sent)."""
+    host = host_of(url)
+    if host is None:
+        return False
+    try:
+        with socket.create_connection(host, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face hub's address (``HF_ENDPOINT``, else huggingface_hub's default)."""
+    try:
+        from huggingface_hub import constants
+
+        return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    except Exception:  # noqa: BLE001 - no huggingface_hub: the default endpoint
+        return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+
+
+def hub_unreachable_reason() -> str | None:
+    """Why a hub download cannot start now, or None: ``HF_HUB_OFFLINE`` is set, or (no proxy configured) the hub's
+    host refuses a TCP connection within :data:`REACH_TIMEOUT_S`. huggingface_hub itself retries for about a minute
+    before failing offline (61 s measured); this answers in seconds. Behind a proxy nothing is probed."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(k) for k in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return None
+    url = hub_endpoint()
+    if reachable(url):
+        return None
+    return f"{host_of(url)[0] if host_of(url) else url} did not answer within {REACH_TIMEOUT_S:g} s"

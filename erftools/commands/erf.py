@@ -331,9 +331,15 @@ def _print_summary(record: dict, size: int, out: Path) -> None:
     t = record.get("timings", {})
     skipped = f", {record['num_skipped']} skipped" if record.get("num_skipped") else ""
     per = t.get("seconds_per_image")
-    n = record["num_images"]
-    print(f"{n} image{'' if n == 1 else 's'} at {size}x{size}{skipped}; "
-          f"{t.get('wall_s', 0):.1f} s" + (f" ({per:.2f} s per image)" if per else "") + f"; written to {out}")
+    n, now = record["num_images"], t.get("images_computed_this_session")
+    timing = f"{t.get('wall_s', 0):.1f} s" + (f" ({per:.2f} s per image)" if per else "")
+    if now is not None and now < n:  # resumed: this session's time alone would understate the run
+        whole = t.get("run_compute_s")
+        timing = (f"this session {now} of them in {timing}; the whole run "
+                  + (f"{whole:.1f} s of computation ({t['run_seconds_per_image']:.2f} s per image)"
+                     if whole is not None and t.get("run_seconds_per_image") else
+                     "began before erftools recorded computation times"))
+    print(f"{n} image{'' if n == 1 else 's'} at {size}x{size}{skipped}; {timing}; written to {out}")
 
 
 def _save_tables(stem: Path, rows, extra: dict) -> tuple[Path, Path]:

@@ -30,6 +30,7 @@ def save_state(path: Path, accs: dict, generation: int) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, counts=np.array([accs[t].count for t in targets], dtype=np.int64),
+                     compute_s=np.array([accs[t].compute_s for t in targets], dtype=np.float64),
                      generation=np.int64(generation), names=np.array(names), **arrays)
 
 
@@ -47,6 +48,7 @@ def _load_state(path: Path, size: tuple[int, int] | None = None,
             names = json.loads(str(z["names"]))
             saved_targets = list(names["targets"])
             counts = [int(c) for c in z["counts"]]
+            seconds = [float(s) for s in z["compute_s"]] if "compute_s" in z else [float("nan")] * len(counts)
             generation = int(z["generation"])
             totals = [z[f"total_{i}"] for i in range(len(saved_targets))]
             processed = [list(p) for p in names["processed"]]
@@ -56,7 +58,7 @@ def _load_state(path: Path, size: tuple[int, int] | None = None,
     if targets is not None and saved_targets != list(targets):
         raise _bad_checkpoint(path, f"holds the targets {saved_targets}, not this run's {list(targets)}")
     out = {}
-    for t, total, count, proc, skip in zip(saved_targets, totals, counts, processed, skipped):
+    for t, total, count, proc, skip, secs in zip(saved_targets, totals, counts, processed, skipped, seconds):
         if total.size:
             if total.ndim != 2 or (size is not None and tuple(total.shape) != tuple(size)):
                 raise _bad_checkpoint(path, f"holds a sum of shape {tuple(total.shape)}, but this run's maps are "
@@ -67,7 +69,7 @@ def _load_state(path: Path, size: tuple[int, int] | None = None,
         if count != len(proc) or (count and not total.size) or count < 0:
             raise _bad_checkpoint(path, f"is inconsistent (count {count}, {len(proc)} image names, "
                                         f"sum {'present' if total.size else 'absent'})")
-        out[t] = ErfAccumulator(total if total.size else None, count, proc, skip)
+        out[t] = ErfAccumulator(total if total.size else None, count, proc, skip, secs)
     if len({tuple(sorted(set(a.processed) | {s["file"] for s in a.skipped})) for a in out.values()}) > 1:
         raise _bad_checkpoint(path, "is inconsistent (its targets cover different images)")
     return out, generation

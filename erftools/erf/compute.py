@@ -290,7 +290,10 @@ def _loop(images, bs: int, dev: torch.device, use_cl: bool, targets, accs: dict,
                 acc.add(maps[key], names)
             del maps, batch
             _sync(dev)
-            t_compute += time.perf_counter() - tc
+            dt = time.perf_counter() - tc
+            t_compute += dt
+            for acc in accs.values():
+                acc.compute_s += dt
             n_computed += len(names)
         if bar is not None:
             bar.update(len(names) + len(skipped))

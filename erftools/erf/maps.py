@@ -116,6 +116,9 @@ class ErfAccumulator:
     count: int = 0
     processed: list = field(default_factory=list)  # names of the images in the sum
     skipped: list = field(default_factory=list)  # {"file", "reason"}
+    #: device-synchronised seconds of the computation behind the sum, over every session and process (NaN: a
+    #: checkpoint written before this was kept)
+    compute_s: float = 0.0
 
     def add(self, maps: torch.Tensor, names: Sequence[str]) -> int:
         """Add a batch of maps (B, H, W); non-finite maps are skipped (the official NaN check). Returns # added."""
@@ -148,6 +151,7 @@ class ErfAccumulator:
             else:
                 self.total = self.total + other.total
         self.count += other.count
+        self.compute_s += other.compute_s
         self.processed += list(other.processed)
         self.skipped += list(other.skipped)
         return self

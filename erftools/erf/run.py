@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import platform
 import re
@@ -310,6 +311,7 @@ def _combine(run: _ErfRun, local: dict, meta: ErfMeta) -> tuple[dict, list] | No
     parts = run.dist.gather({"processed": {t: local[t].processed for t in run.targets},
                              "skipped": {t: local[t].skipped for t in run.targets},
                              "count": {t: local[t].count for t in run.targets},
+                             "compute_s": {t: local[t].compute_s for t in run.targets},
                              "meta": meta, "rss": _peak_rss_bytes(), "converted": list(run.images.converted),
                              "backends": backend_report()})
     if run.dist.rank != 0:
@@ -320,6 +322,7 @@ def _combine(run: _ErfRun, local: dict, meta: ErfMeta) -> tuple[dict, list] | No
         acc = ErfAccumulator(totals[t] if any(p["count"][t] for p in parts) else None, 0, [], [])
         for p in parts:
             acc.count += p["count"][t]
+            acc.compute_s += p["compute_s"][t]
             acc.processed += p["processed"][t]
             acc.skipped += p["skipped"][t]
         acc.merge(run.base[t])
@@ -384,8 +387,9 @@ def _write_matrices(run: _ErfRun, accs: dict, m0: ErfMeta, theoretical: dict) ->
     return per_target
 
 
-def _timings(run: _ErfRun, metas: list, parts: list) -> ErfTimings:
-    """The run's timings: this session's wall and compute time (the slowest process), loading, throughput."""
+def _timings(run: _ErfRun, metas: list, parts: list, acc: ErfAccumulator) -> ErfTimings:
+    """The run's timings: this session's wall and compute time (the slowest process), loading, throughput; and the
+    whole run's computation (every session and process: ``acc.compute_s``, unknown for older checkpoints)."""
     compute_s = max(m.timings["compute_s"] for m in metas)
     n_now = sum(m.timings["images_computed"] for m in metas)
     wall = time.perf_counter() - run.t_start
@@ -396,7 +400,10 @@ def _timings(run: _ErfRun, metas: list, parts: list) -> ErfTimings:
                       load_s=round(sum(m.timings["load_s"] for m in metas), 3), images_computed_this_session=n_now,
                       seconds_per_image=round(compute_s * run.dist.world / n_now, 4) if n_now else None,
                       images_per_second=round(n_now / wall, 4) if n_now and wall > 0 else None,
-                      peak_rss_bytes=max(rss) if rss else None, cuda_peak_bytes=max(cuda_peaks) if cuda_peaks else None)
+                      peak_rss_bytes=max(rss) if rss else None, cuda_peak_bytes=max(cuda_peaks) if cuda_peaks else None,
+                      run_compute_s=round(acc.compute_s, 3) if math.isfinite(acc.compute_s) else None,
+                      run_seconds_per_image=(round(acc.compute_s / acc.count, 4)
+                                             if acc.count and math.isfinite(acc.compute_s) else None))
 
 
 def _record(run: _ErfRun, accs: dict, per_target: dict, parts: list, m0: ErfMeta, timings: ErfTimings):
@@ -455,7 +462,7 @@ def _run_steps(run: _ErfRun, resume, overwrite) -> dict:
     metas = [p["meta"] for p in parts]
     m0 = next((m for m in metas if any(m.feature_shapes.values())), metas[0])
     per_target = _write_matrices(run, accs, m0, theoretical)
-    record = _record(run, accs, per_target, parts, m0, _timings(run, metas, parts))
+    record = _record(run, accs, per_target, parts, m0, _timings(run, metas, parts, accs[run.targets[0]]))
     return _runfolder.share(run.dist, _finish(run, record))
 
 

@@ -127,6 +127,18 @@ def _create_replknet(entry: ModelEntry, path: Path | None, num_classes: int | No
     return model
 
 
+def _refuse_unreachable_hub(entry: ModelEntry, source: WeightSource, tagged: str) -> None:
+    """Fail in seconds, not after huggingface_hub's minute of retries, when the file is not cached and the hub cannot
+    be reached (:func:`erftools._download.hub_unreachable_reason`)."""
+    from . import is_cached
+    from .._download import hub_unreachable_reason
+
+    if is_cached(entry, source.tag) is False and (why := hub_unreachable_reason()):
+        raise ErftoolsError(f"could not get the pretrained weights {tagged} from the Hugging Face hub ({why}) and "
+                            f"they are not in the cache. Connect this machine to the network, or "
+                            + _offline_hint(entry)[0].lower() + _offline_hint(entry)[1:])
+
+
 def _create_timm(entry: ModelEntry, source: WeightSource | None, path: Path | None, num_classes: int | None,
                  name_tag: str | None, **kwargs) -> torch.nn.Module:
     import timm
@@ -136,6 +148,7 @@ def _create_timm(entry: ModelEntry, source: WeightSource | None, path: Path | No
         kwargs["num_classes"] = num_classes
     if source is not None and source.hf_hub_id:  # pretrained through timm / the HF hub
         tagged = f"{arch}.{source.tag}" if source.tag else arch
+        _refuse_unreachable_hub(entry, source, tagged)
         try:
             return timm.create_model(tagged, pretrained=True, **kwargs)
         except Exception as exc:

@@ -333,7 +333,7 @@ class LayerEntry(Entry):
 @dataclass
 class ErfTimings(Entry):
     """An ERF run's timings (``erf.json`` ``timings``; the slowest process's compute time)."""
-    OPTIONAL: ClassVar[tuple] = ("peak_rss_bytes", "cuda_peak_bytes")
+    OPTIONAL: ClassVar[tuple] = ("peak_rss_bytes", "cuda_peak_bytes", "run_compute_s", "run_seconds_per_image")
     wall_s: float | None = _opt(_NUM)
     compute_s: float | None = _opt(_NUM)
     prepare_s: float | None = _opt(_NUM)
@@ -343,6 +343,9 @@ class ErfTimings(Entry):
     images_per_second: float | None = _opt(_NUM)
     peak_rss_bytes: int | None = _opt(_INT)
     cuda_peak_bytes: int | None = _opt(_INT)
+    #: the whole run, every session and process (a resumed run: more than this session's ``compute_s``)
+    run_compute_s: float | None = _opt(_NUM)
+    run_seconds_per_image: float | None = _opt(_NUM)
 
 
 #: fingerprint keys that only explain a difference of the image list (``images_sha256``): they never refuse on their

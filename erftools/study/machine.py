@@ -1,26 +1,19 @@
 """The machine at hand, measured in seconds for ``--dry-run``: its fp32 GEMM rate now (so the committed benchmarks'
-times can be scaled to it), and whether the download hosts can be reached.
+times can be scaled to it); whether the download hosts can be reached is :func:`erftools._download.reachable`.
 
 * :func:`gemm_rate`: the best GFLOP/s of ``torch.mm`` and of the same product as a channels-last 1x1 convolution
   (what the models run, through oneDNN), best of several calls each, on two shapes of RepLKNet's 1x1 convolutions
   (the shapes of ``benchmarks/erf_lower_bound.py``); about a second on a 2-core CPU. The benchmarks record the same
   rate beside their timings (``gemm.best_gflops``), so a time scales by ``benchmark rate / rate now``.
-* :func:`reachable`: a TCP connection to the host's port, with a short timeout (``REACH_TIMEOUT_S``); no request
-  is sent, nothing is downloaded.
 """
 from __future__ import annotations
 
-import socket
 import time
-from urllib.parse import urlsplit
 
-#: seconds to wait for a download host's TCP handshake before calling it unreachable (a reachable host answers in
-#: well under a second; an offline machine fails at once or waits out this timeout)
-REACH_TIMEOUT_S = 2.0
 #: (m, k, n) of the products timed: pixels x C_in @ C_in x C_out of two of RepLKNet-31B's 1x1 convolutions at 1024
 SHAPES = ((4096, 512, 2048), (1024, 1024, 4096))
 
-__all__ = ["gemm_rate", "reachable", "host_of", "REACH_TIMEOUT_S"]
+__all__ = ["gemm_rate"]
 
 
 def _best(fn, repeats: int) -> float:
@@ -49,22 +42,3 @@ def gemm_rate(repeats: int = 3) -> float:
             w = torch.randn(n, k, 1, 1)
             best = max(best, flop / _best(lambda: F.conv2d(x, w), repeats) / 1e9)
     return best
-
-
-def host_of(url: str) -> tuple[str, int] | None:
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return None
-    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
-    """Whether ``url``'s host accepts a TCP connection within ``timeout`` seconds."""
-    host = host_of(url)
-    if host is None:
-        return False
-    try:
-        with socket.create_connection(host, timeout=timeout):
-            return True
-    except OSError:
-        return False

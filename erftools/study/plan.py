@@ -185,20 +185,11 @@ def _device(study: Study, device: str | None) -> str:
 NETWORK = "to download (network needed)"
 
 
-def _hub_endpoint() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-    except Exception:  # noqa: BLE001 - no huggingface_hub: the default endpoint
-        return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-
-
 def _weights_line(m, choice, reach: dict) -> tuple[str, str]:
     """(text, mark) of one model's weights: where they come from, cached or to be downloaded."""
     from ..models import is_cached, resolve
     from ..models._weights import hub_checkpoint_path
-    from .machine import REACH_TIMEOUT_S, host_of, reachable
+    from .._download import REACH_TIMEOUT_S, host_of, hub_endpoint, reachable
 
     w = choice.weights
     if w == "random":
@@ -208,7 +199,7 @@ def _weights_line(m, choice, reach: dict) -> tuple[str, str]:
     if w.startswith(("http://", "https://")):
         url, cached, text = w, hub_checkpoint_path(w).is_file(), w
     elif src is not None and src.downloadable:
-        url = src.url or f"{_hub_endpoint().rstrip('/')}/{src.hf_hub_id}"
+        url = src.url or f"{hub_endpoint().rstrip('/')}/{src.hf_hub_id}"
         cached, text = is_cached(entry, src.tag), f"{src.tag}: {src.url or f'Hugging Face hub {src.hf_hub_id}'}"
     else:
         return choice.how, "ok"

@@ -107,7 +107,10 @@ def test_interrupt_then_wrong_and_right_resume(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "refusing to resume" in err and "size" in err and "--overwrite" in err and "overwrite=True" not in err
     assert main(base + ["--size", "64"]) == 0  # the same command continues
+    summary = capsys.readouterr().out
     rec = read_record(out, "erf")
+    whole = rec["timings"]["run_compute_s"]  # the timing line covers the whole run, not only this session
+    assert "this session 2 of them in" in summary and f"the whole run {whole:.1f} s of computation" in summary
     assert rec["resumed"] and rec["num_images"] == 3
     assert main(base + ["--size", "64", "--resume"]) == 0  # finished with these settings: nothing to do
     assert read_record(out, "erf")["created"] == rec["created"]

@@ -116,6 +116,35 @@ def test_pretrained_offline_errors_say_what_to_do():
         create_model("replknet-7", weights="pretrained")
 
 
+
+def test_unreachable_hub_fails_at_once_without_timm_retrying(monkeypatch):
+    """Offline, huggingface_hub retries for about a minute; erftools probes the hub's host first (a closed port on
+    127.0.0.1 here: refused at once) and never starts timm's download."""
+    import socket
+
+    import timm
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    for k in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    real = timm.create_model
+
+    def no_download(name, pretrained=False, **kw):
+        assert not pretrained, "timm's hub download started although the hub cannot be reached"
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", no_download)
+    with pytest.raises(ErftoolsError, match=r"resnet101.tv_in1k .*127.0.0.1 did not answer.*weights=PATH"):
+        create_model("resnet-101", weights="pretrained")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ErftoolsError, match="HF_HUB_OFFLINE is set.*not in the cache"):
+        create_model("resnet-101", weights="pretrained")
+
+
 # ---- downloads from a server on 127.0.0.1 ------------------------------------------------------------------------
 @pytest.fixture()
 def served(tmp_path, fixtures_dir):
