@@ -5,6 +5,8 @@ changes the result) and the flags, :meth:`RunFolder.decide` answers:
 
 * ``FINISHED``: the folder holds the finished run of these settings: return it (the engine may re-analyse it);
 * ``RESUME``: it holds an interrupted run of these settings: continue it;
+* ``GROW``: it holds a finished run that the engine can extend to these settings (``grows``; the ERF: the same run
+  with more images): continue from it;
 * ``FRESH``: nothing to continue (or ``overwrite``): start again;
 * and refuses, naming each difference, a finished or interrupted run of other settings (``overwrite=True`` /
   ``--overwrite`` discards it), a ``resume=True`` with nothing to resume, and ``resume`` with ``overwrite``.
@@ -31,9 +33,9 @@ from .results.records import FAILURE_FILE, RECORD_FILES, Fingerprint
 
 log = logging.getLogger(__name__)
 
-FRESH, RESUME, FINISHED = "fresh", "resume", "finished"
+FRESH, RESUME, FINISHED, GROW = "fresh", "resume", "finished", "grow"
 
-__all__ = ["RunKind", "RunFolder", "FRESH", "RESUME", "FINISHED", "held", "share", "differences", "short"]
+__all__ = ["RunKind", "RunFolder", "FRESH", "RESUME", "FINISHED", "GROW", "held", "share", "differences", "short"]
 
 
 def short(value) -> str:
@@ -85,11 +87,13 @@ class RunFolder:
     """One run folder under the protocol: ``decide`` what it holds, then the engine computes and writes."""
 
     def __init__(self, out: str | os.PathLike, kind: RunKind, fingerprint: dict, *, resume: bool | None = None,
-                 overwrite: bool = False):
+                 overwrite: bool = False, grows: Callable[[dict], "bool | str"] | None = None):
+        """``grows(finished record)``: True when the engine can extend that finished run of other settings to these
+        (``GROW``), else False, or a sentence saying why not (added to the refusal)."""
         if resume and overwrite:
             raise ErftoolsError("resume and overwrite contradict each other; choose one")
         self.out, self.kind, self.fingerprint = Path(out), kind, fingerprint
-        self.resume, self.overwrite = bool(resume), bool(overwrite)
+        self.resume, self.overwrite, self.grows = bool(resume), bool(overwrite), grows
 
     def existing(self) -> dict | None:
         """The folder's record as a JSON object of this kind (None: none, unreadable or foreign)."""
@@ -108,11 +112,15 @@ class RunFolder:
         if record is not None and record.get("complete"):
             saved = {**(self.kind.defaults or {}), **(record.get("fingerprint") or {})}
             if differences(saved, self.fingerprint, self.kind.keys):
+                grows = self.grows(record) if self.grows is not None else False
+                if grows is True:
+                    return GROW, record
                 who = self.kind.who(record) if self.kind.who else ""
                 raise ErftoolsError(
                     f"{self.out} already holds a finished {self.kind.title} run{who} with other settings "
-                    f"({_details(saved, self.fingerprint, self.kind.keys, 'finished run')}); pass overwrite=True to "
-                    "replace it, or choose another output folder")
+                    f"({_details(saved, self.fingerprint, self.kind.keys, 'finished run')})"
+                    + (f"; {grows}" if isinstance(grows, str) and grows else "")
+                    + "; pass overwrite=True to replace it, or choose another output folder")
             return FINISHED, record
         if interrupted is not None:
             interrupted = {**(self.kind.defaults or {}), **interrupted}

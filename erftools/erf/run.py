@@ -39,13 +39,14 @@ import torch
 
 from .. import _runfolder
 from .._dist import Dist
-from .._io import save_npy, sha256_strings
+from .._io import save_npy
 from ..models.prepare import parameter_dtype, parameters_sha256  # noqa: F401  (parameters_sha256: re-exported)
 from ..results.records import (ERF_CHECKPOINT, ERF_FIGURE, ERF_MATRIX, ERF_RECORD, ErfTimings, LayerEntry, new_record,
                                write_record)
 from . import checkpoint
 from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, radial_profile
 from .compute import FINAL, ErfAccumulator, ErfMeta, accumulate, resolve_device
+from .grow import can_grow, files_sha256, finished_sums
 from .matrix import load_matrix, read_run  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -78,19 +79,12 @@ def fingerprint(info, images, *, model: torch.nn.Module | None = None, seed: int
     """
     from ..ops._dispatch import ENV_VAR
 
-    stats = []
-    for f in images.files:
-        try:
-            st = (Path(images.root) / f).stat()
-            stats.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
-        except OSError:
-            stats.append(f"{f}|missing")
     return {"model": info.name, "arch": info.arch, "weights": info.weights, "weights_sha256": info.weights_sha256,
             "parameters_sha256": parameters_sha256(model) if model is not None else None,
             "seed": seed, "model_kwargs": dict(model_kwargs or {}),
             "num_images": len(images.files), "sampler": images.sampler, "sample_seed": images.seed,
             "images_sha256": images.sha256, "images_root": str(images.root),
-            "images_files_sha256": sha256_strings(stats),
+            "images_files_sha256": files_sha256(images.root, images.files),
             "size": int(images.size), "mean": [float(v) for v in images.mean],
             "std": [float(v) for v in images.std],
             "dtype": parameter_dtype(model) if model is not None else None,
@@ -252,8 +246,10 @@ def _plan(model, images, out_dir, *, layers, precision, allow_low_precision, see
 
 def _open_state(run: _ErfRun, resume, overwrite) -> dict | None:
     """The protocol's answer for the folder: the finished record (returned as it is), or the saved sums to continue
-    (``run.base``) and a new checkpoint generation written by rank 0 (an old partial record removed)."""
-    folder = _runfolder.RunFolder(run.out, ERF_RUN, run.fingerprint, resume=resume, overwrite=overwrite)
+    (``run.base``: an interrupted run's, or a finished run's that grows, :mod:`erftools.erf.grow`) and a new
+    checkpoint generation written by rank 0 (then the old record removed)."""
+    grows = functools.partial(can_grow, fingerprint=run.fingerprint, images=run.images, keys=FINGERPRINT_KEYS)
+    folder = _runfolder.RunFolder(run.out, ERF_RUN, run.fingerprint, resume=resume, overwrite=overwrite, grows=grows)
     state, existing = folder.decide(None if overwrite else checkpoint.saved_fingerprint(run.ckdir))
     if state == _runfolder.FINISHED:
         log.warning("%s already holds the finished run of these settings; nothing to compute", run.out)
@@ -262,6 +258,11 @@ def _open_state(run: _ErfRun, resume, overwrite) -> dict | None:
     if state == _runfolder.RESUME:
         run.base, run.generation = checkpoint.load_checkpoint(run.ckdir, run.size, run.targets, run.images.files)
         run.resumed = True
+    elif state == _runfolder.GROW:
+        run.base, run.resumed = finished_sums(run.out, existing, run.targets), True
+        if run.dist.rank == 0:
+            log.info("growing the finished run of %d images in %s to %d images: the %d done are kept",
+                     existing["num_images"], run.out, len(run.images.files), existing["num_images"])
     run.dist.barrier()  # everyone has read the checkpoint before rank 0 rewrites it
     if run.dist.rank == 0:
         if overwrite:
@@ -269,10 +270,10 @@ def _open_state(run: _ErfRun, resume, overwrite) -> dict | None:
             for name in (ERF_RECORD, ERF_MATRIX, ERF_FIGURE):
                 (run.out / name).unlink(missing_ok=True)
             shutil.rmtree(run.out / LAYER_DIR, ignore_errors=True)
-        elif existing is not None:
-            (run.out / ERF_RECORD).unlink(missing_ok=True)  # an old partial record must not describe the new files
         checkpoint.start(run.ckdir, run.fingerprint, run.base, run.generation + 1)
         run.wrote_checkpoint = True
+        if existing is not None:  # the sums to continue from are on disk; the old record must not describe new files
+            (run.out / ERF_RECORD).unlink(missing_ok=True)
     run.generation += 1
     run.dist.barrier()
     return None

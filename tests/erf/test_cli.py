@@ -179,12 +179,44 @@ def test_one_formatter_per_statistic(tmp_path, capsys):
     assert "0.049 (3 px)" in format_table([("x", [AreaRatio(0.2, 3, 0.00049)])])
 
 
-def test_more_images_into_a_finished_run_names_the_setting(tmp_path, capsys):
-    """The Quick start's run, then the same command with more images: refused naming num_images, not hashes."""
+def test_more_images_grow_a_finished_run(tmp_path, capsys):
+    """The Quick start's run, then the same command with more images: the finished images are kept and only the new
+    ones computed; the matrix equals a run of all of them from scratch (the kept mean is float32: ~1e-7)."""
     out = ["--out", str(tmp_path / "r")]
+    more = [a if a != "2" else "4" for a in TINY]
     assert main(["erf", "--model", "resnet18", *TINY, *out]) == 0
+    first = read_record(tmp_path / "r", "erf")
+    assert main(["erf", "--model", "resnet18", *more, *out]) == 0
+    grown = read_record(tmp_path / "r", "erf")
+    assert grown["num_images"] == 4 and grown["resumed"] and set(first["processed"]) < set(grown["processed"])
+    assert grown["timings"]["images_computed_this_session"] == 2
+    assert main(["erf", "--model", "resnet18", *more, "--out", str(tmp_path / "fresh")]) == 0
+    a, b = np.load(tmp_path / "r" / ERF_MATRIX), np.load(tmp_path / "fresh" / ERF_MATRIX)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.abs(b).max()))
     capsys.readouterr()
-    more = [a if a != "2" else "3" for a in TINY]
-    assert main(["erf", "--model", "resnet18", *more, *out]) == 1
+    assert main(["erf", "--model", "resnet18", *TINY, *out]) == 1  # fewer images: refused, naming the setting
     err = capsys.readouterr().err
-    assert "num_images: 2 -> 3" in err and "images_sha256" not in err and "--overwrite" in err
+    assert "num_images: 4 -> 2" in err and "never fewer" in err and "images_sha256" not in err and "--overwrite" in err
+
+
+def test_a_larger_random_sample_without_the_finished_images_is_refused(tmp_path, capsys):
+    from erftools.images import sample_images
+
+    from ._erf_helpers import write_image
+
+    names = [f"im{i:02d}.png" for i in range(25)]
+    for i, n in enumerate(names):
+        write_image(tmp_path / "imgs" / n, (40, 40), seed=i)
+    # the precondition (CPython's random.sample): this seeded draw of 6 does not contain the draw of 2
+    assert not set(sample_images(names, 2, "random", 0)) <= set(sample_images(names, 6, "random", 0))
+    base = ["erf", "--model", "resnet18", "--weights", "random", "--size", "32", "--no-progress", "--images",
+            str(tmp_path / "imgs"), "--out", str(tmp_path / "r"), "--sampler", "random"]
+    assert main(base + ["--num-images", "2"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--num-images", "6"]) == 1
+    err = capsys.readouterr().err
+    assert "num_images: 2 -> 6" in err and "does not contain the 2" in err and "--sampler sequential" in err
+    assert read_record(tmp_path / "r", "erf")["num_images"] == 2  # the finished run is untouched
+    assert main(base[:-2] + ["--sampler", "sequential", "--num-images", "2", "--overwrite"]) == 0
+    assert main(base[:-2] + ["--sampler", "sequential", "--num-images", "6"]) == 0  # sequential: always grows
+    assert read_record(tmp_path / "r", "erf")["num_images"] == 6

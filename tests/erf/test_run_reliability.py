@@ -120,6 +120,22 @@ def test_resumed_random_network_equals_the_uninterrupted_one(tmp_path, folder):
     np.testing.assert_allclose(np.load(out / ERF_MATRIX), np.load(tmp_path / "full" / ERF_MATRIX), rtol=1e-6)
 
 
+
+def test_an_interrupted_growth_continues_and_loses_nothing(tmp_path, folder):
+    """A finished 2-image run grown to 3, interrupted after its first new image, then continued: the 2 finished
+    images are still in the sum (never recomputed), and the matrix is that of the 3 images."""
+    kw = dict(device="cpu", progress=False, plot=False, batch_size=1, seed=0)
+    run_erf(tiny_resnet(0), _images(folder, n=3), tmp_path / "full", **kw)
+    out = tmp_path / "g"
+    run_erf(tiny_resnet(0), _images(folder, n=2), out, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run_erf(tiny_resnet(0), _images(folder), out, on_batch=_stop_after_first, **kw)
+    assert not (out / ERF_RECORD).exists() and (out / CHECKPOINT_DIR).is_dir()  # an interrupted run now
+    rec = _resume(out, tiny_resnet(0), _images(folder))
+    assert rec["num_images"] == 3 and rec["timings"]["images_computed_this_session"] == 0
+    np.testing.assert_allclose(np.load(out / ERF_MATRIX), np.load(tmp_path / "full" / ERF_MATRIX), rtol=1e-5)
+
+
 # ---- 4. one writer per folder ---------------------------------------------------------------------------------------
 def test_second_run_into_a_locked_folder_is_refused_naming_the_holder(tmp_path, folder):
     out = tmp_path / "run"
