@@ -33,7 +33,7 @@ class FolderLockedError(ErftoolsError):
     """Another live run holds the folder."""
 
 
-def _describe(holder: dict | None) -> str:
+def describe_holder(holder: dict | None) -> str:
     if not holder:
         return "another process"
     started = holder.get("started")
@@ -43,13 +43,21 @@ def _describe(holder: dict | None) -> str:
             + (f": {cmd}" if cmd else "") + ")")
 
 
-def _read(fd: int) -> dict | None:
+def read_holder(fd: int) -> dict | None:
+    """The holder a lock file names (its open descriptor ``fd``), or None when it is empty or unreadable."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         data = os.read(fd, 65536)
         return json.loads(data.decode("utf-8")) if data.strip() else None
     except (OSError, ValueError):
         return None
+
+
+def write_holder(fd: int, holder: dict) -> None:
+    """Name ``holder`` in the lock file open as ``fd`` (replacing what it said)."""
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(holder).encode("utf-8"))
 
 
 def lock_holder(folder: str | os.PathLike) -> dict | None:
@@ -65,7 +73,7 @@ def lock_holder(folder: str | os.PathLike) -> dict | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            return _read(fd) or {}
+            return read_holder(fd) or {}
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
@@ -101,12 +109,12 @@ def run_lock(folder: str | os.PathLike, *, what: str = "run") -> Iterator[dict]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = _read(fd)
+            holder = read_holder(fd)
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise ErftoolsError(f"cannot lock {path} ({exc.strerror or exc})") from exc
             raise FolderLockedError(
-                f"{folder} is being written by {_describe(holder)}; wait for it to finish, or choose another "
+                f"{folder} is being written by {describe_holder(holder)}; wait for it to finish, or choose another "
                 f"output folder") from None
         # the file may have been removed (released) between open and flock: then lock the new one
         try:
@@ -117,17 +125,15 @@ def run_lock(folder: str | os.PathLike, *, what: str = "run") -> Iterator[dict]:
             break
         os.close(fd)
     try:
-        old = _read(fd)
+        old = read_holder(fd)
         if old:
             if old.get("host") not in (None, me["host"]):
                 log.warning("%s names a holder on another host (%s); its lock is not held here, so it is taken "
-                            "over. Two hosts must not write one folder at the same time.", path, _describe(old))
+                            "over. Two hosts must not write one folder at the same time.", path, describe_holder(old))
             else:
                 log.warning("taking over the lock of %s, left by %s, which is no longer running", folder,
-                            _describe(old))
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(me).encode("utf-8"))
+                            describe_holder(old))
+        write_holder(fd, me)
         os.fsync(fd)
         removed = remove_stale_temporaries(folder)
         if removed:

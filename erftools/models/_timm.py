@@ -98,8 +98,13 @@ def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict:
         raise ErftoolsError("the checkpoint holds training-time (lkb_origin/small_conv) weights but the model was "
                             "built with small_kernel_merged=True; build it without small_kernel_merged and call "
                             "model.structural_reparam() after loading")
+    return require_same_keys(model, sd)
+
+
+def require_same_keys(model, sd: dict) -> dict:
+    """``sd`` when it holds ``model``'s keys, else an error naming the missing and unexpected ones. The classifier
+    is not compared: timm drops or replaces it when ``num_classes`` differs from the checkpoint's."""
     own = model.state_dict()
-    # the classifier may be dropped or replaced by timm (num_classes differs from the checkpoint's): not checked here
     missing = [k for k in own if k not in sd and not k.startswith("head.")]
     unexpected = [k for k in sd if k not in own and not k.startswith("head.")]
     if missing or unexpected:
@@ -107,6 +112,34 @@ def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict:
                             f"({getattr(model, 'pretrained_cfg', {}).get('architecture', '?')}): "
                             f"{describe_mismatch(missing, unexpected)}. Check the variant and its keyword arguments.")
     return sd
+
+
+def use_downloaded(url: str, sha256: str | None, kwargs: dict) -> None:
+    """Download ``url`` through erftools (cached, resumable, hash-checked) and hand timm the local file."""
+    path = fetch_url(url, sha256, cache_dir=kwargs.get("cache_dir"),
+                     offline_hint="Offline, pass a local file: timm.create_model(name, pretrained=True, "
+                                  "pretrained_cfg_overlay=dict(file=PATH)).")
+    kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(path))
+
+
+def register_entrypoints(create, variants: dict, namespace: dict) -> None:
+    """One timm entry point per variant, ``create(variant, pretrained, **kwargs)``, defined in and exported from the
+    module whose globals are ``namespace``, and registered with timm."""
+    for variant, entry in variants.items():
+        fn = _entrypoint(create, variant, entry, namespace["__name__"])
+        namespace[variant] = fn
+        namespace["__all__"].append(variant)
+        register_model(fn)
+
+
+def _entrypoint(create, variant: str, entry: ModelEntry, module: str):
+    def entrypoint(pretrained: bool = False, **kwargs):
+        return create(variant, pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = variant
+    entrypoint.__module__ = module
+    entrypoint.__doc__ = f"{entry.description} (erftools)"
+    return entrypoint
 
 
 def _resolve_weights_file(variant: str, kwargs: dict) -> None:
@@ -118,10 +151,7 @@ def _resolve_weights_file(variant: str, kwargs: dict) -> None:
     src = _SOURCES.get((variant, cfg.tag or ""))
     if cfg.url:
         sha = src.sha256 if src is not None and src.url == cfg.url else None  # else: from the file name
-        path = fetch_url(str(cfg.url), sha, cache_dir=kwargs.get("cache_dir"),
-                         offline_hint="Offline, pass a local file: timm.create_model(name, pretrained=True, "
-                                      "pretrained_cfg_overlay=dict(file=PATH)).")
-        kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(path))
+        use_downloaded(str(cfg.url), sha, kwargs)
     elif src is not None and src.manual:
         raise ErftoolsError(f"the {src.description} weights of {variant} are only on Google Drive/Baidu "
                             f"({src.manual}) and cannot be fetched automatically: download the file and pass "
@@ -145,18 +175,4 @@ def _create_replknet(variant: str, pretrained: bool = False, **kwargs) -> RepLKN
         **model_args)
 
 
-def _make_entrypoint(variant: str, entry: ModelEntry):
-    def entrypoint(pretrained: bool = False, **kwargs) -> RepLKNet:
-        return _create_replknet(variant, pretrained, **kwargs)
-
-    entrypoint.__name__ = entrypoint.__qualname__ = variant
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"{entry.description} (erftools)"
-    return entrypoint
-
-
-for _variant, _entry in _VARIANTS.items():
-    _fn = _make_entrypoint(_variant, _entry)
-    globals()[_variant] = _fn
-    __all__.append(_variant)
-    register_model(_fn)
+register_entrypoints(_create_replknet, _VARIANTS, globals())

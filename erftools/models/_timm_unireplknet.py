@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import warnings
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, generate_default_cfgs, resolve_pretrained_cfg
 
 from .._io import ErftoolsError
 from ._registry import REGISTRY, ModelEntry, WeightSource
-from ._timm import timm_name, timm_tag
-from ._weights import describe_mismatch, fetch_url, unwrap_state_dict
+from ._timm import register_entrypoints, require_same_keys, timm_name, timm_tag, use_downloaded
+from ._weights import unwrap_state_dict
 from .unireplknet import CONFIGS, UniRepLKNet
 from .unireplknet_weights import (CROP_PCT_BELOW_384, LICENSE, convert_unireplknet_keys, is_deploy_state_dict,
                                   num_classes_of)
@@ -63,15 +63,7 @@ def checkpoint_filter_fn(state_dict: dict, model: UniRepLKNet) -> dict:
     elif not is_deploy_state_dict(sd) and model.is_reparameterized:
         raise ErftoolsError("the checkpoint is in the training structure but the model was built with deploy=True; "
                             "build it without deploy and call model.structural_reparam() after loading")
-    own = model.state_dict()
-    # the classifier may be dropped or replaced by timm (num_classes differs from the checkpoint's): not checked here
-    missing = [k for k in own if k not in sd and not k.startswith("head.")]
-    unexpected = [k for k in sd if k not in own and not k.startswith("head.")]
-    if missing or unexpected:
-        raise ErftoolsError(f"the pretrained checkpoint does not match UniRepLKNet "
-                            f"({getattr(model, 'pretrained_cfg', {}).get('architecture', '?')}): "
-                            f"{describe_mismatch(missing, unexpected)}. Check the variant and its keyword arguments.")
-    return sd
+    return require_same_keys(model, sd)
 
 
 def _resolve_weights_file(variant: str, kwargs: dict) -> None:
@@ -88,10 +80,7 @@ def _resolve_weights_file(variant: str, kwargs: dict) -> None:
     if sha is None:
         warnings.warn(f"{variant}.{cfg.tag}: no published SHA-256 is pinned for {cfg.url}; downloaded unverified",
                       stacklevel=3)
-    path = fetch_url(str(cfg.url), sha, cache_dir=kwargs.get("cache_dir"),
-                     offline_hint="Offline, pass a local file: timm.create_model(name, pretrained=True, "
-                                  "pretrained_cfg_overlay=dict(file=PATH)).")
-    kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(path))
+    use_downloaded(str(cfg.url), sha, kwargs)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> UniRepLKNet:
@@ -102,18 +91,4 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> UniRepLKNet:
                                 **dict(CONFIGS[_VARIANTS[variant].arch], **kwargs))
 
 
-def _make_entrypoint(variant: str, entry: ModelEntry):
-    def entrypoint(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-        return _create(variant, pretrained, **kwargs)
-
-    entrypoint.__name__ = entrypoint.__qualname__ = variant
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"{entry.description} (erftools)"
-    return entrypoint
-
-
-for _variant, _entry in _VARIANTS.items():
-    _fn = _make_entrypoint(_variant, _entry)
-    globals()[_variant] = _fn
-    __all__.append(_variant)
-    register_model(_fn)
+register_entrypoints(_create, _VARIANTS, globals())

@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from ..ops import DepthwiseConv2d
 
 __all__ = ["RepLKNet", "ReparamLargeKernelConv", "RepLKBlock", "ConvFFN", "RepLKNetStage", "CONFIGS",
-           "ScriptableDepthwiseConv2d", "fuse_conv_bn"]
+           "ScriptableDepthwiseConv2d", "scriptable_copy", "fuse_conv_bn"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -51,6 +51,20 @@ class ScriptableDepthwiseConv2d(DepthwiseConv2d):
     @torch.jit.unused
     def _dispatch(self, x: torch.Tensor) -> torch.Tensor:
         return DepthwiseConv2d.forward(self, x)
+
+
+def scriptable_copy(model: nn.Module, swap=None) -> nn.Module:
+    """A copy of ``model`` sharing every parameter and buffer (``torch.jit.script`` compiles it; the eager model is
+    left as it is), with ``swap(copy)`` applied first and every :class:`~erftools.ops.DepthwiseConv2d` made a
+    :class:`ScriptableDepthwiseConv2d`."""
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    clone = copy.deepcopy(model, shared)
+    if swap is not None:
+        swap(clone)
+    for m in clone.modules():
+        if type(m) is DepthwiseConv2d:
+            m.__class__ = ScriptableDepthwiseConv2d
+    return clone
 
 
 def _large_conv_cls() -> type:
@@ -479,12 +493,7 @@ class RepLKNet(nn.Module):
         convolutions as :class:`ScriptableDepthwiseConv2d`; the eager model itself is left as it is."""
         if not any(type(m) is DepthwiseConv2d for m in self.modules()):
             return self
-        shared = {id(t): t for t in itertools.chain(self.parameters(), self.buffers())}
-        clone = copy.deepcopy(self, shared)
-        for m in clone.modules():
-            if type(m) is DepthwiseConv2d:
-                m.__class__ = ScriptableDepthwiseConv2d
-        return clone
+        return scriptable_copy(self)
 
     # -- re-parameterisation and inference fusion ----------------------------------------------------------------
     def structural_reparam(self) -> "RepLKNet":

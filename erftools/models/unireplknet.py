@@ -22,7 +22,6 @@ the results are the same. ``num_classes=None`` alone selects the downstream mode
 """
 
 import contextlib
-import copy
 import itertools
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -34,7 +33,7 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from ..ops import DepthwiseConv2d
-from .replknet import DropPath, ScriptableDepthwiseConv2d
+from .replknet import DropPath, ScriptableDepthwiseConv2d, scriptable_copy
 
 __all__ = ["UniRepLKNet", "UniRepLKNetBlock", "DilatedReparamBlock", "GRNwithNHWC", "SEBlock", "LayerNorm",
            "CONFIGS", "DILATED_BRANCHES", "default_kernel_sizes", "merge_dilated_into_large_kernel"]
@@ -363,6 +362,15 @@ def default_kernel_sizes(depths: Sequence[int]) -> Tuple[Tuple[int, ...], ...]:
     return DEFAULT_KERNEL_SIZES[key]
 
 
+def _scriptable_blocks(model: nn.Module) -> None:
+    """The Dilated Reparam Blocks of ``model`` (a copy) in their TorchScript forms: branches in lists (training
+    structure) or the merged kernel alone (deploy)."""
+    for m in model.modules():
+        if isinstance(m, UniRepLKNetBlock) and isinstance(m.dwconv, DilatedReparamBlock):
+            m.dwconv = (_ScriptableDilatedReparamBlock(m.dwconv) if hasattr(m.dwconv, "origin_bn")
+                        else _DeployDilatedReparamBlock(m.dwconv))
+
+
 class UniRepLKNet(nn.Module):
     """UniRepLKNet with the official constructor arguments and module layout, and the timm model API.
 
@@ -597,16 +605,7 @@ class UniRepLKNet(nn.Module):
     def __prepare_scriptable__(self) -> "UniRepLKNet":
         """For ``torch.jit.script``: a copy sharing every tensor, whose Dilated Reparam Blocks keep their branches
         in lists and whose large kernels run PyTorch's own convolution; the eager model is left as it is."""
-        shared = {id(t): t for t in itertools.chain(self.parameters(), self.buffers())}
-        clone = copy.deepcopy(self, shared)
-        for m in clone.modules():
-            if isinstance(m, UniRepLKNetBlock) and isinstance(m.dwconv, DilatedReparamBlock):
-                m.dwconv = (_ScriptableDilatedReparamBlock(m.dwconv) if hasattr(m.dwconv, "origin_bn")
-                            else _DeployDilatedReparamBlock(m.dwconv))
-        for m in clone.modules():
-            if type(m) is DepthwiseConv2d:
-                m.__class__ = ScriptableDepthwiseConv2d
-        return clone
+        return scriptable_copy(self, _scriptable_blocks)
 
     # -- re-parameterisation -----------------------------------------------------------------------------------------
     def reparameterize_unireplknet(self) -> "UniRepLKNet":

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .._lock import FolderLockedError
+from .._lock import FolderLockedError, describe_holder, read_holder, write_holder
 from .spec import Study, StudyError
 
 STUDY_LOCK = ".erftools-study.lock"
@@ -189,27 +189,6 @@ def _short(v) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- lock
-def _describe(holder: dict | None) -> str:
-    from .._lock import _describe as describe
-
-    return describe(holder)
-
-
-def _read(fd: int) -> dict | None:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        data = os.read(fd, 65536)
-        return json.loads(data.decode("utf-8")) if data.strip() else None
-    except (OSError, ValueError):
-        return None
-
-
-def _write(fd: int, holder: dict) -> None:
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, json.dumps(holder).encode("utf-8"))
-
-
 def _holders(root: Path, main_fd: int) -> str:
     """Who holds a study's lock: the live shards (each names itself in its shard file), else the whole study."""
     import fcntl
@@ -224,11 +203,11 @@ def _holders(root: Path, main_fd: int) -> str:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError:
-            holder = _read(fd) or {}
-            found.append(f"shard {holder.get('shard', '?')} ({_describe(holder)})")
+            holder = read_holder(fd) or {}
+            found.append(f"shard {holder.get('shard', '?')} ({describe_holder(holder)})")
         finally:
             os.close(fd)
-    return ", ".join(found) if found else _describe(_read(main_fd))
+    return ", ".join(found) if found else describe_holder(read_holder(main_fd))
 
 
 def _take(path: Path, mode: int) -> int:
@@ -274,11 +253,11 @@ def study_lock(root: Path, shard: tuple[int, int] | None = None) -> Iterator[dic
             try:
                 fds.append(_take(root / SHARD_LOCK.format(*shard), fcntl.LOCK_EX))
             except _Busy as busy:
-                who = _describe(_read(busy.fd))
+                who = describe_holder(read_holder(busy.fd))
                 os.close(busy.fd)
                 raise FolderLockedError(f"shard {shard[0]}/{shard[1]} of the study in {root} is being run by {who}; "
                                         "wait for it to finish") from None
-        _write(fds[-1], me)
+        write_holder(fds[-1], me)
         yield me
         with contextlib.suppress(OSError):
             os.ftruncate(fds[-1], 0)

@@ -5,6 +5,7 @@ Set ERFTOOLS_SCREENSHOT=PATH to keep a copy of the screenshot (docs/img/dashboar
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -69,13 +70,15 @@ def _results(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def dashboard(tmp_path):
+@contextlib.contextmanager
+def serve_dashboard(results: Path, tmp_path: Path):
+    """``erftools dashboard --results RESULTS`` on a free port of 127.0.0.1, until it answers its health check;
+    yields its URL and stops it afterwards."""
     port = _free_port()
     env = dict(os.environ, HOME=str(tmp_path))  # streamlit writes its config/credentials under HOME
     env.pop("ERFTOOLS_STIMULI", None)
     log = open(tmp_path / "dashboard.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "erftools.cli", "dashboard", "--results", str(_results(tmp_path)),
+    proc = subprocess.Popen([sys.executable, "-m", "erftools.cli", "dashboard", "--results", str(results),
                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -100,6 +103,12 @@ def dashboard(tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    with serve_dashboard(_results(tmp_path), tmp_path) as url:
+        yield url
 
 
 def _wait_for_image(drv, css_key: str) -> None:

@@ -3,19 +3,15 @@ matrix and bars on the Shape-bias page, and the ERF-against-shape-bias correlati
 Chromium, as test_browser.py)."""
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ..study.test_correlation import THRESHOLDS, craft_study
 from .conftest import make_sb_run
-from .test_browser import TIMEOUT, _assert_no_exception, _free_port, _wait_for, _wait_for_image, browser_paths  # noqa: F401
+from .test_browser import (TIMEOUT, _assert_no_exception, _wait_for, _wait_for_image, browser_paths,  # noqa: F401
+                           serve_dashboard)
 
 pytestmark = pytest.mark.browser
 ZERO_SHOT = "openclip:ViT-B-32"
@@ -32,39 +28,6 @@ def _results(root: Path) -> Path:
     return root
 
 
-@contextlib.contextmanager
-def _serve(results: Path, tmp_path: Path):
-    port = _free_port()
-    env = dict(os.environ, HOME=str(tmp_path))
-    env.pop("ERFTOOLS_STIMULI", None)
-    log = open(tmp_path / "dashboard.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "erftools.cli", "dashboard", "--results", str(results),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail("the dashboard did not start:\n" + (tmp_path / "dashboard.log").read_text()[-3000:])
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 def test_consistency_and_correlation_in_chromium(browser_paths, tmp_path):  # noqa: F811
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -78,7 +41,7 @@ def test_consistency_and_correlation_in_chromium(browser_paths, tmp_path):  # no
                 "--disable-dev-shm-usage", "--window-size=1500,1250", f"--user-data-dir={tmp_path / 'profile'}"):
         opts.add_argument(arg)
     results = _results(tmp_path / "results")
-    with _serve(results, tmp_path) as url:
+    with serve_dashboard(results, tmp_path) as url:
         drv = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
         try:
             drv.set_page_load_timeout(TIMEOUT)
