@@ -131,6 +131,19 @@ def sample_images(files: Sequence[str], num: int | None, sampler: str = "random"
     return chosen
 
 
+def files_sha256(root, files) -> str:
+    """The hash of the files' names, sizes and modification times, in order (the fingerprint's
+    ``images_files_sha256``)."""
+    stats = []
+    for f in files:
+        try:
+            st = (Path(root) / f).stat()
+            stats.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
+        except OSError:
+            stats.append(f"{f}|missing")
+    return sha256_strings(stats)
+
+
 @dataclass
 class ImageList:
     """A chosen list of image files and how to preprocess them (what the ERF run records)."""

@@ -18,28 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import sha256_strings
 from .._runfolder import differences
+from ..images import files_sha256
 from ..results.records import ERF_MATRIX
 from .compute import FINAL, ErfAccumulator
 
 #: the fingerprint keys a grown run may differ in: the number of images, and the hashes that follow from the list
 GROWABLE = frozenset({"num_images", "images_sha256", "images_files_sha256"})
 
-__all__ = ["GROWABLE", "can_grow", "finished_sums", "files_sha256"]
-
-
-def files_sha256(root, files) -> str:
-    """The hash of the files' names, sizes and modification times, in order (the fingerprint's
-    ``images_files_sha256``)."""
-    stats = []
-    for f in files:
-        try:
-            st = (Path(root) / f).stat()
-            stats.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
-        except OSError:
-            stats.append(f"{f}|missing")
-    return sha256_strings(stats)
+__all__ = ["GROWABLE", "can_grow", "finished_sums"]
 
 
 def can_grow(record: dict, *, fingerprint: dict, images, keys) -> bool | str:

@@ -46,7 +46,8 @@ from ..results.records import (ERF_CHECKPOINT, ERF_FIGURE, ERF_MATRIX, ERF_RECOR
 from . import checkpoint
 from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, radial_profile
 from .compute import FINAL, ErfAccumulator, ErfMeta, accumulate, resolve_device
-from .grow import can_grow, files_sha256, finished_sums
+from ..images import files_sha256
+from .grow import can_grow, finished_sums
 from .matrix import load_matrix, read_run  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)

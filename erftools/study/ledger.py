@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from .._io import sha256_file, sha256_strings, write_json
+from .._io import sha256_file, write_json
 from .jobs import Job
 from .spec import Study
 
@@ -34,14 +34,9 @@ def _file_state(weights: str | None) -> dict | None:
 def _images_state(images) -> dict | None:
     if images is None:
         return None
-    stats = []
-    for f in images.files:
-        try:
-            st = (Path(images.root) / f).stat()
-            stats.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
-        except OSError:
-            stats.append(f"{f}|missing")
-    return {"root": str(images.root), "files": images.sha256, "stats": sha256_strings(stats)}
+    from ..images import files_sha256
+
+    return {"root": str(images.root), "files": images.sha256, "stats": files_sha256(images.root, images.files)}
 
 
 def job_inputs(study: Study, job: Job, weights: str | None, *, images=None, stimuli=None, stimuli_dir=None,
