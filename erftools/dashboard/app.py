@@ -35,6 +35,8 @@ COLOUR_MAPS = (F.PAPER_CMAP, "RdYlGn", "viridis", "magma")
 MAX_DISPLAY_SIDE = 512
 ZOOMS = (1, 2, 4, 8, 16)
 PAGE_SIZE = 12
+#: the pooled-shape-bias bars: their smallest text (plots.BAR_LABEL_PT) is then 14 px at the image's own width
+BARS_DPI = 130
 CLASS_COLOUR = {"shape": "green", "texture": "orange", "other": "gray", "no conflict": "blue"}
 
 
@@ -130,7 +132,7 @@ def _shape_bias_png(lines: tuple) -> bytes:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _shape_bias_bars_png(lines: tuple) -> bytes:
-    return F.png_bytes(F.shape_bias_bars(_lines(lines)), dpi=90)
+    return F.png_bytes(F.shape_bias_bars(_lines(lines)), dpi=BARS_DPI)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -448,13 +450,12 @@ def shape_bias_page(listing: R.Listing, root: Path) -> None:
         row = V.reference_row(name, refs[name])
         lines.append(_line(row))
         table.append(dict(row.cells(), **{"paper Fig. 5": ""}))
-    if lines:
-        left, right = st.columns([3, 2])
-        with left, st.container(key="shape-bias-plot"):
+    if lines:  # one above the other, each as wide as the page: side by side the bars' labels were unreadable
+        with st.container(key="shape-bias-plot"):
             st.image(_shape_bias_png(tuple(lines)),
                      caption="per category: shape decisions / (shape + texture decisions); vertical lines: the "
                              "pooled shape bias of each decision maker (humans in red)")
-        with right, st.container(key="shape-bias-bars"):
+        with st.container(key="shape-bias-bars"):
             st.image(_shape_bias_bars_png(tuple(lines)), caption="pooled shape bias with 95% bootstrap intervals")
     else:
         st.info("Choose one or more decision makers.")

@@ -22,6 +22,9 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#
 _MARKERS = ["o", "s", "^", "v", "P", "X", "*", "<", ">", "p", "h", "d"]
 
 
+#: the smallest text of the shape-bias bars (the value labels), in points
+BAR_LABEL_PT = 8
+
 def entry_from_record(record: dict) -> dict:
     """A plot entry from a shape-bias run record (``summary.json``)."""
     e = {"label": record.get("label") or record.get("model", {}).get("name", "?"),
@@ -147,7 +150,7 @@ def plot_shape_bias_bars(entries: Sequence[dict], path: str | os.PathLike | None
         text = f"{sb:.3f}" + (f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if err is not None else "")
         right = max(sb, ci[1]) if err is not None else sb
         inside = right > 0.72
-        ax.text(0.015 if inside else right + 0.015, i, text, va="center", fontsize=8,
+        ax.text(0.015 if inside else right + 0.015, i, text, va="center", fontsize=BAR_LABEL_PT,
                 color="white" if inside and st["filled"] else "black")
     ax.set_yticks(range(len(items)))
     ax.set_yticklabels([e["label"] for e, _ in items], fontsize=9)

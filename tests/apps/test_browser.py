@@ -166,7 +166,15 @@ def test_dashboard_in_chromium(browser_paths, dashboard, tmp_path):
 
         drv.get(f"{dashboard}/?page=shape-bias")
         _wait_for_image(drv, "shape-bias-plot")
+        _wait_for_image(drv, "shape-bias-bars")
         _assert_no_exception(drv)
+        # the bars' smallest text, as large on screen as the page shows it (side by side it was 7 px)
+        from erftools.dashboard.app import BARS_DPI
+        from erftools.shapebias.plots import BAR_LABEL_PT
+
+        shown, natural = drv.execute_script(
+            "const i = document.querySelector('.st-key-shape-bias-bars img'); return [i.clientWidth, i.naturalWidth];")
+        assert BAR_LABEL_PT * BARS_DPI / 72 * shown / natural >= 11, (shown, natural)
         assert "Shape bias on cue-conflict images" in drv.find_element(By.TAG_NAME, "body").text
         shot2 = tmp_path / "dashboard-shape-bias.png"
         assert drv.save_screenshot(str(shot2)) and shot2.stat().st_size > 20_000
