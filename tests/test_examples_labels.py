@@ -41,3 +41,17 @@ def test_every_example_run_is_labelled_as_its_record_says():
         section = report.split(f"### {title} ({run.kind})", 1)[1].split("\n### ", 1)[0]
         assert f"| weights | {weights} |" in section, (title, weights)
         assert V.provenance(run.record)["weights"] == weights  # the dashboard's metadata panel
+
+
+def test_the_cli_tables_name_every_example_run_as_its_record_says(tmp_path, capsys):
+    """``erftools compare`` over the example ERF runs: one table row per run, labelled with the dashboard's and the
+    report's title (so "(random init)" exactly where the record's weights are random)."""
+    from erftools.cli import main
+
+    runs = V.main_erf_runs(list_runs(EXAMPLES).erf)
+    assert main(["compare", *[str(r.path) for r in runs], "--out", str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    labels = [row.split("|")[1].strip() for row in rows[1:]]  # rows[0]: the header
+    assert sorted(labels) == sorted(V.run_title(r) for r in runs)
+    for run in runs:
+        assert ("(random init)" in V.run_title(run)) == bool(_said_random(run.path / "erf.json")), run.path
