@@ -106,6 +106,33 @@ def _resolve_weights(open_clip, arch: str, weights) -> tuple[str | None, str | N
                         f"existing checkpoint file, nor 'random'. Tags of {arch}: {listed}")
 
 
+def _refuse_unreachable_hub(cfg_tag: dict, cache_dir, arch: str, tag: str | None) -> None:
+    """Fail in seconds, not after huggingface_hub's minute of retries, when a tag's file is on the Hugging Face hub,
+    not in the cache, and the hub cannot be reached (:func:`erftools._download.hub_unreachable_reason`)."""
+    hub = cfg_tag.get("hf_hub")
+    if not hub:
+        return  # a URL (open_clip's own download fails at once offline)
+    from .._download import hub_unreachable_reason
+
+    if hub.endswith("/"):  # a repository: open_clip's default file names
+        model_id, names = hub.rstrip("/"), ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    else:
+        model_id, filename = os.path.split(hub)
+        names = [filename]
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if any(isinstance(try_to_load_from_cache(model_id, n, cache_dir=cache_dir), str) for n in names):
+            return
+    except Exception:  # noqa: BLE001 - no cache to look in: let open_clip try
+        return
+    why = hub_unreachable_reason()
+    if why:
+        raise ErftoolsError(f"could not get the open_clip weights {tag!r} of {PREFIX}{arch} from the Hugging Face hub "
+                            f"({why}) and they are not in the cache. Connect this machine to the network, or pass a "
+                            "local checkpoint with --weights PATH, or --weights random")
+
+
 def _without_normalize(transform):
     """open_clip's inference Compose without its Normalize step (erftools normalises on the device)."""
     from torchvision.transforms import Compose, Normalize
@@ -124,6 +151,7 @@ def create_openclip(name: str, weights=None, *, cache_dir: str | None = None, **
     arch = openclip_arch(name)
     pretrained, tag, path = _resolve_weights(open_clip, arch, weights)
     cfg_tag = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
+    _refuse_unreachable_hub(cfg_tag, cache_dir, arch, tag)
     quick_gelu = bool(cfg_tag.get("quick_gelu")) or bool((open_clip.get_model_config(arch) or {}).get("quick_gelu"))
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(

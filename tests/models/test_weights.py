@@ -245,3 +245,24 @@ def test_result_files_are_not_owner_only(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
     assert p.read_text().strip().endswith("}") and '"a": null' in p.read_text()
+
+
+def test_unreachable_hub_fails_at_once_for_open_clip_tags(monkeypatch):
+    """The same for an open_clip pretrained tag on the hub: refused before open_clip starts its download."""
+    open_clip = pytest.importorskip("open_clip")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    for k in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+
+    def no_download(*a, **kw):
+        raise AssertionError("open_clip's download started although the hub cannot be reached")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_download)
+    with pytest.raises(ErftoolsError, match=r"'laion2b_s34b_b79k' of openclip:ViT-B-32 .*127.0.0.1 did not answer"):
+        create_model("openclip:ViT-B-32", weights="laion2b_s34b_b79k")
