@@ -428,6 +428,7 @@ def stimulus_path(stimuli_dir: Path, shape: str, stimulus: str, allowed: set[tup
 
 
 __all__ = ["STUDY_KIND", "STUDY_RECORD", "VERDICTS", "StudyModel", "StudyResult", "StudyRow", "find_studies",
+           "study_from_dict",
            "read_study", "ENV_RESULTS", "Interrupted", "Listing", "find_interrupted", "Run", "block_reduce", "checked_path", "default_results_dir", "display_path",
            "find_runs", "full_size", "is_baseline_run", "layer_entries", "layer_entry", "load_baseline",
            "layer_matrix_name", "load_layer_matrix", "list_runs", "load_decisions", "load_erf_matrix", "load_record", "load_run",
@@ -630,6 +631,14 @@ def read_study(folder: str | os.PathLike, root: str | os.PathLike | None = None)
     except (OSError, ValueError) as exc:
         raise ResultError(f"{shown} is unreadable or not valid JSON ({exc}); run `erftools study` again to "
                           "rewrite it") from None
+    return study_from_dict(data, folder, root, shown)
+
+
+def study_from_dict(data: Any, folder: str | os.PathLike, root: str | os.PathLike, shown: str) -> StudyResult:
+    """The one check of a study record (``study.json``): its writer (:func:`erftools.study.runner.write_outputs`)
+    passes it what it is about to write, :func:`read_study` what it read. Every field typed, every run folder a plain
+    relative name inside ``root``; a :class:`ResultError` naming ``shown`` and the field otherwise."""
+    folder, root = Path(folder), Path(root)
     if not isinstance(data, dict) or data.get("kind") != STUDY_KIND:
         kind = data.get("kind") if isinstance(data, dict) else None
         raise ResultError(f"{shown} is not a study record (kind={kind!r}, expected {STUDY_KIND!r})")

@@ -28,7 +28,7 @@ from .jobs import Job, check_weights_ids, erf_command, jobs, parse_shard, shape_
 from .ledger import is_kept, job_inputs, remember
 from .spec import Study, StudyError
 from .terms import in_study_terms
-from ..results.store import STUDY_RECORD  # one definition: the store reads it
+from ..results.store import STUDY_RECORD, study_from_dict  # one definition and one check: the store's
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +285,9 @@ def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None,
     outcome = outcome or StudyOutcome(root, [])
     rows = compare(study, root, outcome.failures)
     outcome.rows = rows
-    record = json.dumps(_json_safe(_study_record(study, rows)), indent=2, allow_nan=False) + "\n"
-    changed = _write_if_changed(root / STUDY_RECORD, record)
+    data = _json_safe(_study_record(study, rows))
+    study_from_dict(data, root, root, f"{root.name}/{STUDY_RECORD} (about to be written)")  # the reader's check
+    changed = _write_if_changed(root / STUDY_RECORD, json.dumps(data, indent=2, allow_nan=False) + "\n")
     extra, draw = correlation_section(root)
     changed |= _write_if_changed(root / STUDY_TABLE, _study_table(study, rows) + extra)
     draw(changed)

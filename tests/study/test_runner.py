@@ -142,3 +142,25 @@ def test_missing_weights_stop_the_study_before_anything_is_computed(cue_conflict
     assert not (tmp_path / "out").exists()
     with pytest.raises(StudyError, match="not a model id"):
         run_study(study, results=tmp_path / "out", weights_files={"nope": str(path)})
+
+
+def test_a_study_record_with_a_wrong_typed_field_is_never_written(reference_run, monkeypatch, tmp_path):
+    """The writer runs the reader's check (results.store.study_from_dict) on what it is about to write."""
+    import erftools.study.runner as runner
+    from erftools.results import ResultError
+
+    root, _ = reference_run
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    before = (copy / "study.json").read_text()
+    real = runner._study_record
+
+    def wrong(study, rows):
+        data = real(study, rows)
+        data["rows"][0]["ours"] = "12"  # a number written as text
+        return data
+
+    monkeypatch.setattr(runner, "_study_record", wrong)
+    with pytest.raises(ResultError, match=r"about to be written.*rows\[0\]: the field 'ours' should be a number"):
+        runner.write_outputs(load_study(copy / "study.toml"), copy, report=False)
+    assert (copy / "study.json").read_text() == before
