@@ -53,5 +53,12 @@ def test_the_cli_tables_name_every_example_run_as_its_record_says(tmp_path, caps
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     labels = [row.split("|")[1].strip() for row in rows[1:]]  # rows[0]: the header
     assert sorted(labels) == sorted(V.run_title(r) for r in runs)
+    cells = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:-1]] for row in rows[1:]}
     for run in runs:
         assert ("(random init)" in V.run_title(run)) == bool(_said_random(run.path / "erf.json")), run.path
+        # the squares are the record's full-resolution ones (the committed matrices are block-summed)
+        recorded = {round(r["threshold"], 6): r["side"] for r in json.loads((run.path / "erf.json").read_text())
+                    ["area_ratios"]}
+        for t, cell in zip((0.2, 0.3, 0.5, 0.99), cells[V.run_title(run)]):
+            side = recorded[t]
+            assert cell == "none" if side is None else cell.endswith(f"({side} px)"), (run.path, t, cell, side)

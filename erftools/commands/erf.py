@@ -351,18 +351,6 @@ def _save_tables(stem: Path, rows, extra: dict) -> tuple[Path, Path]:
     return md, js
 
 
-def area_ratios_at(entry: dict, thresholds, folder: Path) -> list[dict]:
-    """A layer's area ratios at ``thresholds``: the recorded ones when they match, else recomputed from its matrix."""
-    recorded = {r["threshold"]: r for r in entry.get("area_ratios") or []}
-    if all(t in recorded for t in thresholds):
-        return [recorded[t] for t in thresholds]
-    from ..erf import area_ratios
-    from ..erf.run import load_matrix
-
-    m, _ = load_matrix(folder, layer=entry["layer"])
-    return [r.to_dict() for r in area_ratios(m, thresholds)]
-
-
 def cmd_analyze(args) -> int:
     from ..erf import area_ratios, format_table, radial_profile
     from ..erf.analysis import radii_text
@@ -495,18 +483,33 @@ def _size_series(rows, records, paths) -> dict:
     return series
 
 
-def _provenance_label(label: str, record: dict | None) -> str:
-    """A run's label with ``(random init)`` when its record says the weights were random, ``(weights not
-    recorded)`` for a bare matrix (the figure and the table never pass an untrained map off as a trained one)."""
-    if not record:
-        return label
-    weights = (record.get("model") or {}).get("weights", "missing")
-    low = label.lower()
-    if weights in (None, "random") and "random" not in low and "untrained" not in low:
-        return f"{label} (random init)"
-    if record.get("complete") is False:
-        return f"{label} (incomplete)"
-    return label
+def _run_title(path: Path, record: dict | None) -> str:
+    """The title the dashboard and the report give the run (``results.views.run_title``: ``(random init)``,
+    ``(incomplete)``, the ERF variant); a bare matrix file is named by its file name."""
+    if record and path.is_dir():
+        from ..results import load_run
+        from ..results.views import run_title
+
+        return run_title(load_run(path, "erf", root=path))
+    return path.name if path.is_dir() else path.stem
+
+
+def _ratios(path: Path, record: dict | None, matrix, thresholds, layer: str | None = None) -> list:
+    """``[AreaRatio]`` of a run (or one of its layers) as the dashboard shows them (``results.views``: the
+    recorded full-resolution squares, recomputed only at other thresholds); of a bare matrix, computed from it."""
+    from ..erf import area_ratios
+    from ..erf.analysis import AreaRatio
+
+    if not (record and path.is_dir()):
+        try:
+            return area_ratios(matrix, thresholds)
+        except ValueError as exc:
+            raise ErftoolsError(f"{path}: {exc}") from exc
+    from ..results import load_run
+    from ..results.views import layer_area_ratios
+
+    got = layer_area_ratios(load_run(path, "erf", root=path), layer, thresholds).ratios
+    return [AreaRatio(t, *got[round(float(t), 6)]) for t in thresholds]
 
 
 def _compare_folder(labels: list[str]) -> Path:
@@ -517,8 +520,7 @@ def _compare_folder(labels: list[str]) -> Path:
 
 
 def cmd_compare(args) -> int:
-    from ..erf import area_ratios, format_table, radial_profile
-    from ..erf.analysis import AreaRatio
+    from ..erf import format_table, radial_profile
     from ..erf.plots import plot_comparison, plot_radial_profiles
     from ..erf.run import load_matrix
 
@@ -532,8 +534,7 @@ def cmd_compare(args) -> int:
         m, rec = load_matrix(path, layer=args.layer)
         matrices.append(m)
         records.append(rec or {})
-        labels.append(args.labels[i] if args.labels else
-                      _provenance_label((rec or {}).get("label") or (path.name if path.is_dir() else path.stem), rec))
+        labels.append(args.labels[i] if args.labels else _run_title(path, rec))
     for i, lab in enumerate(labels):  # make duplicate labels distinct
         if labels.count(lab) > 1:
             labels[i] = f"{lab} ({Path(args.paths[i]).name})"
@@ -541,10 +542,7 @@ def cmd_compare(args) -> int:
     entries = []
     profiles = []
     for m, lab, rec, p in zip(matrices, labels, records, args.paths):
-        try:
-            ratios = area_ratios(m, thresholds)
-        except ValueError as exc:
-            raise ErftoolsError(f"{p}: {exc}") from exc
+        ratios = _ratios(Path(p), rec, m, thresholds, args.layer)
         prof = radial_profile(m)
         rows.append((lab, ratios))
         profiles.append(prof)
@@ -559,9 +557,7 @@ def cmd_compare(args) -> int:
     plot_comparison(matrices, labels, thresholds=thresholds if args.squares else None, path=png)
     radial = out / "erf_compare_radial.png"
     plot_radial_profiles(profiles, labels, path=radial)
-    series = {lab: [(e["layer"], [AreaRatio(**r) for r in area_ratios_at(e, thresholds,
-                                                                          folder=Path(p))])
-                    for e in rec["layers"]]
+    series = {lab: [(e["layer"], _ratios(Path(p), rec, None, thresholds, e["layer"])) for e in rec["layers"]]
               for lab, rec, p in zip(labels, records, args.paths) if rec.get("layers")}
     if series:
         from ..erf.plots import plot_layer_growth
