@@ -37,6 +37,8 @@ ZOOMS = (1, 2, 4, 8, 16)
 PAGE_SIZE = 12
 #: the pooled-shape-bias bars: their smallest text (plots.BAR_LABEL_PT) is then 14 px at the image's own width
 BARS_DPI = 130
+#: the per-category plot's width on the page (a full-width square plot would need two screens)
+SHAPE_BIAS_PLOT_PX = 720
 CLASS_COLOUR = {"shape": "green", "texture": "orange", "other": "gray", "no conflict": "blue"}
 
 
@@ -450,9 +452,9 @@ def shape_bias_page(listing: R.Listing, root: Path) -> None:
         row = V.reference_row(name, refs[name])
         lines.append(_line(row))
         table.append(dict(row.cells(), **{"paper Fig. 5": ""}))
-    if lines:  # one above the other, each as wide as the page: side by side the bars' labels were unreadable
+    if lines:  # one above the other: side by side the bars' labels were unreadable (7 px)
         with st.container(key="shape-bias-plot"):
-            st.image(_shape_bias_png(tuple(lines)),
+            st.image(_shape_bias_png(tuple(lines)), width=SHAPE_BIAS_PLOT_PX,
                      caption="per category: shape decisions / (shape + texture decisions); vertical lines: the "
                              "pooled shape bias of each decision maker (humans in red)")
         with st.container(key="shape-bias-bars"):

@@ -496,8 +496,9 @@ STATISTICS_HELP = {
     "centre-of-mass offset (px)": "distance of the contribution-weighted mean position from the centre pixel",
     "theoretical RF (px)": "side of the theoretical receptive field (kernel sizes, strides and dilations); "
                            "empty for networks without one (global operations, attention)",
-    "effective / theoretical": "side of the high-contribution square divided by the theoretical side (limited "
-                               "to the image), at the first recorded threshold",
+    "effective / theoretical": "side of the high-contribution square divided by the theoretical side itself (the "
+                               "number beside it; when that exceeds the image the ratio is at most image side / "
+                               "theoretical side), at the first recorded threshold, two significant digits",
 }
 
 
@@ -609,7 +610,7 @@ def statistics_cells(stats: dict | None) -> dict[str, str]:
     first = next(iter(e2t.items()), None)
     ratio = ""
     if first is not None and first[1] is not None:
-        ratio = f"{float(first[1]):.2f} (t={float(first[0]):.0%})"
+        ratio = f"{float(first[1]):.2g} (t={float(first[0]):.0%})"  # 0.0045, not 0.00
     return {
         "sigma x / y (px)": f"{_num(g.get('sigma_x'))} / {_num(g.get('sigma_y'))}" if fit_ok else failed,
         "sigma major / minor (px)": f"{_num(g.get('sigma_major'))} / {_num(g.get('sigma_minor'))}" if fit_ok else "",

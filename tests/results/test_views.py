@@ -210,6 +210,8 @@ def test_statistics_cells_show_the_recorded_numbers():
     assert cells["radius 50/90/99% (px)"] == "4.7 / 8.6 / 12.1"
     assert cells["centre-of-mass offset (px)"] == "0.0"
     assert cells["theoretical RF (px)"] == "29" and cells["effective / theoretical"] == "0.24 (t=20%)"
+    # a theoretical field far beyond the image (RepLKNet-31B: 9011 px): 7/9011, two significant digits, never "0.00"
+    assert V.statistics_cells(statistics(4.0, 9011))["effective / theoretical"] == "0.00078 (t=20%)"
 
 
 def test_statistics_cells_of_a_failed_fit_and_missing_statistics():
