@@ -4,7 +4,9 @@ Nothing is downloaded or computed here; the checks are the run's own (:mod:`erft
 run refuses what the run would refuse, in the same words. Time estimates come from the benchmarks committed in
 ``reports/benchmarks/`` of a source checkout: ``erf_bench.json`` and ``shape_bias.json`` (measured on a CPU) and
 ``gpu/gpu_check.json`` (a GPU, once measured). A model without a benchmark of its own is estimated from its family's
-(RepLKNet from RepLKNet-31B, ResNets from ResNet-152, Swin from Swin-B); ERF times scale with the number of pixels.
+(RepLKNet from RepLKNet-31B, ResNets from ResNet-152, Swin from Swin-B; any other from the median of the benchmarked
+models) scaled by forward FLOPs at 224 x 224, counted on the meta device (no memory, about a second a model;
+``PlannedRun.scaled_from`` says from which); ERF times scale with the number of pixels.
 On a CPU the times are then scaled to this machine by its fp32 GEMM rate measured now (about a second,
 :func:`erftools.study.machine.gemm_rate`) against the rate recorded with the benchmark (``shape_bias.json``;
 for the ERF ``erf_lower_bound.json``, measured with erftools' RepLKNet-31B ERF on the benchmark's machine, since
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ class PlannedRun:
     units: int  # images or stimuli
     estimate_s: float | None
     problem: str | None = None
+    scaled_from: str | None = None  # the benchmark the estimate was scaled from by FLOPs (None: its own)
 
 
 @dataclass
@@ -103,6 +107,42 @@ def _family_key(name: str) -> str:
     if "swin" in n:
         return "swin-B"
     return n
+
+
+def _flops(name: str, kwargs: dict, cache: dict) -> float | None:
+    """Forward FLOPs of ``name`` (with ``kwargs``) at 224 x 224, counted on the meta device (no memory, no weights);
+    None when it cannot be built there."""
+    key = (name, json.dumps(kwargs, sort_keys=True, default=str))
+    if key not in cache:
+        cache[key] = None
+        try:
+            import torch
+            from torch.utils.flop_counter import FlopCounterMode
+
+            from ..models import create_model
+
+            with torch.device("meta"):
+                model = create_model(name, weights="random", **kwargs).eval()
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model(torch.empty(1, 3, 224, 224, device="meta"))
+            cache[key] = float(counter.get_total_flops()) or None
+        except Exception:  # noqa: BLE001 - no estimate rather than no plan
+            pass
+    return cache[key]
+
+
+def _rate(name: str, kwargs: dict, table: dict, cache: dict) -> tuple[float | None, str | None]:
+    """Seconds per image (stimulus) of ``name``: its own benchmark, else a benchmarked model's scaled by forward
+    FLOPs (the family's when there is one, else the median over the benchmarked models), and from which."""
+    if name in table and not kwargs:
+        return table[name], None
+    family = _family_key(name)
+    refs = [family] if family in table else sorted(table)
+    own = _flops(name, kwargs, cache)
+    per_flop = [table[r] / f for r in refs if (f := _flops(r, {}, cache))]
+    if own is None or not per_flop:
+        return None, None
+    return own * statistics.median(per_flop), (family if family in table else "the benchmarked models' median")
 
 
 def _gemm(data: dict, *keys) -> float | None:
@@ -267,6 +307,7 @@ def make_plan(study: Study, *, results=None, images=None, stimuli=None, weights_
     _inputs(plan, study, runs, pre)
     plan.not_run = [(m, m.note or "no public weights") for m in study.models if m.unpublished]
     reach: dict = {}
+    flops: dict = {}
     for m in models:
         if m.id in pre.model_problems:
             plan.weights += [(m.id, p, "MISSING") for p in pre.model_problems[m.id]]
@@ -278,9 +319,10 @@ def make_plan(study: Study, *, results=None, images=None, stimuli=None, weights_
             units, table, size = study.erf.num_images, erf_rate, (j.input_size(study) / 1024) ** 2
         else:
             units, table, size = n_stimuli, sb_rate, 1.0
-        rate = table.get(j.model.name) or table.get(_family_key(j.model.name))
+        rate, scaled_from = (None, None) if status == "done" else _rate(j.model.name, j.model.model_kwargs, table,
+                                                                         flops)
         est = None if rate is None else rate * units * size / nproc * factors.get(j.kind, 1.0)
-        plan.runs.append(PlannedRun(j, root / j.folder, status, units, est))
+        plan.runs.append(PlannedRun(j, root / j.folder, status, units, est, scaled_from=scaled_from))
     return plan
 
 
@@ -326,7 +368,8 @@ def format_plan(plan: Plan) -> str:
     for r in plan.runs:
         unit = "images" if r.job.kind == "erf" else "stimuli"
         size = f" at {r.job.input_size(st)}" if r.job.kind == "erf" else ""
-        est = "" if r.status == "done" else f", about {_duration(r.estimate_s)}"
+        est = "" if r.status == "done" else f", about {_duration(r.estimate_s)}" + (
+            f" (by FLOPs from {r.scaled_from})" if r.scaled_from and r.estimate_s is not None else "")
         out.append(f"  {r.job.model.id:<{w}}  {r.job.name:<18} {r.units} {unit}{size}: {r.status}{est}  "
                    f"-> {r.job.folder}")
     total = plan.total_s

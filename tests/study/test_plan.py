@@ -68,3 +68,25 @@ def test_plan_names_every_missing_input(tmp_path, monkeypatch):
     missing = {mid: text for mid, text, mark in plan.weights if mark == "MISSING"}
     assert set(missing) == {"replknet-13", "replknet-31"}
     assert "cannot read checkpoint" in missing["replknet-13"] and "RepLKNet-13_ERF.pth" in missing["replknet-13"]
+
+
+def test_models_without_a_benchmark_are_estimated_by_their_flops():
+    """Forward FLOPs counted on the meta device agree with the papers' multiply-accumulates x 2 (RepLKNet-31B 15.3 G,
+    ResNet-152 11.5 G, UniRepLKNet-S 9.1 G at 224), and a model without a benchmark of its own takes a benchmarked
+    one's time scaled by that count: the family's when there is one, else the median over the benchmarked models."""
+    from erftools.study.plan import _flops, _rate
+
+    cache: dict = {}
+    for name, gmacs in (("replknet-31B", 15.3), ("resnet-152", 11.5), ("unireplknet-S", 9.1)):
+        assert _flops(name, {}, cache) == pytest.approx(2 * gmacs * 1e9, rel=0.03), name
+    table = {"replknet-31B": 10.0, "resnet-152": 4.0}
+    assert _rate("replknet-31B", {}, table, cache) == (10.0, None)  # its own benchmark
+    rate, source = _rate("unireplknet-S", {}, table, cache)
+    per_flop = sorted([10.0 / _flops("replknet-31B", {}, cache), 4.0 / _flops("resnet-152", {}, cache)])
+    assert source == "the benchmarked models' median"
+    assert rate == pytest.approx(_flops("unireplknet-S", {}, cache) * sum(per_flop) / 2)
+    rate, source = _rate("replknet-XL", {}, table, cache)
+    assert source == "replknet-31B" and rate == pytest.approx(10.0 * _flops("replknet-XL", {}, cache)
+                                                               / _flops("replknet-31B", {}, cache))
+    assert rate > 10.0  # XL is the larger network
+    assert _rate("no-such-model", {}, table, cache) == (None, None)
