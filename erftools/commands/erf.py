@@ -47,7 +47,8 @@ ERF_EXAMPLES = """examples:
   erftools erf --model resnet-152 --weights random --num-images 2    # untrained, two bundled photographs
   erftools erf --model replknet-31B --layers stages --num-images 4   # one matrix per stage, one forward pass
   torchrun --standalone --nproc-per-node 4 -m erftools.cli erf --model replknet-31B --images DIR
-The same command continues an interrupted run; see docs/erf.md."""
+The same command continues an interrupted run, and with a larger --num-images grows a finished one (only the new
+images are computed); see docs/erf.md."""
 
 
 def register(subparsers) -> None:
@@ -66,7 +67,8 @@ def register(subparsers) -> None:
     p.add_argument("--images", default=None, metavar="DIR",
                    help="folder of images, searched recursively (ImageFolder layouts too); default: the bundled "
                         "public-domain photographs")
-    p.add_argument("--num-images", type=int, default=50, help="number of images (default 50, as in the paper)")
+    p.add_argument("--num-images", type=int, default=50, help="number of images (default 50, as in the paper); more than a finished run in --out holds "
+                        "grows it")
     p.add_argument("--sampler", choices=SAMPLERS, default="random",
                    help="random (seeded, default), sequential (first N in folder order, as the official script), "
                         "stratified (one image per class folder)")
