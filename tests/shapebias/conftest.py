@@ -1,4 +1,4 @@
-"""Helpers for the shape-bias tests: a small subset of the cue-conflict stimuli."""
+"""Helpers for the shape-bias tests: a small subset of the cue-conflict stimuli, an interrupted forward pass."""
 from __future__ import annotations
 
 import shutil
@@ -34,3 +34,18 @@ def subset_dir(cue_conflict, tmp_path) -> Path:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(cue_conflict / rel, dest / rel)
     return dest
+
+
+def interrupt_second_batch(model):
+    """``model`` whose second forward call raises KeyboardInterrupt (Ctrl-C after the first batch); returns it."""
+    calls = {"n": 0}
+    forward = model.forward
+
+    def failing(x):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return forward(x)
+
+    model.forward = failing
+    return model

@@ -13,6 +13,8 @@ from erftools.cli import main as cli_main
 from erftools.shapebias import CSV_COLUMNS, load_stimuli, read_decisions, run_model, shape_bias
 from erftools.shapebias.reference import REFERENCE_FILES
 
+from .conftest import interrupt_second_batch
+
 MODEL = "resnet18"  # a small timm model keeps the CPU test fast; resnet152 works the same way
 # Random networks decide almost every image for one category. With seed 1, resnet18 decides cat1-airplane1.png
 # for its texture (airplane, 1.3% ahead of the runner-up: far beyond fp32 noise), so the shape bias of the subset
@@ -73,16 +75,7 @@ def test_interrupted_run_resumes(subset_dir, tmp_path):
 
     torch.manual_seed(SEED)
     model = create_model(MODEL, weights="random")
-    calls = {"n": 0}
-    forward = model.forward
-
-    def failing(x):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return forward(x)
-
-    model.forward = failing
+    interrupt_second_batch(model)
     with pytest.raises(KeyboardInterrupt):
         run_model(MODEL, weights="random", out=out, stimuli=stimuli, batch_size=2, n_boot=50, progress=False,
                   model=model, seed=SEED)

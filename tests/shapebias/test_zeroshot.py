@@ -29,6 +29,8 @@ from erftools.cli import main as cli_main
 from erftools.models import create_model
 from erftools.shapebias import evaluate, load_stimuli, run_model
 
+from .conftest import interrupt_second_batch
+
 HERE = Path(__file__).resolve().parent
 TINY = "erftools-tiny-clip"
 MODEL = f"openclip:{TINY}"
@@ -210,16 +212,7 @@ def test_interrupted_run_resumes_and_other_prompts_are_refused(stimuli, tmp_path
     out = tmp_path / "resumed"
     torch.manual_seed(SEED)
     model = create_model(MODEL, "random")
-    calls = {"n": 0}
-    forward = model.forward
-
-    def failing(x):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return forward(x)
-
-    model.forward = failing
+    interrupt_second_batch(model)
     with pytest.raises(KeyboardInterrupt):
         run_model(MODEL, out=out, model=model, **kw)
     assert len((out / ".decisions.partial.csv").read_text().splitlines()) == 2 + 2
