@@ -40,13 +40,13 @@ import torch
 from .. import _runfolder
 from .._dist import Dist
 from .._io import save_npy
+from ..images import files_sha256
 from ..models.prepare import parameter_dtype, parameters_sha256  # noqa: F401  (parameters_sha256: re-exported)
 from ..results.records import (ERF_CHECKPOINT, ERF_FIGURE, ERF_MATRIX, ERF_RECORD, ErfTimings, LayerEntry, new_record,
                                write_record)
 from . import checkpoint
 from .analysis import DEFAULT_THRESHOLDS, AreaRatio, area_ratios, radial_profile
 from .compute import FINAL, ErfAccumulator, ErfMeta, accumulate, resolve_device
-from ..images import files_sha256
 from .grow import can_grow, finished_sums
 from .matrix import load_matrix, read_run  # noqa: F401  (re-exported)
 

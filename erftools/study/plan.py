@@ -111,8 +111,13 @@ def _family_key(name: str) -> str:
 
 def _flops(name: str, kwargs: dict, cache: dict) -> float | None:
     """Forward FLOPs of ``name`` (with ``kwargs``) at 224 x 224, counted on the meta device (no memory, no weights);
-    None when it cannot be built there."""
+    None when it cannot be built there, and for open_clip models (their text tower and tokenizer are not counted
+    here, and a tokenizer may need the network)."""
+    from ..models.openclip import is_openclip_name
+
     key = (name, json.dumps(kwargs, sort_keys=True, default=str))
+    if key not in cache and is_openclip_name(name):
+        cache[key] = None
     if key not in cache:
         cache[key] = None
         try:
