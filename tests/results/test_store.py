@@ -186,7 +186,7 @@ def test_committed_examples_load():
         pytest.skip("no reports/examples")
     listing = R.list_runs(examples)
     assert not listing.problems and not listing.incomplete
-    assert len(listing.erf) == 6 and len(listing.shape_bias) == 8  # 4 final-layer runs, a layered run, its baseline
+    assert len(listing.erf) == 5 and len(listing.shape_bias) == 8  # 4 final-layer runs and a layered run
     for run in listing.erf + listing.shape_bias:
         raw = json.loads((run.path / R.RECORD_FILES[run.kind]).read_text(encoding="utf-8"))
         assert run.record.to_dict() == raw and list(run.record.to_dict()) == list(raw)

@@ -261,7 +261,7 @@ def test_usage_errors(subset_dir, tmp_path, capsys):
         (["--model", "openclip:ViT-B-33", "--weights", "random"], "Did you mean openclip:ViT-B-32"),
         (["--model", "openclip:ViT-B-32", "--weights", "no_such_tag"], "laion2b_s34b_b79k"),
         (["--model", "openclip:ViT-B-32"], "neither an open_clip pretrained tag"),  # the default 'pretrained'
-        (["--model", "openclip:ViT-B-32", "--weights", "openai"], "Offline"),  # not cached, HF_HUB_OFFLINE=1
+        (["--model", "openclip:ViT-B-32", "--weights", "openai"], "HF_HUB_OFFLINE is set"),  # not cached
     ]
     for extra, message in cases:
         assert cli_main(base + extra) == 1, extra
