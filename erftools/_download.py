@@ -20,6 +20,8 @@ CHUNK = 1 << 20
 #: seconds to wait for a download host's TCP handshake before calling it unreachable (a reachable host answers in
 #: well under a second; an offline machine fails at once or waits out this timeout)
 REACH_TIMEOUT_S = 2.0
+#: the environment variables that send HTTPS through a proxy (then a direct TCP probe tells nothing)
+PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
 class DownloadError(ErftoolsError):
@@ -153,7 +155,7 @@ def hub_unreachable_reason() -> str | None:
     before failing offline (61 s measured); this answers in seconds. Behind a proxy nothing is probed."""
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         return "HF_HUB_OFFLINE is set"
-    if any(os.environ.get(k) for k in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+    if any(os.environ.get(k) for k in PROXY_VARS):
         return None
     url = hub_endpoint()
     if reachable(url):

@@ -485,32 +485,39 @@ def _size_series(rows, records, paths) -> dict:
     return series
 
 
-def _run_title(path: Path, record: dict | None) -> str:
+def _compared_run(path: Path, record: dict | None):
+    """The run behind a compared input, read once through the results store (None: a bare matrix file)."""
+    if not (record and path.is_dir()):
+        return None
+    from ..results import load_run
+
+    return load_run(path, "erf", root=path)
+
+
+def _run_title(path: Path, run) -> str:
     """The title the dashboard and the report give the run (``results.views.run_title``: ``(random init)``,
     ``(incomplete)``, the ERF variant); a bare matrix file is named by its file name."""
-    if record and path.is_dir():
-        from ..results import load_run
+    if run is not None:
         from ..results.views import run_title
 
-        return run_title(load_run(path, "erf", root=path))
+        return run_title(run)
     return path.name if path.is_dir() else path.stem
 
 
-def _ratios(path: Path, record: dict | None, matrix, thresholds, layer: str | None = None) -> list:
+def _area_ratios_of(run, path: Path, matrix, thresholds, layer: str | None = None) -> list:
     """``[AreaRatio]`` of a run (or one of its layers) as the dashboard shows them (``results.views``: the
     recorded full-resolution squares, recomputed only at other thresholds); of a bare matrix, computed from it."""
     from ..erf import area_ratios
     from ..erf.analysis import AreaRatio
 
-    if not (record and path.is_dir()):
+    if run is None:
         try:
             return area_ratios(matrix, thresholds)
         except ValueError as exc:
             raise ErftoolsError(f"{path}: {exc}") from exc
-    from ..results import load_run
     from ..results.views import layer_area_ratios
 
-    got = layer_area_ratios(load_run(path, "erf", root=path), layer, thresholds).ratios
+    got = layer_area_ratios(run, layer, thresholds).ratios
     return [AreaRatio(t, *got[round(float(t), 6)]) for t in thresholds]
 
 
@@ -530,21 +537,22 @@ def cmd_compare(args) -> int:
     if args.labels and len(args.labels) != len(args.paths):
         raise ErftoolsError(f"--labels needs one label per input ({len(args.paths)}); got {len(args.labels)}")
     args = argparse_copy(args, **_expand_sweeps(args.paths, args.labels))
-    matrices, labels, records = [], [], []
+    matrices, labels, records, runs = [], [], [], []
     for i, p in enumerate(args.paths):
         path = Path(p)
         m, rec = load_matrix(path, layer=args.layer)
         matrices.append(m)
         records.append(rec or {})
-        labels.append(args.labels[i] if args.labels else _run_title(path, rec))
+        runs.append(_compared_run(path, rec))
+        labels.append(args.labels[i] if args.labels else _run_title(path, runs[-1]))
     for i, lab in enumerate(labels):  # make duplicate labels distinct
         if labels.count(lab) > 1:
             labels[i] = f"{lab} ({Path(args.paths[i]).name})"
     rows = []
     entries = []
     profiles = []
-    for m, lab, rec, p in zip(matrices, labels, records, args.paths):
-        ratios = _ratios(Path(p), rec, m, thresholds, args.layer)
+    for m, lab, rec, run, p in zip(matrices, labels, records, runs, args.paths):
+        ratios = _area_ratios_of(run, Path(p), m, thresholds, args.layer)
         prof = radial_profile(m)
         rows.append((lab, ratios))
         profiles.append(prof)
@@ -559,8 +567,8 @@ def cmd_compare(args) -> int:
     plot_comparison(matrices, labels, thresholds=thresholds if args.squares else None, path=png)
     radial = out / "erf_compare_radial.png"
     plot_radial_profiles(profiles, labels, path=radial)
-    series = {lab: [(e["layer"], _ratios(Path(p), rec, None, thresholds, e["layer"])) for e in rec["layers"]]
-              for lab, rec, p in zip(labels, records, args.paths) if rec.get("layers")}
+    series = {lab: [(e["layer"], _area_ratios_of(run, Path(p), None, thresholds, e["layer"])) for e in rec["layers"]]
+              for lab, rec, run, p in zip(labels, records, runs, args.paths) if rec.get("layers")}
     if series:
         from ..erf.plots import plot_layer_growth
 

@@ -117,20 +117,28 @@ def test_pretrained_offline_errors_say_what_to_do():
 
 
 
-def test_unreachable_hub_fails_at_once_without_timm_retrying(monkeypatch):
-    """Offline, huggingface_hub retries for about a minute; erftools probes the hub's host first (a closed port on
-    127.0.0.1 here: refused at once) and never starts timm's download."""
+@pytest.fixture()
+def unreachable_hub(monkeypatch):
+    """The Hugging Face hub at a closed port of 127.0.0.1 (a connection is refused at once), offline mode off, no
+    proxy."""
     import socket
 
-    import timm
+    from erftools._download import PROXY_VARS
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    for k in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    for k in PROXY_VARS:
         monkeypatch.delenv(k, raising=False)
+
+
+def test_unreachable_hub_fails_at_once_without_timm_retrying(unreachable_hub, monkeypatch):
+    """Offline, huggingface_hub retries for about a minute; erftools probes the hub's host first (a closed port on
+    127.0.0.1 here: refused at once) and never starts timm's download."""
+    import timm
+
     real = timm.create_model
 
     def no_download(name, pretrained=False, **kw):
@@ -247,18 +255,9 @@ def test_result_files_are_not_owner_only(tmp_path):
     assert p.read_text().strip().endswith("}") and '"a": null' in p.read_text()
 
 
-def test_unreachable_hub_fails_at_once_for_open_clip_tags(monkeypatch):
+def test_unreachable_hub_fails_at_once_for_open_clip_tags(unreachable_hub, monkeypatch):
     """The same for an open_clip pretrained tag on the hub: refused before open_clip starts its download."""
     open_clip = pytest.importorskip("open_clip")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    for k in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(k, raising=False)
 
     def no_download(*a, **kw):
         raise AssertionError("open_clip's download started although the hub cannot be reached")

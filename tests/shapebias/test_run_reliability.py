@@ -19,6 +19,8 @@ from erftools.shapebias import load_stimuli, run_model
 from erftools.shapebias import run as sbrun
 from erftools.shapebias.analysis import read_decisions
 
+from .conftest import interrupt_second_batch
+
 MODEL = "resnet18"
 SEED = 1  # see test_cli.py: with seed 1 the subset's shape bias is defined
 
@@ -147,23 +149,10 @@ def test_finished_run_of_another_model_is_not_replaced_without_overwrite(stimuli
     assert other["fingerprint"]["parameters_sha256"] != first["fingerprint"]["parameters_sha256"]
 
 
-def _interrupt_second_batch(model):
-    forward, calls = model.forward, {"n": 0}
-
-    def failing(x):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return forward(x)
-
-    model.forward = failing
-    return model
-
-
 def test_partial_decisions_of_another_model_are_refused(stimuli, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        _run(out, stimuli, model=_interrupt_second_batch(_model()))
+        _run(out, stimuli, model=interrupt_second_batch(_model()))
     with pytest.raises(ErftoolsError, match="partial decisions of another run.*parameters_sha256.*overwrite=True"):
         _run(out, stimuli, model=_other_model())
     rec = _run(out, stimuli, model=_other_model(), overwrite=True)
@@ -175,7 +164,7 @@ def test_torn_last_row_is_dropped_and_recomputed(stimuli, tmp_path, caplog):
     full = _run(tmp_path / "full", stimuli)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        _run(out, stimuli, model=_interrupt_second_batch(_model()))
+        _run(out, stimuli, model=interrupt_second_batch(_model()))
     part = out / sbrun.PARTIAL
     text = part.read_text()
     last = text.rstrip("\n").rsplit("\n", 1)[1]
