@@ -13,7 +13,8 @@ from erftools.cli import main as cli_main
 from erftools.shapebias import load_stimuli
 from erftools.shapebias import run as sbrun
 
-from .test_run_reliability import _interrupt_second_batch, _model, _run
+from .conftest import interrupt_second_batch
+from .test_run_reliability import _model, _run
 
 
 def _garble_pixels(path):
@@ -46,7 +47,7 @@ def test_stimuli_changed_after_an_interruption_keep_the_unchanged_decisions(subs
     out = tmp_path / "run"
     _garble_pixels(subset_dir / "cat/cat1-bird1.png")  # batch 1: cat1-airplane1 decided, cat1-bird1 unreadable
     with pytest.raises(KeyboardInterrupt):
-        _run(out, load_stimuli(subset_dir, allow_incomplete=True), model=_interrupt_second_batch(_model()))
+        _run(out, load_stimuli(subset_dir, allow_incomplete=True), model=interrupt_second_batch(_model()))
     shutil.copy2(cue_conflict / "cat/cat1-bird1.png", subset_dir / "cat/cat1-bird1.png")  # fixed
     seen = []
     model = _model()
@@ -86,7 +87,7 @@ def test_bounds_are_refused_before_the_model_runs(argv, words, subset_dir, tmp_p
 def test_partial_meta_records_the_stimuli_files(subset_dir, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "run", load_stimuli(subset_dir, allow_incomplete=True),
-             model=_interrupt_second_batch(_model()))
+             model=interrupt_second_batch(_model()))
     import json
 
     meta = json.loads((tmp_path / "run" / sbrun.PARTIAL_META).read_text())
