@@ -29,7 +29,8 @@ UniRepLKNet mode (``--mode unireplknet``): ``unireplknet-S / official``, the sam
 official-structure model (training structure: the dilated branches and BNs in place, parameters requiring grad,
 native NCHW convolution, batch 1; the official iGEMM extension is CUDA-only and not used on CPU), next to
 ``unireplknet-S / erftools`` (``compute_erf`` with its defaults: re-parameterised, frozen, channels-last). Target
-(issue 19): erftools at least 2x faster on CPU. Writes ``erf_bench_unireplknet.json`` / ``.md``.
+(issue 19): erftools at least 2x faster on CPU. Writes ``erf_bench_unireplknet.json`` / ``.md``. (``torch.compile`` of
+the prepared model was tried: about 110 s to compile, then 6-10 % faster per image at 1024 px: not adopted.)
 
 Usage::
 
@@ -141,7 +142,7 @@ def child(args) -> dict:
         batches = iter(xs)
         marks.append((time.perf_counter(), time.process_time()))
         if mode == "final":
-            r = compute_erf(model, batches, batch_size=1, device="cpu", on_batch=tick)
+            r = compute_erf(model, batches, batch_size=1, device="cpu", on_batch=tick, **opts)
             matrix_sum = float(r.matrix.sum())
         else:
             rs = compute_erfs(model, batches, batch_size=1, device="cpu", on_batch=tick, **opts)
@@ -253,18 +254,19 @@ def markdown(meta: dict, results: list) -> str:
              ", so absolute times are noisy; the ratios come from the same run. Produced by "
              "`benchmarks/erf_bench.py`.",
              "",
-             "| configuration | s / image | images / s | CPU s / image | peak RSS (GiB) | speed-up vs official "
-             "(wall / CPU time) | memory vs official |",
-             "|---|---|---|---|---|---|---|"]
+             "| configuration | s / image | images / s | CPU s / image | first image (s) | peak RSS (GiB) | "
+             "speed-up vs official (wall / CPU time) | memory vs official |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['name']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['name']} | failed: {r['error']} | | | | | | |")
             continue
         sp = r.get("speedup_vs_official")
         cs = r.get("cpu_time_speedup_vs_official")
         mr = r.get("memory_ratio_vs_official")
         lines.append(f"| {r['name']} | {r['steady_seconds_per_image']:.2f} | {r['images_per_second']:.3f} | "
-                     f"{r['steady_cpu_seconds_per_image']:.2f} | {r['peak_rss_bytes'] / 2**30:.2f} | "
+                     f"{r['steady_cpu_seconds_per_image']:.2f} | {r['seconds_per_image'][0]:.2f} | "
+                     f"{r['peak_rss_bytes'] / 2**30:.2f} | "
                      f"{'' if sp is None else f'{sp:.2f}x / {cs:.2f}x'} | {'' if mr is None else f'{mr:.2f}'} |")
     lines.append("")
     return "\n".join(lines)

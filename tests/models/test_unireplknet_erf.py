@@ -56,3 +56,54 @@ def test_theoretical_rf_traces_the_dilated_branches(kernels):
     assert "channel gates" in rf.reason  # SE and GRN: global per-channel scales, said, not counted
     model.structural_reparam()
     assert theoretical_rf(model).side == (side, side)
+
+
+@pytest.mark.parametrize("with_beta", [True, False])
+def test_input_grad_only_grn_equals_autograd_of_the_module(with_beta):
+    """The ERF's closed-form GRN input gradient against autograd through the module's own forward, in float64, with
+    non-zero gammas, unequal channel norms and one all-zero channel (the norm's subgradient there is 0)."""
+    from erftools.erf._frozen import freeze_convolutions
+    from erftools.models.unireplknet import GRNwithNHWC
+
+    g = torch.Generator().manual_seed(3)
+    grn = GRNwithNHWC(6, use_bias=with_beta).double()
+    with torch.no_grad():
+        grn.gamma.copy_(torch.randn(grn.gamma.shape, generator=g, dtype=torch.float64))
+        if with_beta:
+            grn.beta.copy_(torch.randn(grn.beta.shape, generator=g, dtype=torch.float64))
+    grn.requires_grad_(False)
+    x = torch.randn(2, 5, 7, 6, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, 6, dtype=torch.float64)
+    x[1, :, :, 2] = 0
+    upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    x.requires_grad_(True)
+    ref_out = grn(x)
+    (ref,) = torch.autograd.grad((ref_out * upstream).sum(), x)
+    assert freeze_convolutions(grn) == 1
+    out = grn(x)
+    assert "InputGradGRN" in type(out.grad_fn).__name__
+    (got,) = torch.autograd.grad((out * upstream).sum(), x)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    assert torch.isfinite(got).all()
+    grn.gamma.requires_grad_(True)  # training: the module's own ops, so that gamma gets its gradient
+    assert "InputGradGRN" not in type(grn(x).grad_fn).__name__
+
+
+def test_prepared_erf_equals_the_plain_one_on_the_official_tiny_model(tiny):
+    """compute_erf's fast path (deploy structure, channels-last, input-gradient-only convolutions, linears and GRNs)
+    against autograd on the official training structure (the fixture's non-zero GRN gammas and betas), batch 1."""
+    import numpy as np
+
+    from erftools.erf import compute_erf
+
+    from ..erf.test_objectives import reference_matrix
+
+    model = UniRepLKNet(**tiny["config"])
+    model.load_state_dict(tiny["state_dict"])
+    model.eval()
+    x = torch.cat([tiny["input"], torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(8))])
+    ref = reference_matrix(model.forward_features, x, "paper", "relu")
+    got = compute_erf(model, x, device="cpu", batch_size=3)
+    assert got.prepared["structural_reparam"] and got.prepared["input_grad_only_layers"] > 0
+    np.testing.assert_allclose(got.matrix, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
