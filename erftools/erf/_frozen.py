@@ -139,6 +139,18 @@ def _patched_forward(module: nn.Conv2d, original):
     return forward
 
 
+def _patcher(m: nn.Module, grn_class: type):
+    """The input-gradient-only forward for ``m``'s kind, None when it has none."""
+    if isinstance(m, grn_class):
+        return _patched_grn
+    if type(m) is nn.Linear:
+        return _patched_linear
+    if type(m) is nn.Conv2d or (isinstance(m, nn.Conv2d) and type(m).__name__ in ("DepthwiseConv2d",
+                                                                               "ScriptableDepthwiseConv2d")):
+        return _patched_forward if m.padding_mode == "zeros" and not isinstance(m.padding, str) else None
+    return None
+
+
 def freeze_convolutions(model: nn.Module) -> int:
     """Route the frozen ``nn.Conv2d`` (zero, numeric padding), ``nn.Linear`` and UniRepLKNet GRN modules of ``model``
     through the input-gradient-only path, in place. Returns how many were patched. Idempotent."""
@@ -146,26 +158,11 @@ def freeze_convolutions(model: nn.Module) -> int:
 
     n = 0
     for m in model.modules():
-        if isinstance(m, GRNwithNHWC):
-            if not getattr(m, "_erftools_input_grad_only", False):
-                m.forward = _patched_grn(m, m.forward)
-                m._erftools_input_grad_only = True
-            n += 1
+        patch = _patcher(m, GRNwithNHWC)
+        if patch is None:
             continue
-        if type(m) is nn.Linear:
-            if not getattr(m, "_erftools_input_grad_only", False):
-                m.forward = _patched_linear(m, m.forward)
-                m._erftools_input_grad_only = True
-            n += 1
-            continue
-        if type(m) is nn.Conv2d or (isinstance(m, nn.Conv2d) and type(m).__name__ in ("DepthwiseConv2d",
-                                                                                   "ScriptableDepthwiseConv2d")):
-            if getattr(m, "_erftools_input_grad_only", False):
-                n += 1
-                continue
-            if m.padding_mode != "zeros" or isinstance(m.padding, str):
-                continue
-            m.forward = _patched_forward(m, m.forward)
+        if not getattr(m, "_erftools_input_grad_only", False):
+            m.forward = patch(m, m.forward)
             m._erftools_input_grad_only = True
-            n += 1
+        n += 1
     return n

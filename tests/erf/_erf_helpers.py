@@ -1,4 +1,4 @@
-"""Small builders shared by the ERF tests (tiny models, image folders)."""
+"""Small builders shared by the ERF tests (tiny models, image folders) and the independent reference ERF."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,3 +75,23 @@ def write_problem_images(folder: Path, size=(64, 64)) -> Path:
     (folder / "corrupt.jpg").write_bytes(b"\x00garbage")
     write_truncated_jpeg(folder / "trunc.jpg")
     return folder
+
+
+def reference_matrix(features, images: torch.Tensor, objective: str, reduction: str) -> np.ndarray:
+    """The mean map over ``images`` (N, 3, H, W), one image at a time, from the definitions (docs/erf.md)."""
+    total = np.zeros(images.shape[-2:], dtype=np.float64)
+    for i in range(images.shape[0]):
+        x = images[i:i + 1].clone().requires_grad_(True)
+        y = features(x)
+        centre = y[0, :, y.shape[2] // 2, y.shape[3] // 2]
+        s = torch.relu(centre).sum() if objective == "paper" else centre.sum()  # Luo et al.: d s / d y = 1
+        (g,) = torch.autograd.grad(s, x)
+        g = g[0].double().numpy()
+        if reduction == "relu":
+            m = np.maximum(g, 0).sum(0)
+        elif reduction == "abs":
+            m = np.abs(g).sum(0)
+        else:
+            m = np.sqrt((g ** 2).sum(0))
+        total += m
+    return total / images.shape[0]

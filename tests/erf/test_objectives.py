@@ -1,4 +1,4 @@
-"""The ERF variants (objective x reduction) against a plain independent implementation written here.
+"""The ERF variants (objective x reduction) against a plain independent implementation (`_erf_helpers.reference_matrix`).
 
 The reference: the UNPREPARED model (as built, eval mode, no re-parameterisation, no BN folding, NCHW), batch 1,
 ``torch.autograd.grad`` of the objective written out from its definition, the reduction done in NumPy, the mean in
@@ -15,29 +15,9 @@ from erftools import ErftoolsError
 from erftools.erf import compute_erf, compute_erfs
 from erftools.erf.objectives import OBJECTIVES, REDUCTIONS, label_with_variant, variant_text
 
-from ._erf_helpers import fixture_data, fixture_model, tiny_resnet
+from ._erf_helpers import fixture_data, fixture_model, reference_matrix, tiny_resnet
 
 VARIANTS = [(o, r) for o in OBJECTIVES for r in REDUCTIONS]
-
-
-def reference_matrix(features, images: torch.Tensor, objective: str, reduction: str) -> np.ndarray:
-    """The mean map over ``images`` (N, 3, H, W), one image at a time, from the definitions (docs/erf.md)."""
-    total = np.zeros(images.shape[-2:], dtype=np.float64)
-    for i in range(images.shape[0]):
-        x = images[i:i + 1].clone().requires_grad_(True)
-        y = features(x)
-        centre = y[0, :, y.shape[2] // 2, y.shape[3] // 2]
-        s = torch.relu(centre).sum() if objective == "paper" else centre.sum()  # Luo et al.: d s / d y = 1
-        (g,) = torch.autograd.grad(s, x)
-        g = g[0].double().numpy()
-        if reduction == "relu":
-            m = np.maximum(g, 0).sum(0)
-        elif reduction == "abs":
-            m = np.abs(g).sum(0)
-        else:
-            m = np.sqrt((g ** 2).sum(0))
-        total += m
-    return total / images.shape[0]
 
 
 def _close(a, ref, rel=1e-5):

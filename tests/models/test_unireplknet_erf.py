@@ -96,7 +96,7 @@ def test_prepared_erf_equals_the_plain_one_on_the_official_tiny_model(tiny):
 
     from erftools.erf import compute_erf
 
-    from ..erf.test_objectives import reference_matrix
+    from ..erf._erf_helpers import reference_matrix
 
     model = UniRepLKNet(**tiny["config"])
     model.load_state_dict(tiny["state_dict"])
@@ -106,4 +106,3 @@ def test_prepared_erf_equals_the_plain_one_on_the_official_tiny_model(tiny):
     got = compute_erf(model, x, device="cpu", batch_size=3)
     assert got.prepared["structural_reparam"] and got.prepared["input_grad_only_layers"] > 0
     np.testing.assert_allclose(got.matrix, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
-
