@@ -29,7 +29,7 @@ UniRepLKNet mode (``--mode unireplknet``): ``unireplknet-S / official``, the sam
 official-structure model (training structure: the dilated branches and BNs in place, parameters requiring grad,
 native NCHW convolution, batch 1; the official iGEMM extension is CUDA-only and not used on CPU), next to
 ``unireplknet-S / erftools`` (``compute_erf`` with its defaults: re-parameterised, frozen, channels-last). Target
-(issue 19): erftools at least 2x faster on CPU. Writes ``erf_bench_unireplknet.json`` / ``.md``. (``torch.compile`` of
+(issue 19): erftools at least 2x faster on CPU; ``--rounds N`` runs the pair N times in turn. Writes ``erf_bench_unireplknet.json`` / ``.md``. (``torch.compile`` of
 the prepared model was tried: about 110 s to compile, then 6-10 % faster per image at 1024 px: not adopted.)
 
 Usage::
@@ -171,6 +171,42 @@ def child(args) -> dict:
             "build_s": build_s, "matrix_sum": matrix_sum, "threads": torch.get_num_threads()}
 
 
+def _run_child(i: int, name: str, args) -> dict:
+    """Configuration ``i`` in a fresh child process: its measurements, or ``{"name", "error"}``."""
+    cmd = [sys.executable, __file__, "--child", str(i), "--size", str(args.size), "--images", str(args.images),
+           "--mode", args.mode]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return {"name": name, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    res = json.loads(line[0][7:])
+    print(f"    {res['steady_seconds_per_image']:.2f} s/img ({res['steady_cpu_seconds_per_image']:.2f} CPU s), "
+          f"peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB", file=sys.stderr, flush=True)
+    return res
+
+
+def _merge_rounds(rs: list) -> dict:
+    """One configuration's rounds as one result: the medians over every round's images after its first, the
+    largest peak RSS, each round's own medians under ``rounds``."""
+    import statistics
+
+    failed = next((r for r in rs if "error" in r), None)
+    if failed:
+        return failed
+    steady = [t for r in rs for t in (r["seconds_per_image"][1:] or r["seconds_per_image"])]
+    cpu = [t for r in rs for t in (r["cpu_seconds_per_image"][1:] or r["cpu_seconds_per_image"])]
+    merged = {**rs[0], "seconds_per_image": [t for r in rs for t in r["seconds_per_image"]],
+              "cpu_seconds_per_image": [t for r in rs for t in r["cpu_seconds_per_image"]],
+              "steady_seconds_per_image": statistics.median(steady),
+              "steady_cpu_seconds_per_image": statistics.median(cpu),
+              "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs),
+              "rounds": [{"wall": r["steady_seconds_per_image"], "cpu": r["steady_cpu_seconds_per_image"],
+                          "first_image_s": r["seconds_per_image"][0]} for r in rs]}
+    merged["images_per_second"] = 1.0 / merged["steady_seconds_per_image"]
+    return merged
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=1024)
@@ -179,6 +215,9 @@ def main(argv=None) -> int:
                    help="speed: the configurations against the official baseline (default); layers: the 4 stages "
                         "of RepLKNet-31B against its final layer; unireplknet: UniRepLKNet-S against the official "
                         "procedure")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the configurations this many times in turn (A B A B ...): medians over all rounds, "
+                        "and the ratios of each round, which ran back to back (default 1)")
     p.add_argument("--only", default=None, help="run only configurations whose name contains this text")
     p.add_argument("--out", default=str(ROOT / "reports" / "benchmarks"), help="output folder")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -186,25 +225,16 @@ def main(argv=None) -> int:
     if args.child is not None:
         print("RESULT " + json.dumps(child(args)), flush=True)
         return 0
-    results = []
+    runs: dict[str, list] = {}
     t_all = time.perf_counter()
-    for i, (name, *_rest) in enumerate(_configs(args.mode)):
-        if args.only and args.only.lower() not in name.lower():
-            continue
-        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--child", str(i), "--size", str(args.size), "--images", str(args.images),
-               "--mode", args.mode]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode != 0 or not line:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            results.append({"name": name, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]})
-            continue
-        res = json.loads(line[0][7:])
-        print(f"    {res['steady_seconds_per_image']:.2f} s/img ({res['steady_cpu_seconds_per_image']:.2f} CPU s), "
-              f"peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB",
-              file=sys.stderr, flush=True)
-        results.append(res)
+    for rnd in range(args.rounds):
+        for i, (name, *_rest) in enumerate(_configs(args.mode)):
+            if args.only and args.only.lower() not in name.lower():
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] {name} (round {rnd + 1}/{args.rounds}) ...", file=sys.stderr,
+                  flush=True)
+            runs.setdefault(name, []).append(_run_child(i, name, args))
+    results = [_merge_rounds(rs) for rs in runs.values()]
     base = next((r for r in results if r.get("mode") == "official" and "error" not in r), None)
     for r in results:
         if base and "error" not in r and r.get("model") == base["model"]:
@@ -212,9 +242,12 @@ def main(argv=None) -> int:
             r["cpu_time_speedup_vs_official"] = (base["steady_cpu_seconds_per_image"]
                                                  / r["steady_cpu_seconds_per_image"])
             r["memory_ratio_vs_official"] = r["peak_rss_bytes"] / base["peak_rss_bytes"]
+            # the same ratios within each round (the configurations of a round ran back to back)
+            r["round_speedups_vs_official"] = [
+                [b["wall"] / o["wall"], b["cpu"] / o["cpu"]] for b, o in zip(base["rounds"], r["rounds"])]
     import torch
 
-    meta = {"size": args.size, "images_per_config": args.images, "cpu": platform.processor() or platform.machine(),
+    meta = {"size": args.size, "images_per_config": args.images, "rounds": args.rounds, "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "load_average_at_end": os.getloadavg(), "wall_s": round(time.perf_counter() - t_all, 1),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "env_conv_backend": os.environ.get("ERFTOOLS_CONV_BACKEND")}
@@ -246,9 +279,13 @@ def markdown(meta: dict, results: list) -> str:
     lines = [f"# ERF benchmark: {meta['size']}x{meta['size']} input, CPU",
              "",
              f"{meta['cpu']} ({meta['cpu_count']} cores, {meta['threads']} torch threads), torch {meta['torch']}, "
-             f"{meta['images_per_config']} random images per configuration, {meta['date']}. Each configuration ran "
+             f"{meta['images_per_config']} random images per configuration"
+             + (f" in each of {meta['rounds']} rounds (the configurations in turn, A B A B)"
+                if meta.get("rounds", 1) > 1 else "")
+             + f", {meta['date']}. Each configuration ran "
              "alone in a fresh child process (peak RSS = `ru_maxrss` of that process, weights and Python included); "
-             "s/image is the median over the images after the first (one-off set-up); per-image times are in the JSON. "
+             "s/image is the median over the images after the first of each round (one-off set-up); per-image times "
+             "are in the JSON. "
              "The machine was shared "
              f"with other jobs (load average at the end: {', '.join(f'{v:.1f}' for v in meta['load_average_at_end'])})"
              ", so absolute times are noisy; the ratios come from the same run. Produced by "
@@ -268,6 +305,11 @@ def markdown(meta: dict, results: list) -> str:
                      f"{r['steady_cpu_seconds_per_image']:.2f} | {r['seconds_per_image'][0]:.2f} | "
                      f"{r['peak_rss_bytes'] / 2**30:.2f} | "
                      f"{'' if sp is None else f'{sp:.2f}x / {cs:.2f}x'} | {'' if mr is None else f'{mr:.2f}'} |")
+    per_round = [(r["name"], r["round_speedups_vs_official"]) for r in results
+                 if len(r.get("round_speedups_vs_official") or ()) > 1 and r.get("mode") != "official"]
+    if per_round:
+        lines += ["", "Speed-up vs official within each round (wall / CPU time): " + "; ".join(
+            f"{name}: " + ", ".join(f"{w:.2f}x / {c:.2f}x" for w, c in rounds) for name, rounds in per_round)]
     lines.append("")
     return "\n".join(lines)
 

@@ -9,8 +9,10 @@ halves the activations held for the backward pass. What remains is what the acti
 ReLU outputs and the GELU inputs. (Keeping a 1-byte mask instead of a ReLU's output would save another ~0.4 GB at
 1024 px on RepLKNet-31B, but PyTorch's ``where`` is 2.5x slower than ReLU's own backward: ~5 % more time.)
 
-The numbers are unchanged: the forward is the module's own, and the backward is PyTorch's own
-``convolution_backward`` (or ``grad @ weight``) with only the input gradient requested. Under autocast (the ERF's
+For convolutions and linears the numbers are unchanged: the forward is the module's own, and the backward is
+PyTorch's own ``convolution_backward`` (or ``grad @ weight``) with only the input gradient requested. (The
+UniRepLKNet rewrites below order the float arithmetic differently: against autograd through the modules they agree
+to 1e-10 relative in float64, tests/models/test_unireplknet_erf.py.) Under autocast (the ERF's
 ``precision="bf16"``) the forward runs in the autocast dtype and the backward casts the weight to the gradient's
 dtype, as autocast did in the forward pass.
 
@@ -18,14 +20,23 @@ UniRepLKNet's Global Response Normalisation (:class:`erftools.models.unireplknet
 :class:`_InputGradGRN` in float32/float64: the same function, its spatial L2 norm as the square root of a sum of
 squares (PyTorch's ``vector_norm`` over the two spatial dimensions of an NHWC tensor was 3-5x slower here and,
 against float64, 1e-5 relative off where the sum of squares is 1e-7), and the input gradient in closed form (below)
-in three passes over the tensor where autograd takes five. On UniRepLKNet-S at 1024 px the GRN was a quarter of the
-ERF's time (``benchmarks/erf_bench.py --mode unireplknet``).
+in three passes over the tensor where autograd takes five. In a deploy-structure block the GRN and the linear layer
+after it run as one (:class:`_InputGradGRNLinear`: the GRN's per-channel scale goes into each image's copy of the
+linear's weight, so the scaled tensor, four times the block's width, is never written forward or backward); the
+squeeze-and-excitation gate's input gradient is closed-form too (:class:`_InputGradSE`), and the channels-first
+LayerNorms of the stem and the downsampling layers run as PyTorch's fused ``layer_norm`` on the channels-last
+tensor (:func:`_patched_layer_norm`). Each falls back to the module's own operations in training, under autocast or
+a low precision, and where a forward hook waits on a submodule it would skip (a layer target of ``--layers``).
+Together they took UniRepLKNet-S at 1024 px from 1.82x to 2.02x the official procedure's speed
+(``reports/benchmarks/erf_bench_unireplknet.md``, ``benchmarks/erf_bench.py --mode unireplknet --rounds 3``).
 
 Large-kernel ``DepthwiseConv2d`` modules keep their own path when their backend is not ``native`` (the FFT and Triton
 backends have their own backward passes). (The BatchNorm folding is the model's preparation,
 :mod:`erftools.models.prepare`.)
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -71,6 +82,38 @@ class _InputGradLinear(torch.autograd.Function):
         return grad.matmul(weight), None, None
 
 
+#: rows of an NHWC tensor per step of :func:`_spatial_sum`: about this many bytes, so that the product's temporary
+#: stays in cache and the allocator reuses it. One GRN's two reductions at UniRepLKNet-S's first stage (256x256x384,
+#: 1024 px input) took 143 + 166 CPU ms as whole-tensor ``(a * b).sum`` and 51 + 63 ms in steps of ~3 MB (2 cores).
+_SUM_STEP_BYTES = 2 * 2**20
+
+
+def _spatial_sum(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_p a b`` (``a * a`` without ``b``) over the spatial axes 1 and 2 of NHWC tensors, keepdim: (B, 1, 1, C),
+    in steps of a few rows (:data:`_SUM_STEP_BYTES`) instead of one product the size of the tensor."""
+    rows = max(1, _SUM_STEP_BYTES // max(1, a[:, :1].numel() // a.shape[0] * a.element_size()))
+    total = None
+    for i in range(0, a.shape[1], rows):
+        part = a[:, i:i + rows]
+        part = (part.square() if b is None else part * b[:, i:i + rows]).sum((1, 2), keepdim=True)
+        total = part if total is None else total.add_(part)
+    return total
+
+
+def _grn_scale(x: torch.Tensor, gamma: torch.Tensor):
+    """The GRN's per-image channel norms ``n`` (B, 1, 1, C), mean ``m`` (B, 1, 1, 1) and scale ``s = gamma n / m + 1``."""
+    norm = _spatial_sum(x).sqrt()
+    mean = norm.mean(-1, keepdim=True) + 1e-6
+    return norm, mean, gamma * (norm / mean) + 1
+
+
+def _grn_t(r: torch.Tensor, gamma: torch.Tensor, norm: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The GRN's ``t`` of ``dx = g s + x t`` from ``r = sum_p g x`` (see :class:`_InputGradGRN`)."""
+    q = (r * gamma * norm).sum(-1, keepdim=True)
+    t = (r * gamma / mean - q / (mean * mean * norm.shape[-1])) / norm
+    return torch.where(norm > 0, t, torch.zeros_like(t))
+
+
 class _InputGradGRN(torch.autograd.Function):
     """``out = x * s + beta`` on NHWC ``x`` with ``s_c = gamma_c * n_c / m + 1``, ``n_c = ||x_c||_2`` over the spatial
     positions and ``m = mean_k n_k + 1e-6``; only the gradient with respect to ``x``. With ``r_c = sum_p g_c x_c``
@@ -80,9 +123,7 @@ class _InputGradGRN(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta):
-        norm = x.square().sum((1, 2), keepdim=True).sqrt()  # (B, 1, 1, C)
-        mean = norm.mean(-1, keepdim=True) + 1e-6  # (B, 1, 1, 1)
-        scale = gamma * (norm / mean) + 1
+        norm, mean, scale = _grn_scale(x, gamma)
         ctx.save_for_backward(x, norm, mean, scale)
         ctx.gamma = gamma  # a frozen parameter, as in _InputGradConv
         out = x * scale
@@ -91,12 +132,38 @@ class _InputGradGRN(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, norm, mean, scale = ctx.saved_tensors
-        gamma = ctx.gamma
-        r = (grad * x).sum((1, 2), keepdim=True)
-        q = (r * gamma * norm).sum(-1, keepdim=True)
-        t = (r * gamma / mean - q / (mean * mean * norm.shape[-1])) / norm
-        t = torch.where(norm > 0, t, torch.zeros_like(t))
+        t = _grn_t(_spatial_sum(grad, x), ctx.gamma, norm, mean)
         return torch.addcmul(grad * scale, x, t), None, None
+
+
+class _InputGradGRNLinear(torch.autograd.Function):
+    """The GRN (no ``beta``: the deploy structure projects it into the bias) and the linear layer after it as one:
+    ``y = (x s) W^T + b = x (W diag(s))^T + b`` with each image's ``s``, so the scaled tensor (4x the block's width)
+    is never written. Backward: ``g W diag(s)`` is :class:`_InputGradGRN`'s ``g s`` from the one matrix product,
+    and its ``r = sum_p g x`` is ``sum_p (g s) x / s`` (a channel with ``s = 0`` takes the unscaled product)."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, weight, bias):
+        norm, mean, scale = _grn_scale(x, gamma)
+        b, c = x.shape[0], x.shape[-1]
+        w = weight * scale.view(b, 1, c)  # (B, C_out, C): one weight per image
+        ctx.save_for_backward(x, norm, mean, scale, w)
+        ctx.gamma, ctx.weight = gamma, weight  # frozen parameters, as in _InputGradConv
+        flat = x.reshape(b, -1, c)
+        out = (torch.bmm(flat, w.transpose(1, 2)) if bias is None
+               else torch.baddbmm(bias.view(1, 1, -1), flat, w.transpose(1, 2)))
+        return out.view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, norm, mean, scale, w = ctx.saved_tensors
+        b = x.shape[0]
+        gs = torch.bmm(grad.reshape(b, -1, grad.shape[-1]), w).view(x.shape)  # = g s, g the GRN's output gradient
+        if bool((scale == 0).any()):
+            r = _spatial_sum(torch.matmul(grad, ctx.weight), x)
+        else:
+            r = _spatial_sum(gs, x) / scale
+        return torch.addcmul(gs, x, _grn_t(r, ctx.gamma, norm, mean)), None, None, None
 
 
 def _patched_grn(module: nn.Module, original):
@@ -107,6 +174,89 @@ def _patched_grn(module: nn.Module, original):
         return _InputGradGRN.apply(x, module.gamma, getattr(module, "beta", None))
 
     return forward
+
+
+class _InputGradSE(torch.autograd.Function):
+    """UniRepLKNet's squeeze-and-excitation ``out = x * a``, ``a = sigmoid(up(relu(down(mean_p x))))``, forward as the
+    module computes it; only the gradient with respect to ``x``: ``dx = g a + (J^T v) / P`` with ``v = sum_p g x``
+    (per image and channel), ``J = da / d mean`` through the two 1x1 convolutions, and ``P`` the spatial positions.
+    Autograd adds the broadcast mean gradient to ``g a`` as a separate, layout-mixing accumulation (a fifth of the
+    SE's backward time at 1024 px); here it is one pass."""
+
+    @staticmethod
+    def forward(ctx, x, down_w, down_b, up_w, up_b):
+        u = F.conv2d(x.mean((2, 3), keepdim=True), down_w, down_b)
+        a = torch.sigmoid(F.conv2d(torch.relu(u), up_w, up_b))
+        ctx.save_for_backward(x, a, u > 0)
+        ctx.weights = (down_w, up_w)  # frozen parameters, as in _InputGradConv
+        return x * a.view(-1, x.shape[1], 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, a, active = ctx.saved_tensors
+        down_w, up_w = ctx.weights
+        v = (grad * x).sum((2, 3))  # (B, C)
+        w = (v * (a * (1 - a)).flatten(1)) @ up_w.flatten(1)  # d/d relu(u): (B, C/4)
+        w = (w * active.flatten(1)) @ down_w.flatten(1)  # d/d mean: (B, C)
+        fmt = (torch.channels_last if not grad.is_contiguous() and grad.is_contiguous(memory_format=torch.channels_last)
+               else torch.contiguous_format)
+        dx = torch.mul(grad, a, out=torch.empty_like(grad, memory_format=fmt))
+        return dx.add_((w / (x.shape[2] * x.shape[3]))[:, :, None, None]), None, None, None, None
+
+
+def _patched_se(module: nn.Module, original):
+    def forward(x):
+        if (not torch.is_grad_enabled() or not x.requires_grad or module.down.weight.requires_grad
+                or module.up.weight.requires_grad or x.dtype not in (torch.float32, torch.float64)
+                or torch.is_autocast_enabled(x.device.type) or _hooked(module.down, module.up, module.nonlinear)):
+            return original(x)  # training, a low precision, or hooks that want the children called
+        return _InputGradSE.apply(x, module.down.weight, module.down.bias, module.up.weight, module.up.bias)
+
+    return forward
+
+
+def _patched_layer_norm(module: nn.Module, original):
+    """UniRepLKNet's channels-first LayerNorm written out in eight elementwise operations (forward; about fifteen
+    backward) becomes PyTorch's fused ``layer_norm`` over the channels of the NHWC view, when the input is
+    channels-last (the ERF's layout): the same formula (biased variance, ``eps`` inside the square root), one pass."""
+    def forward(x):
+        if (module.data_format != "channels_first" or x.dim() != 4 or module.weight.requires_grad
+                or x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled(x.device.type)
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return original(x)  # another layout, or a low precision whose rounding the module's own ops define
+        return F.layer_norm(x.permute(0, 2, 3, 1), module.normalized_shape, module.weight, module.bias,
+                            module.eps).permute(0, 3, 1, 2)
+
+    return forward
+
+
+def _patched_block(block: nn.Module, original):
+    """A deploy-structure UniRepLKNet block whose GRN and second linear run as :class:`_InputGradGRNLinear`:
+    ``x + drop_path(NCHW(GRNLinear(GELU(Linear1(SE(dwconv(x)))))))``, the module's own order."""
+    from ..models.unireplknet import GRNwithNHWC, NHWCtoNCHW
+
+    def fusable(x) -> bool:
+        act, pw2 = block.act, block.pwconv2
+        return (torch.is_grad_enabled() and x.requires_grad and not block.with_cp and block.gamma is None
+                and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
+                and len(act) == 2 and isinstance(act[1], GRNwithNHWC) and not hasattr(act[1], "beta")
+                and len(pw2) == 2 and type(pw2[0]) is nn.Linear and isinstance(pw2[1], NHWCtoNCHW)
+                and not act[1].gamma.requires_grad and not pw2[0].weight.requires_grad
+                and act[1].gamma.dtype == x.dtype and not _hooked(act, act[1], pw2, pw2[0], pw2[1]))
+
+    def forward(x):
+        if not fusable(x):
+            return original(x)
+        y = block.act[0](block.pwconv1(block.se(block.norm(block.dwconv(x)))))
+        linear = block.pwconv2[0]
+        y = _InputGradGRNLinear.apply(y, block.act[1].gamma, linear.weight, linear.bias).permute(0, 3, 1, 2)
+        return x + block.drop_path(y)
+
+    return forward
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
 def _patched_linear(module: nn.Linear, original):
@@ -139,10 +289,16 @@ def _patched_forward(module: nn.Conv2d, original):
     return forward
 
 
-def _patcher(m: nn.Module, grn_class: type):
+def _patcher(m: nn.Module, unireplknet) -> Callable | None:
     """The input-gradient-only forward for ``m``'s kind, None when it has none."""
-    if isinstance(m, grn_class):
+    if isinstance(m, unireplknet.UniRepLKNetBlock):
+        return _patched_block
+    if isinstance(m, unireplknet.GRNwithNHWC):
         return _patched_grn
+    if isinstance(m, unireplknet.SEBlock):
+        return _patched_se
+    if isinstance(m, unireplknet.LayerNorm):
+        return _patched_layer_norm
     if type(m) is nn.Linear:
         return _patched_linear
     if type(m) is nn.Conv2d or (isinstance(m, nn.Conv2d) and type(m).__name__ in ("DepthwiseConv2d",
@@ -152,13 +308,14 @@ def _patcher(m: nn.Module, grn_class: type):
 
 
 def freeze_convolutions(model: nn.Module) -> int:
-    """Route the frozen ``nn.Conv2d`` (zero, numeric padding), ``nn.Linear`` and UniRepLKNet GRN modules of ``model``
-    through the input-gradient-only path, in place. Returns how many were patched. Idempotent."""
-    from ..models.unireplknet import GRNwithNHWC
+    """Route the frozen ``nn.Conv2d`` (zero, numeric padding), ``nn.Linear`` and UniRepLKNet modules (block, GRN, SE,
+    channels-first LayerNorm) of ``model`` through the input-gradient-only path, in place. Returns how many were
+    patched. Idempotent."""
+    from ..models import unireplknet
 
     n = 0
     for m in model.modules():
-        patch = _patcher(m, GRNwithNHWC)
+        patch = _patcher(m, unireplknet)
         if patch is None:
             continue
         if not getattr(m, "_erftools_input_grad_only", False):

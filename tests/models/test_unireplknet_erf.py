@@ -59,11 +59,17 @@ def test_theoretical_rf_traces_the_dilated_branches(kernels):
 
 
 @pytest.mark.parametrize("with_beta", [True, False])
-def test_input_grad_only_grn_equals_autograd_of_the_module(with_beta):
+@pytest.mark.parametrize("step_bytes", [None, 1, 700])
+def test_input_grad_only_grn_equals_autograd_of_the_module(with_beta, step_bytes, monkeypatch):
     """The ERF's closed-form GRN input gradient against autograd through the module's own forward, in float64, with
-    non-zero gammas, unequal channel norms and one all-zero channel (the norm's subgradient there is 0)."""
+    non-zero gammas, unequal channel norms and one all-zero channel (the norm's subgradient there is 0); the spatial
+    sums in one step, row by row, and in steps of 2 rows of the 5 (a remainder)."""
+    from erftools.erf import _frozen
     from erftools.erf._frozen import freeze_convolutions
     from erftools.models.unireplknet import GRNwithNHWC
+
+    if step_bytes is not None:  # one row of (7, 6) float64 is 336 bytes
+        monkeypatch.setattr(_frozen, "_SUM_STEP_BYTES", step_bytes)
 
     g = torch.Generator().manual_seed(3)
     grn = GRNwithNHWC(6, use_bias=with_beta).double()
@@ -89,8 +95,154 @@ def test_input_grad_only_grn_equals_autograd_of_the_module(with_beta):
     assert "InputGradGRN" not in type(grn(x).grad_fn).__name__
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_input_grad_only_se_equals_autograd_of_the_module(channels_last):
+    """The ERF's closed-form squeeze-and-excitation input gradient (the gate's dependence on the spatial mean through
+    both 1x1 convolutions and the ReLU, some of whose units are off) against autograd through the module, float64;
+    the gradient keeps the incoming gradient's memory layout; hooks on a child or a trainable weight keep the module's ops."""
+    from erftools.erf._frozen import freeze_convolutions
+    from erftools.models.unireplknet import SEBlock
+
+    g = torch.Generator().manual_seed(5)
+    se = SEBlock(8, 4).double()
+    with torch.no_grad():
+        for p in se.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    se.requires_grad_(False)
+    x = torch.randn(2, 8, 5, 7, generator=g, dtype=torch.float64)
+    upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    if channels_last:  # the ERF's layout, in which the gradient arrives too
+        x, upstream = (t.contiguous(memory_format=torch.channels_last) for t in (x, upstream))
+    x.requires_grad_(True)
+    ref_out = se(x)
+    (ref,) = torch.autograd.grad((ref_out * upstream).sum(), x)
+    with torch.no_grad():
+        units = se.down(x.mean((2, 3), keepdim=True))
+    assert (units > 0).any() and (units <= 0).any()  # both sides of the ReLU are exercised
+    assert freeze_convolutions(se) == 3  # the SE and its two 1x1 convolutions
+    out = se(x)
+    assert "InputGradSE" in type(out.grad_fn).__name__
+    (got,) = torch.autograd.grad((out * upstream).sum(), x)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    handle = se.up.register_forward_hook(lambda *a: None)
+    assert "InputGradSE" not in type(se(x).grad_fn).__name__
+    handle.remove()
+    se.up.weight.requires_grad_(True)
+    assert "InputGradSE" not in type(se(x).grad_fn).__name__
+
+
+def test_channels_first_layer_norm_fused_equals_the_module():
+    """The ERF's fused LayerNorm over the channels of a channels-last NCHW tensor: the module's output and input
+    gradient (float64); NCHW-contiguous input and channels_last-format modules keep the module's own ops."""
+    from erftools.erf._frozen import freeze_convolutions
+    from erftools.models.unireplknet import LayerNorm
+
+    g = torch.Generator().manual_seed(6)
+    ln = LayerNorm(6, data_format="channels_first").double()
+    with torch.no_grad():
+        ln.weight.copy_(torch.randn(6, generator=g, dtype=torch.float64))
+        ln.bias.copy_(torch.randn(6, generator=g, dtype=torch.float64))
+    ln.requires_grad_(False)
+    x = (torch.randn(2, 6, 5, 4, generator=g, dtype=torch.float64) * 3 + 1).contiguous(
+        memory_format=torch.channels_last).requires_grad_(True)
+    upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    ref_out = ln(x)
+    (ref,) = torch.autograd.grad((ref_out * upstream).sum(), x)
+    assert freeze_convolutions(ln) == 1
+    out = ln(x)
+    fused = "NativeLayerNormBackward0"
+    assert out.grad_fn.next_functions[0][0].name() == fused and out.is_contiguous(memory_format=torch.channels_last)
+    (got,) = torch.autograd.grad((out * upstream).sum(), x)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    plain = ln(x.detach().contiguous().requires_grad_(True)).grad_fn
+    assert fused not in (plain.name(), *(f.name() for f, _ in plain.next_functions if f is not None))
+
+
+def _random_block(dim: int, kernel: int, seed: int):
+    """A UniRepLKNet block with every parameter and BN statistic random, in eval mode, float64."""
+    from erftools.models.unireplknet import UniRepLKNetBlock
+
+    g = torch.Generator().manual_seed(seed)
+    block = UniRepLKNetBlock(dim, kernel).double().eval()
+    with torch.no_grad():
+        for name, t in [*block.named_parameters(), *block.named_buffers()]:
+            if t.dtype.is_floating_point:
+                t.copy_(torch.rand(t.shape, generator=g, dtype=t.dtype) + 0.5 if "running_var" in name
+                        else torch.randn(t.shape, generator=g, dtype=t.dtype))
+    return block
+
+
+@pytest.mark.parametrize("kernel", [13, 3])
+def test_block_with_grn_and_linear_fused_equals_autograd_of_the_block(kernel, monkeypatch):
+    """A deploy-structure block whose GRN and second linear run as one (the scaled tensor never formed): output and
+    input gradient against autograd through the training-structure block, float64, two images (one weight per
+    image); a hook on the second linear, or a trainable GRN, keeps the module's own ops."""
+    import copy
+
+    from erftools.erf import _frozen
+
+    block = _random_block(8, kernel, seed=kernel)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 8, 9, 7, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(x.shape, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    ref_out = block(x)
+    (ref,) = torch.autograd.grad((ref_out * upstream).sum(), x)
+    fast = copy.deepcopy(block)
+    fast.reparameterize()
+    fast.requires_grad_(False)
+    _frozen.freeze_convolutions(fast)
+    monkeypatch.setattr(_frozen, "_SUM_STEP_BYTES", 2 * 7 * 32 * 8)  # the 9 rows in steps of 2
+    calls = []
+    real = _frozen._InputGradGRNLinear.apply
+    monkeypatch.setattr(_frozen._InputGradGRNLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    out = fast(x)
+    (got,) = torch.autograd.grad((out * upstream).sum(), x)
+    assert calls == [1]
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-10)
+    handle = fast.pwconv2[0].register_forward_hook(lambda *a: None)
+    fast(x)
+    handle.remove()
+    fast.act[1].gamma.requires_grad_(True)
+    fast(x)
+    assert calls == [1]  # neither call was fused
+
+
+def test_fused_grn_linear_where_a_channel_scale_is_zero():
+    """A channel whose GRN scale ``gamma n / m + 1`` is exactly 0: the backward cannot divide by it and takes the
+    unscaled product; the gradient still equals autograd through the GRN and the linear (float64)."""
+    from erftools.erf._frozen import _grn_scale, _InputGradGRNLinear
+    from erftools.models.unireplknet import GRNwithNHWC
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 4, 5, 6, generator=g, dtype=torch.float64)
+    gamma = torch.randn(1, 1, 1, 6, generator=g, dtype=torch.float64)
+    norm, mean, _ = _grn_scale(x, gamma)
+    q = norm / mean
+    for k in range(1000):  # a gamma_0 with gamma_0 * q_0 == -1 exactly in float64
+        gamma[..., 0] = -1 / q[..., 0] * (1 + k * 2.0 ** -52)
+        if float(_grn_scale(x, gamma)[2][..., 0]) == 0.0:
+            break
+    assert float(_grn_scale(x, gamma)[2][..., 0]) == 0.0
+    weight = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    bias = torch.randn(3, generator=g, dtype=torch.float64)
+    grn = GRNwithNHWC(6, use_bias=False).double()
+    with torch.no_grad():
+        grn.gamma.copy_(gamma)
+    upstream = torch.randn(1, 4, 5, 3, generator=g, dtype=torch.float64)
+    x.requires_grad_(True)
+    (ref,) = torch.autograd.grad((torch.nn.functional.linear(grn(x), weight, bias) * upstream).sum(), x)
+    (got,) = torch.autograd.grad((_InputGradGRNLinear.apply(x, gamma, weight, bias) * upstream).sum(), x)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_prepared_erf_equals_the_plain_one_on_the_official_tiny_model(tiny):
-    """compute_erf's fast path (deploy structure, channels-last, input-gradient-only convolutions, linears and GRNs)
+    """compute_erf's fast path (deploy structure, channels-last, input-gradient-only convolutions, linears, GRNs and
+    SEs, fused LayerNorms)
     against autograd on the official training structure (the fixture's non-zero GRN gammas and betas), batch 1."""
     import numpy as np
 
