@@ -29,8 +29,9 @@ UniRepLKNet mode (``--mode unireplknet``): ``unireplknet-S / official``, the sam
 official-structure model (training structure: the dilated branches and BNs in place, parameters requiring grad,
 native NCHW convolution, batch 1; the official iGEMM extension is CUDA-only and not used on CPU), next to
 ``unireplknet-S / erftools`` (``compute_erf`` with its defaults: re-parameterised, frozen, channels-last). Target
-(issue 19): erftools at least 2x faster on CPU; ``--rounds N`` runs the pair N times in turn. Writes ``erf_bench_unireplknet.json`` / ``.md``. (``torch.compile`` of
-the prepared model was tried: about 110 s to compile, then 6-10 % faster per image at 1024 px: not adopted.)
+(issue 19): erftools at least 2x faster on CPU; ``--rounds N`` runs the pair N times in turn. Writes
+``erf_bench_unireplknet.json`` / ``.md``. (``torch.compile`` of the prepared model was tried: about 110 s to compile,
+then 6-10 % faster per image at 1024 px: not adopted.)
 
 Usage::
 
@@ -247,7 +248,8 @@ def main(argv=None) -> int:
                 [b["wall"] / o["wall"], b["cpu"] / o["cpu"]] for b, o in zip(base["rounds"], r["rounds"])]
     import torch
 
-    meta = {"size": args.size, "images_per_config": args.images, "rounds": args.rounds, "cpu": platform.processor() or platform.machine(),
+    meta = {"size": args.size, "images_per_config": args.images, "rounds": args.rounds,
+            "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "load_average_at_end": os.getloadavg(), "wall_s": round(time.perf_counter() - t_all, 1),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "env_conv_backend": os.environ.get("ERFTOOLS_CONV_BACKEND")}

@@ -101,7 +101,8 @@ def _spatial_sum(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor
 
 
 def _grn_scale(x: torch.Tensor, gamma: torch.Tensor):
-    """The GRN's per-image channel norms ``n`` (B, 1, 1, C), mean ``m`` (B, 1, 1, 1) and scale ``s = gamma n / m + 1``."""
+    """The GRN's per-image channel norms ``n`` (B, 1, 1, C), mean ``m`` (B, 1, 1, 1) and scale
+    ``s = gamma n / m + 1``."""
     norm = _spatial_sum(x).sqrt()
     mean = norm.mean(-1, keepdim=True) + 1e-6
     return norm, mean, gamma * (norm / mean) + 1
@@ -169,7 +170,7 @@ class _InputGradGRNLinear(torch.autograd.Function):
 def _patched_grn(module: nn.Module, original):
     def forward(x):
         if (not torch.is_grad_enabled() or not x.requires_grad or module.gamma.requires_grad
-                or x.dtype not in (torch.float32, torch.float64) or module.gamma.dtype != x.dtype):
+                or not _full_precision(x) or module.gamma.dtype != x.dtype):
             return original(x)  # training, or a low precision whose rounding the module's own ops define
         return _InputGradGRN.apply(x, module.gamma, getattr(module, "beta", None))
 
@@ -198,17 +199,15 @@ class _InputGradSE(torch.autograd.Function):
         v = (grad * x).sum((2, 3))  # (B, C)
         w = (v * (a * (1 - a)).flatten(1)) @ up_w.flatten(1)  # d/d relu(u): (B, C/4)
         w = (w * active.flatten(1)) @ down_w.flatten(1)  # d/d mean: (B, C)
-        fmt = (torch.channels_last if not grad.is_contiguous() and grad.is_contiguous(memory_format=torch.channels_last)
-               else torch.contiguous_format)
-        dx = torch.mul(grad, a, out=torch.empty_like(grad, memory_format=fmt))
+        dx = torch.mul(grad, a, out=torch.empty_like(grad))  # in the gradient's own layout
         return dx.add_((w / (x.shape[2] * x.shape[3]))[:, :, None, None]), None, None, None, None
 
 
 def _patched_se(module: nn.Module, original):
     def forward(x):
         if (not torch.is_grad_enabled() or not x.requires_grad or module.down.weight.requires_grad
-                or module.up.weight.requires_grad or x.dtype not in (torch.float32, torch.float64)
-                or torch.is_autocast_enabled(x.device.type) or _hooked(module.down, module.up, module.nonlinear)):
+                or module.up.weight.requires_grad or not _full_precision(x)
+                or _hooked(module.down, module.up, module.nonlinear)):
             return original(x)  # training, a low precision, or hooks that want the children called
         return _InputGradSE.apply(x, module.down.weight, module.down.bias, module.up.weight, module.up.bias)
 
@@ -221,8 +220,7 @@ def _patched_layer_norm(module: nn.Module, original):
     channels-last (the ERF's layout): the same formula (biased variance, ``eps`` inside the square root), one pass."""
     def forward(x):
         if (module.data_format != "channels_first" or x.dim() != 4 or module.weight.requires_grad
-                or x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled(x.device.type)
-                or not x.is_contiguous(memory_format=torch.channels_last)):
+                or not _full_precision(x) or not x.is_contiguous(memory_format=torch.channels_last)):
             return original(x)  # another layout, or a low precision whose rounding the module's own ops define
         return F.layer_norm(x.permute(0, 2, 3, 1), module.normalized_shape, module.weight, module.bias,
                             module.eps).permute(0, 3, 1, 2)
@@ -238,8 +236,8 @@ def _patched_block(block: nn.Module, original):
     def fusable(x) -> bool:
         act, pw2 = block.act, block.pwconv2
         return (torch.is_grad_enabled() and x.requires_grad and not block.with_cp and block.gamma is None
-                and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
-                and len(act) == 2 and isinstance(act[1], GRNwithNHWC) and not hasattr(act[1], "beta")
+                and _full_precision(x) and len(act) == 2 and isinstance(act[1], GRNwithNHWC)
+                and not hasattr(act[1], "beta")
                 and len(pw2) == 2 and type(pw2[0]) is nn.Linear and isinstance(pw2[1], NHWCtoNCHW)
                 and not act[1].gamma.requires_grad and not pw2[0].weight.requires_grad
                 and act[1].gamma.dtype == x.dtype and not _hooked(act, act[1], pw2, pw2[0], pw2[1]))
@@ -257,6 +255,11 @@ def _patched_block(block: nn.Module, original):
 
 def _hooked(*modules: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _full_precision(x: torch.Tensor) -> bool:
+    """float32/float64 outside autocast: where the closed forms keep the rounding the modules' own ops define."""
+    return x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
 
 
 def _patched_linear(module: nn.Linear, original):

@@ -99,7 +99,8 @@ def test_input_grad_only_grn_equals_autograd_of_the_module(with_beta, step_bytes
 def test_input_grad_only_se_equals_autograd_of_the_module(channels_last):
     """The ERF's closed-form squeeze-and-excitation input gradient (the gate's dependence on the spatial mean through
     both 1x1 convolutions and the ReLU, some of whose units are off) against autograd through the module, float64;
-    the gradient keeps the incoming gradient's memory layout; hooks on a child or a trainable weight keep the module's ops."""
+    the gradient keeps the incoming gradient's memory layout; hooks on a child or a trainable weight keep the
+    module's ops."""
     from erftools.erf._frozen import freeze_convolutions
     from erftools.models.unireplknet import SEBlock
 
