@@ -17,18 +17,17 @@ to 1e-10 relative in float64, tests/models/test_unireplknet_erf.py.) Under autoc
 dtype, as autocast did in the forward pass.
 
 UniRepLKNet's Global Response Normalisation (:class:`erftools.models.unireplknet.GRNwithNHWC`) runs through
-:class:`_InputGradGRN` in float32/float64: the same function, its spatial L2 norm as the square root of a sum of
-squares (PyTorch's ``vector_norm`` over the two spatial dimensions of an NHWC tensor was 3-5x slower here and,
-against float64, 1e-5 relative off where the sum of squares is 1e-7), and the input gradient in closed form (below)
-in three passes over the tensor where autograd takes five. In a deploy-structure block the GRN and the linear layer
-after it run as one (:class:`_InputGradGRNLinear`: the GRN's per-channel scale goes into each image's copy of the
-linear's weight, so the scaled tensor, four times the block's width, is never written forward or backward); the
-squeeze-and-excitation gate's input gradient is closed-form too (:class:`_InputGradSE`), and the channels-first
-LayerNorms of the stem and the downsampling layers run as PyTorch's fused ``layer_norm`` on the channels-last
-tensor (:func:`_patched_layer_norm`). Each falls back to the module's own operations in training, under autocast or
-a low precision, and where a forward hook waits on a submodule it would skip (a layer target of ``--layers``).
-Together they took UniRepLKNet-S at 1024 px from 1.82x to 2.02x the official procedure's speed
-(``reports/benchmarks/erf_bench_unireplknet.md``, ``benchmarks/erf_bench.py --mode unireplknet --rounds 3``).
+:class:`_InputGradGRN` in float32/float64: the forward of the prepared model's fast path
+(:mod:`erftools.models._unireplknet_fast`: the spatial L2 norm as the square root of a stepped sum of squares), and
+the input gradient in closed form (below) in three passes over the tensor where autograd takes five. In a
+deploy-structure block the GRN and the linear layer after it run as one (:class:`_InputGradGRNLinear`: the GRN's
+per-channel scale goes into each image's copy of the linear's weight, so the scaled tensor, four times the block's
+width, is never written forward or backward); the squeeze-and-excitation gate's input gradient is closed-form too
+(:class:`_InputGradSE`); the channels-first LayerNorms are the preparation's fused ``layer_norm`` already. Each
+falls back to the module's own operations in training, under autocast or a low precision, and where a forward hook
+waits on a submodule it would skip (a layer target of ``--layers``).
+Together they took UniRepLKNet-S at 1024 px from 1.82x to 2.0-2.5x the official procedure's speed
+(``reports/benchmarks/erf_bench_unireplknet.md``, ``benchmarks/erf_bench.py --mode unireplknet --rounds 4``).
 
 Large-kernel ``DepthwiseConv2d`` modules keep their own path when their backend is not ``native`` (the FFT and Triton
 backends have their own backward passes). (The BatchNorm folding is the model's preparation,
@@ -41,6 +40,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..models._unireplknet_fast import (full_precision, fused_block_forward, fusable_block, grn_linear, grn_scale,
+                                         hooked, spatial_sum)
 
 __all__ = ["freeze_convolutions"]
 
@@ -82,32 +84,6 @@ class _InputGradLinear(torch.autograd.Function):
         return grad.matmul(weight), None, None
 
 
-#: rows of an NHWC tensor per step of :func:`_spatial_sum`: about this many bytes, so that the product's temporary
-#: stays in cache and the allocator reuses it. One GRN's two reductions at UniRepLKNet-S's first stage (256x256x384,
-#: 1024 px input) took 143 + 166 CPU ms as whole-tensor ``(a * b).sum`` and 51 + 63 ms in steps of ~3 MB (2 cores).
-_SUM_STEP_BYTES = 2 * 2**20
-
-
-def _spatial_sum(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """``sum_p a b`` (``a * a`` without ``b``) over the spatial axes 1 and 2 of NHWC tensors, keepdim: (B, 1, 1, C),
-    in steps of a few rows (:data:`_SUM_STEP_BYTES`) instead of one product the size of the tensor."""
-    rows = max(1, _SUM_STEP_BYTES // max(1, a[:, :1].numel() // a.shape[0] * a.element_size()))
-    total = None
-    for i in range(0, a.shape[1], rows):
-        part = a[:, i:i + rows]
-        part = (part.square() if b is None else part * b[:, i:i + rows]).sum((1, 2), keepdim=True)
-        total = part if total is None else total.add_(part)
-    return total
-
-
-def _grn_scale(x: torch.Tensor, gamma: torch.Tensor):
-    """The GRN's per-image channel norms ``n`` (B, 1, 1, C), mean ``m`` (B, 1, 1, 1) and scale
-    ``s = gamma n / m + 1``."""
-    norm = _spatial_sum(x).sqrt()
-    mean = norm.mean(-1, keepdim=True) + 1e-6
-    return norm, mean, gamma * (norm / mean) + 1
-
-
 def _grn_t(r: torch.Tensor, gamma: torch.Tensor, norm: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """The GRN's ``t`` of ``dx = g s + x t`` from ``r = sum_p g x`` (see :class:`_InputGradGRN`)."""
     q = (r * gamma * norm).sum(-1, keepdim=True)
@@ -124,7 +100,7 @@ class _InputGradGRN(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta):
-        norm, mean, scale = _grn_scale(x, gamma)
+        norm, mean, scale = grn_scale(x, gamma)
         ctx.save_for_backward(x, norm, mean, scale)
         ctx.gamma = gamma  # a frozen parameter, as in _InputGradConv
         out = x * scale
@@ -133,7 +109,7 @@ class _InputGradGRN(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, norm, mean, scale = ctx.saved_tensors
-        t = _grn_t(_spatial_sum(grad, x), ctx.gamma, norm, mean)
+        t = _grn_t(spatial_sum(grad, x), ctx.gamma, norm, mean)
         return torch.addcmul(grad * scale, x, t), None, None
 
 
@@ -145,15 +121,10 @@ class _InputGradGRNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gamma, weight, bias):
-        norm, mean, scale = _grn_scale(x, gamma)
-        b, c = x.shape[0], x.shape[-1]
-        w = weight * scale.view(b, 1, c)  # (B, C_out, C): one weight per image
+        out, (norm, mean, scale, w) = grn_linear(x, gamma, weight, bias)
         ctx.save_for_backward(x, norm, mean, scale, w)
         ctx.gamma, ctx.weight = gamma, weight  # frozen parameters, as in _InputGradConv
-        flat = x.reshape(b, -1, c)
-        out = (torch.bmm(flat, w.transpose(1, 2)) if bias is None
-               else torch.baddbmm(bias.view(1, 1, -1), flat, w.transpose(1, 2)))
-        return out.view(*x.shape[:-1], weight.shape[0])
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -161,16 +132,16 @@ class _InputGradGRNLinear(torch.autograd.Function):
         b = x.shape[0]
         gs = torch.bmm(grad.reshape(b, -1, grad.shape[-1]), w).view(x.shape)  # = g s, g the GRN's output gradient
         if bool((scale == 0).any()):
-            r = _spatial_sum(torch.matmul(grad, ctx.weight), x)
+            r = spatial_sum(torch.matmul(grad, ctx.weight), x)
         else:
-            r = _spatial_sum(gs, x) / scale
+            r = spatial_sum(gs, x) / scale
         return torch.addcmul(gs, x, _grn_t(r, ctx.gamma, norm, mean)), None, None, None
 
 
 def _patched_grn(module: nn.Module, original):
     def forward(x):
         if (not torch.is_grad_enabled() or not x.requires_grad or module.gamma.requires_grad
-                or not _full_precision(x) or module.gamma.dtype != x.dtype):
+                or not full_precision(x) or module.gamma.dtype != x.dtype):
             return original(x)  # training, or a low precision whose rounding the module's own ops define
         return _InputGradGRN.apply(x, module.gamma, getattr(module, "beta", None))
 
@@ -206,60 +177,23 @@ class _InputGradSE(torch.autograd.Function):
 def _patched_se(module: nn.Module, original):
     def forward(x):
         if (not torch.is_grad_enabled() or not x.requires_grad or module.down.weight.requires_grad
-                or module.up.weight.requires_grad or not _full_precision(x)
-                or _hooked(module.down, module.up, module.nonlinear)):
+                or module.up.weight.requires_grad or not full_precision(x)
+                or hooked(module.down, module.up, module.nonlinear)):
             return original(x)  # training, a low precision, or hooks that want the children called
         return _InputGradSE.apply(x, module.down.weight, module.down.bias, module.up.weight, module.up.bias)
 
     return forward
 
 
-def _patched_layer_norm(module: nn.Module, original):
-    """UniRepLKNet's channels-first LayerNorm written out in eight elementwise operations (forward; about fifteen
-    backward) becomes PyTorch's fused ``layer_norm`` over the channels of the NHWC view, when the input is
-    channels-last (the ERF's layout): the same formula (biased variance, ``eps`` inside the square root), one pass."""
-    def forward(x):
-        if (module.data_format != "channels_first" or x.dim() != 4 or module.weight.requires_grad
-                or not _full_precision(x) or not x.is_contiguous(memory_format=torch.channels_last)):
-            return original(x)  # another layout, or a low precision whose rounding the module's own ops define
-        return F.layer_norm(x.permute(0, 2, 3, 1), module.normalized_shape, module.weight, module.bias,
-                            module.eps).permute(0, 3, 1, 2)
-
-    return forward
-
-
 def _patched_block(block: nn.Module, original):
-    """A deploy-structure UniRepLKNet block whose GRN and second linear run as :class:`_InputGradGRNLinear`:
-    ``x + drop_path(NCHW(GRNLinear(GELU(Linear1(SE(dwconv(x)))))))``, the module's own order."""
-    from ..models.unireplknet import GRNwithNHWC, NHWCtoNCHW
-
-    def fusable(x) -> bool:
-        act, pw2 = block.act, block.pwconv2
-        return (torch.is_grad_enabled() and x.requires_grad and not block.with_cp and block.gamma is None
-                and _full_precision(x) and len(act) == 2 and isinstance(act[1], GRNwithNHWC)
-                and not hasattr(act[1], "beta")
-                and len(pw2) == 2 and type(pw2[0]) is nn.Linear and isinstance(pw2[1], NHWCtoNCHW)
-                and not act[1].gamma.requires_grad and not pw2[0].weight.requires_grad
-                and act[1].gamma.dtype == x.dtype and not _hooked(act, act[1], pw2, pw2[0], pw2[1]))
-
+    """A deploy-structure UniRepLKNet block whose GRN and second linear run as :class:`_InputGradGRNLinear`."""
     def forward(x):
-        if not fusable(x):
+        if (not torch.is_grad_enabled() or not x.requires_grad or block.act[1].gamma.requires_grad
+                or block.pwconv2[0].weight.requires_grad or not fusable_block(block, x)):
             return original(x)
-        y = block.act[0](block.pwconv1(block.se(block.norm(block.dwconv(x)))))
-        linear = block.pwconv2[0]
-        y = _InputGradGRNLinear.apply(y, block.act[1].gamma, linear.weight, linear.bias).permute(0, 3, 1, 2)
-        return x + block.drop_path(y)
+        return fused_block_forward(block, x, _InputGradGRNLinear.apply)
 
     return forward
-
-
-def _hooked(*modules: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
-
-
-def _full_precision(x: torch.Tensor) -> bool:
-    """float32/float64 outside autocast: where the closed forms keep the rounding the modules' own ops define."""
-    return x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
 
 
 def _patched_linear(module: nn.Linear, original):
@@ -300,8 +234,6 @@ def _patcher(m: nn.Module, unireplknet) -> Callable | None:
         return _patched_grn
     if isinstance(m, unireplknet.SEBlock):
         return _patched_se
-    if isinstance(m, unireplknet.LayerNorm):
-        return _patched_layer_norm
     if type(m) is nn.Linear:
         return _patched_linear
     if type(m) is nn.Conv2d or (isinstance(m, nn.Conv2d) and type(m).__name__ in ("DepthwiseConv2d",
@@ -311,8 +243,8 @@ def _patcher(m: nn.Module, unireplknet) -> Callable | None:
 
 
 def freeze_convolutions(model: nn.Module) -> int:
-    """Route the frozen ``nn.Conv2d`` (zero, numeric padding), ``nn.Linear`` and UniRepLKNet modules (block, GRN, SE,
-    channels-first LayerNorm) of ``model`` through the input-gradient-only path, in place. Returns how many were
+    """Route the frozen ``nn.Conv2d`` (zero, numeric padding), ``nn.Linear`` and UniRepLKNet modules (block, GRN,
+    SE) of ``model`` through the input-gradient-only path, in place. Returns how many were
     patched. Idempotent."""
     from ..models import unireplknet
 

@@ -7,7 +7,9 @@ layers and a faster memory layout:
 * :func:`rewrite_model`: RepLKNet's structural re-parameterisation with every BatchNorm folded into its convolution
   (``fuse_bn``); in timm ResNets every BatchNorm folded into the convolution before it (:func:`fold_batchnorm_pairs`);
 * the channels-last memory layout when asked (each measurement states its default);
-* the large-kernel convolution backend, by ONE rule (:func:`choose_conv_backend`).
+* the large-kernel convolution backend, by ONE rule (:func:`choose_conv_backend`);
+* UniRepLKNet's fast forwards (:mod:`erftools.models._unireplknet_fast`: the GRN's norm as a stepped sum of
+  squares, the GRN folded into the next linear per image, fused channels-first LayerNorms).
 
 The logits (and input gradients) equal the unprepared model's to float rounding. What was done is returned as a dict
 that the run record stores (``prepared``). The ERF adds what only an input gradient needs
@@ -25,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..ops._dispatch import ENV_VAR as CONV_BACKEND_ENV  # forces the large-kernel backend (read by erftools.ops)
+from ._unireplknet_fast import speed_up_unireplknet
 
 __all__ = ["prepare_for_inference", "rewrite_model", "fold_batchnorm_pairs", "choose_conv_backend",
            "parameters_sha256", "parameter_dtype", "timm_class", "CONV_BACKEND_ENV"]
@@ -162,4 +165,6 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, *, fuse:
     if channels_last:
         model.to(memory_format=torch.channels_last)
         done["channels_last"] = True
+    if isinstance(model, large_kernel_families()[1]):
+        speed_up_unireplknet(model)  # the same functions in fewer passes (models/_unireplknet_fast.py)
     return done

@@ -59,17 +59,17 @@ def test_theoretical_rf_traces_the_dilated_branches(kernels):
 
 
 @pytest.mark.parametrize("with_beta", [True, False])
-@pytest.mark.parametrize("step_bytes", [None, 1, 700])
+@pytest.mark.parametrize("step_bytes", [None, 1, 1400])
 def test_input_grad_only_grn_equals_autograd_of_the_module(with_beta, step_bytes, monkeypatch):
     """The ERF's closed-form GRN input gradient against autograd through the module's own forward, in float64, with
     non-zero gammas, unequal channel norms and one all-zero channel (the norm's subgradient there is 0); the spatial
     sums in one step, row by row, and in steps of 2 rows of the 5 (a remainder)."""
-    from erftools.erf import _frozen
     from erftools.erf._frozen import freeze_convolutions
+    from erftools.models import _unireplknet_fast
     from erftools.models.unireplknet import GRNwithNHWC
 
-    if step_bytes is not None:  # one row of (7, 6) float64 is 336 bytes
-        monkeypatch.setattr(_frozen, "_SUM_STEP_BYTES", step_bytes)
+    if step_bytes is not None:  # one row of (7, 6) float64 for each of the 2 images is 672 bytes
+        monkeypatch.setattr(_unireplknet_fast, "SUM_STEP_BYTES", step_bytes)
 
     g = torch.Generator().manual_seed(3)
     grn = GRNwithNHWC(6, use_bias=with_beta).double()
@@ -135,9 +135,9 @@ def test_input_grad_only_se_equals_autograd_of_the_module(channels_last):
 
 
 def test_channels_first_layer_norm_fused_equals_the_module():
-    """The ERF's fused LayerNorm over the channels of a channels-last NCHW tensor: the module's output and input
-    gradient (float64); NCHW-contiguous input and channels_last-format modules keep the module's own ops."""
-    from erftools.erf._frozen import freeze_convolutions
+    """The prepared model's fused LayerNorm over the channels of a channels-last NCHW tensor: the module's output and
+    input gradient (float64); NCHW-contiguous input and channels_last-format modules keep the module's own ops."""
+    from erftools.models._unireplknet_fast import speed_up_unireplknet
     from erftools.models.unireplknet import LayerNorm
 
     g = torch.Generator().manual_seed(6)
@@ -151,7 +151,7 @@ def test_channels_first_layer_norm_fused_equals_the_module():
     upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
     ref_out = ln(x)
     (ref,) = torch.autograd.grad((ref_out * upstream).sum(), x)
-    assert freeze_convolutions(ln) == 1
+    assert speed_up_unireplknet(ln) == 1
     out = ln(x)
     fused = "NativeLayerNormBackward0"
     assert out.grad_fn.next_functions[0][0].name() == fused and out.is_contiguous(memory_format=torch.channels_last)
@@ -184,6 +184,7 @@ def test_block_with_grn_and_linear_fused_equals_autograd_of_the_block(kernel, mo
     import copy
 
     from erftools.erf import _frozen
+    from erftools.models import _unireplknet_fast
 
     block = _random_block(8, kernel, seed=kernel)
     g = torch.Generator().manual_seed(9)
@@ -196,7 +197,7 @@ def test_block_with_grn_and_linear_fused_equals_autograd_of_the_block(kernel, mo
     fast.reparameterize()
     fast.requires_grad_(False)
     _frozen.freeze_convolutions(fast)
-    monkeypatch.setattr(_frozen, "_SUM_STEP_BYTES", 2 * 7 * 32 * 8)  # the 9 rows in steps of 2
+    monkeypatch.setattr(_unireplknet_fast, "SUM_STEP_BYTES", 2 * 2 * 7 * 32 * 8)  # the 9 rows in steps of 2
     calls = []
     real = _frozen._InputGradGRNLinear.apply
     monkeypatch.setattr(_frozen._InputGradGRNLinear, "apply", lambda *a: calls.append(1) or real(*a))
@@ -216,7 +217,8 @@ def test_block_with_grn_and_linear_fused_equals_autograd_of_the_block(kernel, mo
 def test_fused_grn_linear_where_a_channel_scale_is_zero():
     """A channel whose GRN scale ``gamma n / m + 1`` is exactly 0: the backward cannot divide by it and takes the
     unscaled product; the gradient still equals autograd through the GRN and the linear (float64)."""
-    from erftools.erf._frozen import _grn_scale, _InputGradGRNLinear
+    from erftools.erf._frozen import _InputGradGRNLinear
+    from erftools.models._unireplknet_fast import grn_scale as _grn_scale
     from erftools.models.unireplknet import GRNwithNHWC
 
     g = torch.Generator().manual_seed(4)
@@ -259,3 +261,76 @@ def test_prepared_erf_equals_the_plain_one_on_the_official_tiny_model(tiny):
     got = compute_erf(model, x, device="cpu", batch_size=3)
     assert got.prepared["structural_reparam"] and got.prepared["input_grad_only_layers"] > 0
     np.testing.assert_allclose(got.matrix, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def _random_model(seed: int) -> UniRepLKNet:
+    """A small UniRepLKNet with random BN statistics, GRN gammas and betas, in eval mode, float64."""
+    g = torch.Generator().manual_seed(seed)
+    model = UniRepLKNet(num_classes=7, depths=(1, 1, 2, 1), dims=(8, 16, 24, 32),
+                        kernel_sizes=((13,), (3,), (5, 0), (7,))).double().eval()
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if t.dtype.is_floating_point and ("gamma" in name or "beta" in name or "running" in name):
+                t.copy_(torch.rand(t.shape, generator=g, dtype=t.dtype) + 0.5 if "running_var" in name
+                        else torch.randn(t.shape, generator=g, dtype=t.dtype) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("min_positions", [0, 10**9])
+def test_prepared_inference_equals_the_module_on_both_grn_paths(min_positions, monkeypatch):
+    """The prepared model's fast forwards without autograd (GRN by a stepped sum of squares, the GRN folded into each
+    image's weight, or scaled in place and one product for the batch): the logits of the unprepared training
+    structure in float64, three images; with autograd on, the modules' own ops."""
+    import copy
+
+    from erftools.models import _unireplknet_fast as fast
+
+    monkeypatch.setattr(fast, "PER_IMAGE_WEIGHT_MIN_POSITIONS", min_positions)
+    monkeypatch.setattr(fast, "SUM_STEP_BYTES", 3 * 24 * 32 * 8 * 2)  # stage 0's 24 rows (4C = 32) in steps of 2
+    model = _random_model(5)
+    x = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(x)
+    prepared = copy.deepcopy(model)
+    prepare_for_inference(prepared, "cpu", channels_last=True)
+    calls = []
+    real = fast.grn_scale
+    monkeypatch.setattr(fast, "grn_scale", lambda *a: calls.append(1) or real(*a))
+    with torch.inference_mode():
+        got = prepared(x.contiguous(memory_format=torch.channels_last))
+    assert len(calls) == 5  # every block's GRN took the fast path
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    calls.clear()
+    with torch.enable_grad():
+        prepared(x.requires_grad_(True))
+    assert calls == []
+
+
+def test_prepared_inference_falls_back_where_a_hook_holds_the_gelu_output():
+    """The in-place scaling must not reach a tensor someone else holds: with a forward hook on a block's GELU the
+    block runs its own ops, and the hooked output is the GELU's (not the GRN-scaled) tensor. The training structure
+    (GRN with beta, fuse=False) takes the fast GRN alone."""
+    import copy
+
+    from erftools.models import _unireplknet_fast as fast
+
+    model = _random_model(6)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(x)
+    prepared = copy.deepcopy(model)
+    prepare_for_inference(prepared, "cpu", channels_last=True)
+    block = prepared.stages[2][0]
+    seen = []
+    block.act[0].register_forward_hook(lambda m, i, o: seen.append((o, o.clone())))
+    with torch.no_grad():
+        got = prepared(x)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    held, copy_at_hook = seen[0]
+    assert torch.equal(held, copy_at_hook)
+    training = copy.deepcopy(model)
+    prepare_for_inference(training, "cpu", fuse=False)
+    assert hasattr(training.stages[0][0].act[1], "beta") and training.stages[0][0].act[1]._erftools_fast_forward
+    assert fast.speed_up_unireplknet(training) == 5 + 5 + 5  # blocks, GRNs, channels-first LayerNorms; idempotent
+    with torch.no_grad():
+        torch.testing.assert_close(training(x), ref, rtol=1e-10, atol=1e-10)
