@@ -188,8 +188,8 @@ def _patched_se(module: nn.Module, original):
 def _patched_block(block: nn.Module, original):
     """A deploy-structure UniRepLKNet block whose GRN and second linear run as :class:`_InputGradGRNLinear`."""
     def forward(x):
-        if (not torch.is_grad_enabled() or not x.requires_grad or block.act[1].gamma.requires_grad
-                or block.pwconv2[0].weight.requires_grad or not fusable_block(block, x)):
+        if (not torch.is_grad_enabled() or not x.requires_grad or not fusable_block(block, x)
+                or block.act[1].gamma.requires_grad or block.pwconv2[0].weight.requires_grad):
             return original(x)
         return fused_block_forward(block, x, _InputGradGRNLinear.apply)
 

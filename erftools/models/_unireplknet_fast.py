@@ -32,8 +32,10 @@ SUM_STEP_BYTES = 2 * 2**20
 
 def spatial_sum(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_p a b`` (``a * a`` without ``b``) over the spatial axes 1 and 2 of NHWC tensors, keepdim: (B, 1, 1, C),
-    in steps of a few rows (:data:`SUM_STEP_BYTES`) instead of one product the size of the tensor."""
-    rows = max(1, SUM_STEP_BYTES // max(1, a[:, :1].numel() * a.element_size()))  # a row of every image
+    in steps of a few rows (:data:`SUM_STEP_BYTES`) instead of one product the size of the tensor. (The steps are
+    for a CPU's cache; on another device each would be a kernel launch, so it takes one.)"""
+    rows = (max(1, SUM_STEP_BYTES // max(1, a[:, :1].numel() * a.element_size()))  # a row of every image
+            if a.device.type == "cpu" else a.shape[1])
     total = None
     for i in range(0, a.shape[1], rows):
         part = a[:, i:i + rows]
