@@ -35,6 +35,7 @@ backends have their own backward passes). (The BatchNorm folding is the model's 
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -43,6 +44,8 @@ import torch.nn.functional as F
 
 from ..models._unireplknet_fast import (full_precision, fused_block_forward, fusable_block, grn_linear, grn_scale,
                                          hooked, spatial_sum)
+from ..ops import DepthwiseConv2d, record_native_run, resolve_backend
+from ..ops._dispatch import cuda_native_layout
 
 __all__ = ["freeze_convolutions"]
 
@@ -138,14 +141,11 @@ class _InputGradGRNLinear(torch.autograd.Function):
         return torch.addcmul(gs, x, _grn_t(r, ctx.gamma, norm, mean)), None, None, None
 
 
-def _patched_grn(module: nn.Module, original):
-    def forward(x):
-        if (not torch.is_grad_enabled() or not x.requires_grad or module.gamma.requires_grad
-                or not full_precision(x) or module.gamma.dtype != x.dtype):
-            return original(x)  # training, or a low precision whose rounding the module's own ops define
-        return _InputGradGRN.apply(x, module.gamma, getattr(module, "beta", None))
-
-    return forward
+def _patched_grn(module: nn.Module, original, x):
+    if (not torch.is_grad_enabled() or not x.requires_grad or module.gamma.requires_grad
+            or not full_precision(x) or module.gamma.dtype != x.dtype):
+        return original(x)  # training, or a low precision whose rounding the module's own ops define
+    return _InputGradGRN.apply(x, module.gamma, getattr(module, "beta", None))
 
 
 class _InputGradSE(torch.autograd.Function):
@@ -174,56 +174,41 @@ class _InputGradSE(torch.autograd.Function):
         return dx.add_((w / (x.shape[2] * x.shape[3]))[:, :, None, None]), None, None, None, None
 
 
-def _patched_se(module: nn.Module, original):
-    def forward(x):
-        if (not torch.is_grad_enabled() or not x.requires_grad or module.down.weight.requires_grad
-                or module.up.weight.requires_grad or not full_precision(x)
-                or hooked(module.down, module.up, module.nonlinear)):
-            return original(x)  # training, a low precision, or hooks that want the children called
-        return _InputGradSE.apply(x, module.down.weight, module.down.bias, module.up.weight, module.up.bias)
-
-    return forward
+def _patched_se(module: nn.Module, original, x):
+    if (not torch.is_grad_enabled() or not x.requires_grad or module.down.weight.requires_grad
+            or module.up.weight.requires_grad or not full_precision(x)
+            or hooked(module.down, module.up, module.nonlinear)):
+        return original(x)  # training, a low precision, or hooks that want the children called
+    return _InputGradSE.apply(x, module.down.weight, module.down.bias, module.up.weight, module.up.bias)
 
 
-def _patched_block(block: nn.Module, original):
+def _patched_block(block: nn.Module, original, x):
     """A deploy-structure UniRepLKNet block whose GRN and second linear run as :class:`_InputGradGRNLinear`."""
-    def forward(x):
-        if (not torch.is_grad_enabled() or not x.requires_grad or not fusable_block(block, x)
-                or block.act[1].gamma.requires_grad or block.pwconv2[0].weight.requires_grad):
+    if (not torch.is_grad_enabled() or not x.requires_grad or not fusable_block(block, x)
+            or block.act[1].gamma.requires_grad or block.pwconv2[0].weight.requires_grad):
+        return original(x)
+    return fused_block_forward(block, x, _InputGradGRNLinear.apply)
+
+
+def _patched_linear(module: nn.Linear, original, x):
+    if not torch.is_grad_enabled() or not x.requires_grad or module.weight.requires_grad:
+        return original(x)
+    return _InputGradLinear.apply(x, module.weight, module.bias)
+
+
+def _patched_forward(module: nn.Conv2d, original, x):
+    if not torch.is_grad_enabled() or not x.requires_grad or module.weight.requires_grad:
+        return original(x)
+    if isinstance(module, DepthwiseConv2d) and module._fast_path_ok():
+        k = module.kernel_size[0]
+        # only the input gradient is needed here: the backend choice (and on CUDA the measured layout) for that
+        if resolve_backend(module.backend, x, k, weight_grad=False, mode="input_grad") != "native":
             return original(x)
-        return fused_block_forward(block, x, _InputGradGRNLinear.apply)
-
-    return forward
-
-
-def _patched_linear(module: nn.Linear, original):
-    def forward(x):
-        if not torch.is_grad_enabled() or not x.requires_grad or module.weight.requires_grad:
-            return original(x)
-        return _InputGradLinear.apply(x, module.weight, module.bias)
-
-    return forward
-
-
-def _patched_forward(module: nn.Conv2d, original):
-    from ..ops import DepthwiseConv2d, record_native_run, resolve_backend
-    from ..ops._dispatch import cuda_native_layout
-
-    def forward(x):
-        if not torch.is_grad_enabled() or not x.requires_grad or module.weight.requires_grad:
-            return original(x)
-        if isinstance(module, DepthwiseConv2d) and module._fast_path_ok():
-            k = module.kernel_size[0]
-            # only the input gradient is needed here: the backend choice (and on CUDA the measured layout) for that
-            if resolve_backend(module.backend, x, k, weight_grad=False, mode="input_grad") != "native":
-                return original(x)
-            if x.is_cuda and cuda_native_layout(x.device, x.dtype, k, tuple(x.shape[-2:]), "input_grad"):
-                return original(x)  # dwconv2d applies the table's layout
-            record_native_run(x, k)  # so that backend_report() lists the native layers run here
-        return _InputGradConv.apply(x, module.weight, module.bias, module.stride, module.padding, module.dilation,
-                                    module.groups)
-
-    return forward
+        if x.is_cuda and cuda_native_layout(x.device, x.dtype, k, tuple(x.shape[-2:]), "input_grad"):
+            return original(x)  # dwconv2d applies the table's layout
+        record_native_run(x, k)  # so that backend_report() lists the native layers run here
+    return _InputGradConv.apply(x, module.weight, module.bias, module.stride, module.padding, module.dilation,
+                                module.groups)
 
 
 def _patcher(m: nn.Module, unireplknet) -> Callable | None:
@@ -254,7 +239,7 @@ def freeze_convolutions(model: nn.Module) -> int:
         if patch is None:
             continue
         if not getattr(m, "_erftools_input_grad_only", False):
-            m.forward = patch(m, m.forward)
+            m.forward = functools.partial(patch, m, m.forward)  # a partial (not a closure): copies rebind it
             m._erftools_input_grad_only = True
         n += 1
     return n

@@ -18,6 +18,8 @@ Measured on UniRepLKNet-S, 32 cue-conflict images at 224 px on 2 cores: see ``re
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -109,34 +111,25 @@ def _grn_then_linear_inference(y, gamma, weight, bias):
     return F.linear(y.mul_(grn_scale(y, gamma)[2]), weight, bias)
 
 
-def _block(block: nn.Module, original):
-    def forward(x):
-        if torch.is_grad_enabled() or not fusable_block(block, x) or hooked(block.act[0]):
-            return original(x)
-        return fused_block_forward(block, x, _grn_then_linear_inference)
-
-    return forward
+def _block(block: nn.Module, original, x):
+    if torch.is_grad_enabled() or not fusable_block(block, x) or hooked(block.act[0]):
+        return original(x)
+    return fused_block_forward(block, x, _grn_then_linear_inference)
 
 
-def _grn(module: nn.Module, original):
-    def forward(x):
-        if torch.is_grad_enabled() or not full_precision(x) or module.gamma.dtype != x.dtype:
-            return original(x)  # autograd keeps the module's own ops (the ERF's have their own backward)
-        scale = grn_scale(x, module.gamma)[2]
-        return x * scale if not hasattr(module, "beta") else torch.addcmul(module.beta, x, scale)
-
-    return forward
+def _grn(module: nn.Module, original, x):
+    if torch.is_grad_enabled() or not full_precision(x) or module.gamma.dtype != x.dtype:
+        return original(x)  # autograd keeps the module's own ops (the ERF's have their own backward)
+    scale = grn_scale(x, module.gamma)[2]
+    return x * scale if not hasattr(module, "beta") else torch.addcmul(module.beta, x, scale)
 
 
-def _layer_norm(module: nn.Module, original):
-    def forward(x):
-        if (module.data_format != "channels_first" or x.dim() != 4 or not full_precision(x)
-                or not x.is_contiguous(memory_format=torch.channels_last)):
-            return original(x)  # another layout, or a low precision whose rounding the module's own ops define
-        return F.layer_norm(x.permute(0, 2, 3, 1), module.normalized_shape, module.weight, module.bias,
-                            module.eps).permute(0, 3, 1, 2)
-
-    return forward
+def _layer_norm(module: nn.Module, original, x):
+    if (module.data_format != "channels_first" or x.dim() != 4 or not full_precision(x)
+            or not x.is_contiguous(memory_format=torch.channels_last)):
+        return original(x)  # another layout, or a low precision whose rounding the module's own ops define
+    return F.layer_norm(x.permute(0, 2, 3, 1), module.normalized_shape, module.weight, module.bias,
+                        module.eps).permute(0, 3, 1, 2)
 
 
 def speed_up_unireplknet(model: nn.Module) -> int:
@@ -151,7 +144,7 @@ def speed_up_unireplknet(model: nn.Module) -> int:
         if patch is None:
             continue
         if not getattr(m, "_erftools_fast_forward", False):
-            m.forward = patch(m, m.forward)
+            m.forward = functools.partial(patch, m, m.forward)  # a partial (not a closure): copies rebind it
             m._erftools_fast_forward = True
         n += 1
     return n

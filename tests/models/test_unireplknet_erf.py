@@ -334,3 +334,33 @@ def test_prepared_inference_falls_back_where_a_hook_holds_the_gelu_output():
     assert fast.speed_up_unireplknet(training) == 5 + 5 + 5  # blocks, GRNs, channels-first LayerNorms; idempotent
     with torch.no_grad():
         torch.testing.assert_close(training(x), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_a_copy_of_a_prepared_model_runs_its_own_weights():
+    """The prepared forwards (inference and ERF) are bound to their module, so ``copy.deepcopy`` of a prepared model
+    computes with the copy's weights: scaled in the copy, its logits and input gradient equal those of a plain
+    deploy-structure model loaded with the copy's state dict, and the original's are unchanged."""
+    import copy
+
+    from erftools.erf import compute_erf
+
+    model = _random_model(7)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    compute_erf(model, x, device="cpu", batch_size=2)  # prepares and freezes the model in place
+    with torch.no_grad():
+        before = model(x)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(1.1)
+    plain = UniRepLKNet(num_classes=7, depths=(1, 1, 2, 1), dims=(8, 16, 24, 32),
+                        kernel_sizes=((13,), (3,), (5, 0), (7,)), deploy=True).double().eval()
+    plain.load_state_dict(twin.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), plain(x), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(model(x), before, rtol=0, atol=0)
+    grads = []
+    for m in (twin, plain):
+        xi = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        grads.append(torch.autograd.grad(m.forward_features(xi)[:, :, 1, 1].relu().sum(), xi)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-12)
