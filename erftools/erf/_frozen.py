@@ -35,7 +35,6 @@ backends have their own backward passes). (The BatchNorm folding is the model's 
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import torch
@@ -43,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models._unireplknet_fast import (full_precision, fused_block_forward, fusable_block, grn_linear, grn_scale,
-                                         hooked, spatial_sum)
+                                         hooked, patch_forwards, spatial_sum)
 from ..ops import DepthwiseConv2d, record_native_run, resolve_backend
 from ..ops._dispatch import cuda_native_layout
 
@@ -233,13 +232,4 @@ def freeze_convolutions(model: nn.Module) -> int:
     patched. Idempotent."""
     from ..models import unireplknet
 
-    n = 0
-    for m in model.modules():
-        patch = _patcher(m, unireplknet)
-        if patch is None:
-            continue
-        if not getattr(m, "_erftools_input_grad_only", False):
-            m.forward = functools.partial(patch, m, m.forward)  # a partial (not a closure): copies rebind it
-            m._erftools_input_grad_only = True
-        n += 1
-    return n
+    return patch_forwards(model, lambda m: _patcher(m, unireplknet), "_erftools_input_grad_only")

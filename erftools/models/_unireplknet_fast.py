@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["speed_up_unireplknet"]
+__all__ = ["speed_up_unireplknet", "patch_forwards"]
 
 #: rows of an NHWC tensor per step of :func:`spatial_sum`: about this many bytes, so that the product's temporary
 #: stays in cache and the allocator reuses it. One GRN's two reductions at UniRepLKNet-S's first stage (256x256x384,
@@ -132,19 +132,30 @@ def _layer_norm(module: nn.Module, original, x):
                         module.eps).permute(0, 3, 1, 2)
 
 
+def patch_forwards(model: nn.Module, pick, marker: str) -> int:
+    """Give each module ``m`` of ``model`` for which ``pick(m)`` returns a forward ``f(module, original, x)`` that
+    forward, in place, as a partial bound to ``m`` (not a closure: a copy of the model rebinds it to the copy's
+    modules), once: ``marker`` marks it. Returns how many modules have one. Shared with the ERF's
+    :func:`erftools.erf._frozen.freeze_convolutions`."""
+    n = 0
+    for m in model.modules():
+        patch = pick(m)
+        if patch is None:
+            continue
+        if not getattr(m, marker, False):
+            m.forward = functools.partial(patch, m, m.forward)
+            setattr(m, marker, True)
+        n += 1
+    return n
+
+
 def speed_up_unireplknet(model: nn.Module) -> int:
-    """Give the blocks, GRNs and LayerNorms of a UniRepLKNet ``model`` the fast forwards above, in place (each falls
+    """Give the UniRepLKNet blocks, GRNs and LayerNorms in ``model`` the fast forwards above, in place (each falls
     back to the module's own when its conditions do not hold). Returns how many modules have one. Idempotent."""
     from . import unireplknet as u
 
-    n = 0
-    for m in model.modules():
-        patch = (_block if isinstance(m, u.UniRepLKNetBlock) else _grn if isinstance(m, u.GRNwithNHWC)
-                 else _layer_norm if isinstance(m, u.LayerNorm) else None)
-        if patch is None:
-            continue
-        if not getattr(m, "_erftools_fast_forward", False):
-            m.forward = functools.partial(patch, m, m.forward)  # a partial (not a closure): copies rebind it
-            m._erftools_fast_forward = True
-        n += 1
-    return n
+    def pick(m):
+        return (_block if isinstance(m, u.UniRepLKNetBlock) else _grn if isinstance(m, u.GRNwithNHWC)
+                else _layer_norm if isinstance(m, u.LayerNorm) else None)
+
+    return patch_forwards(model, pick, "_erftools_fast_forward")

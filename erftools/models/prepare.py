@@ -165,6 +165,5 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, *, fuse:
     if channels_last:
         model.to(memory_format=torch.channels_last)
         done["channels_last"] = True
-    if isinstance(model, large_kernel_families()[1]):
-        speed_up_unireplknet(model)  # the same functions in fewer passes (models/_unireplknet_fast.py)
+    speed_up_unireplknet(model)  # any UniRepLKNet modules in it: the same functions in fewer passes
     return done

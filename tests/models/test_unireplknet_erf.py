@@ -276,23 +276,29 @@ def _random_model(seed: int) -> UniRepLKNet:
     return model
 
 
+def _reference_and_prepared(seed: int, x: torch.Tensor):
+    """``_random_model(seed)``, its logits on ``x`` (no autograd), and a prepared (channels-last) copy of it."""
+    import copy
+
+    model = _random_model(seed)
+    with torch.no_grad():
+        ref = model(x)
+    prepared = copy.deepcopy(model)
+    prepare_for_inference(prepared, "cpu", channels_last=True)
+    return model, ref, prepared
+
+
 @pytest.mark.parametrize("min_positions", [0, 10**9])
 def test_prepared_inference_equals_the_module_on_both_grn_paths(min_positions, monkeypatch):
     """The prepared model's fast forwards without autograd (GRN by a stepped sum of squares, the GRN folded into each
     image's weight, or scaled in place and one product for the batch): the logits of the unprepared training
     structure in float64, three images; with autograd on, the modules' own ops."""
-    import copy
-
     from erftools.models import _unireplknet_fast as fast
 
     monkeypatch.setattr(fast, "PER_IMAGE_WEIGHT_MIN_POSITIONS", min_positions)
     monkeypatch.setattr(fast, "SUM_STEP_BYTES", 3 * 24 * 32 * 8 * 2)  # stage 0's 24 rows (4C = 32) in steps of 2
-    model = _random_model(5)
     x = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    with torch.no_grad():
-        ref = model(x)
-    prepared = copy.deepcopy(model)
-    prepare_for_inference(prepared, "cpu", channels_last=True)
+    _, ref, prepared = _reference_and_prepared(5, x)
     calls = []
     real = fast.grn_scale
     monkeypatch.setattr(fast, "grn_scale", lambda *a: calls.append(1) or real(*a))
@@ -314,12 +320,8 @@ def test_prepared_inference_falls_back_where_a_hook_holds_the_gelu_output():
 
     from erftools.models import _unireplknet_fast as fast
 
-    model = _random_model(6)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    with torch.no_grad():
-        ref = model(x)
-    prepared = copy.deepcopy(model)
-    prepare_for_inference(prepared, "cpu", channels_last=True)
+    model, ref, prepared = _reference_and_prepared(6, x)
     block = prepared.stages[2][0]
     seen = []
     block.act[0].register_forward_hook(lambda m, i, o: seen.append((o, o.clone())))
