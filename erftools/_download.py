@@ -6,6 +6,7 @@ is it renamed to ``dest``; a file whose hash does not match is deleted and repor
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -55,13 +56,10 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
     """
     dest = Path(dest)
     if dest.exists():
-        if not sha256:
+        with contextlib.suppress(HashMismatchError):  # a stale or damaged copy: it is deleted, fetch it again
+            if sha256:
+                _check_hash(dest, url, sha256)
             return dest
-        try:
-            _check_hash(dest, url, sha256)
-            return dest
-        except HashMismatchError:  # a stale or damaged copy: it was deleted, fetch it again
-            pass
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
@@ -73,20 +71,14 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
         resp = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # range not satisfiable: the .part file is already complete (or bogus)
-            part.rename(dest)
-            try:
-                _check_hash(dest, url, sha256)
-            except HashMismatchError:
-                return download(url, dest, sha256=sha256, timeout=timeout, progress=progress,
-                                offline_hint=offline_hint)
-            return dest
+            part.rename(dest)  # checked as a copy already there: kept, or deleted and fetched again
+            return download(url, dest, sha256=sha256, timeout=timeout, progress=progress, offline_hint=offline_hint)
         raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}. {offline_hint}".strip()) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise UnreachableError(
             f"cannot reach {url} ({getattr(exc, 'reason', exc)}). You may be offline. {offline_hint}".strip()) from exc
     with resp:
-        status = getattr(resp, "status", 200)
-        if offset and status != 206:  # server ignored the range: start again
+        if offset and getattr(resp, "status", 200) != 206:  # server ignored the range: start again
             offset = 0
         total = resp.headers.get("Content-Length")
         total = int(total) + offset if total is not None else None
@@ -97,10 +89,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
             bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name, leave=False)
         try:
             with open(part, "ab" if offset else "wb") as fh:
-                while True:
-                    block = resp.read(CHUNK)
-                    if not block:
-                        break
+                for block in iter(lambda: resp.read(CHUNK), b""):
                     fh.write(block)
                     if bar is not None:
                         bar.update(len(block))
@@ -122,9 +111,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
 
 def host_of(url: str) -> tuple[str, int] | None:
     parts = urlsplit(url)
-    if not parts.hostname:
-        return None
-    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    return (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)) if parts.hostname else None
 
 
 def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> bool:
@@ -158,6 +145,4 @@ def hub_unreachable_reason() -> str | None:
     if any(os.environ.get(k) for k in PROXY_VARS):
         return None
     url = hub_endpoint()
-    if reachable(url):
-        return None
-    return f"{host_of(url)[0] if host_of(url) else url} did not answer within {REACH_TIMEOUT_S:g} s"
+    return None if reachable(url) else f"{(host_of(url) or (url,))[0]} did not answer within {REACH_TIMEOUT_S:g} s"

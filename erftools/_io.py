@@ -9,6 +9,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -38,12 +39,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; results are meant to be shared
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        _raise_no_space(exc, path)
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _raise_no_space(exc, path)
         raise
 
 
@@ -73,10 +72,7 @@ def _umask() -> int:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically. NaN/inf are written as null (strict JSON)."""
-    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    return write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -102,8 +98,6 @@ def save_figure(path: str | os.PathLike, fig, **kwargs) -> Path:
 
 
 def _json_safe(obj: Any) -> Any:
-    import math
-
     if isinstance(obj, dict):
         return {str(k): _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -129,32 +123,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_strings(items) -> str:
     """A stable hash of a list of strings (an image list, say)."""
-    h = hashlib.sha256()
-    for s in items:
-        h.update(str(s).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
+    return hashlib.sha256("".join(str(s) + "\n" for s in items).encode("utf-8")).hexdigest()
 
 
 def versions() -> dict[str, str]:
     """Versions of the interpreter and the libraries that shape a result."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for name in ("erftools", "torch", "timm", "numpy", "scipy", "PIL"):
-        mod = sys.modules.get(name)
-        if mod is None:
-            try:
-                mod = __import__(name)
-            except Exception:  # pragma: no cover - optional
-                continue
+        try:
+            mod = sys.modules.get(name) or __import__(name)
+        except Exception:  # pragma: no cover - optional
+            continue
         out[name if name != "PIL" else "pillow"] = str(getattr(mod, "__version__", "unknown"))
     return out
 
 
 def cache_dir(kind: str = "") -> Path:
-    """The user cache folder of erftools (``$ERFTOOLS_CACHE``, else ``$XDG_CACHE_HOME/erftools``, else ~/.cache/erftools)."""
+    """The user cache folder of erftools (``$ERFTOOLS_CACHE``, else ``$XDG_CACHE_HOME/erftools``, else
+    ~/.cache/erftools)."""
     root = os.environ.get("ERFTOOLS_CACHE")
-    if root:
-        base = Path(root)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "erftools"
+    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "erftools"
     return base / kind if kind else base

@@ -70,12 +70,10 @@ def lock_holder(folder: str | os.PathLike) -> dict | None:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return read_holder(fd) or {}
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken: nobody holds it (closing the file drops it again)
         return None
+    except OSError:
+        return read_holder(fd) or {}
     finally:
         os.close(fd)
 
@@ -117,26 +115,21 @@ def run_lock(folder: str | os.PathLike, *, what: str = "run") -> Iterator[dict]:
                 f"{folder} is being written by {describe_holder(holder)}; wait for it to finish, or choose another "
                 f"output folder") from None
         # the file may have been removed (released) between open and flock: then lock the new one
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
         os.close(fd)
     try:
         old = read_holder(fd)
-        if old:
-            if old.get("host") not in (None, me["host"]):
-                log.warning("%s names a holder on another host (%s); its lock is not held here, so it is taken "
-                            "over. Two hosts must not write one folder at the same time.", path, describe_holder(old))
-            else:
-                log.warning("taking over the lock of %s, left by %s, which is no longer running", folder,
-                            describe_holder(old))
+        if old and old.get("host") not in (None, me["host"]):
+            log.warning("%s names a holder on another host (%s); its lock is not held here, so it is taken "
+                        "over. Two hosts must not write one folder at the same time.", path, describe_holder(old))
+        elif old:
+            log.warning("taking over the lock of %s, left by %s, which is no longer running", folder,
+                        describe_holder(old))
         write_holder(fd, me)
         os.fsync(fd)
-        removed = remove_stale_temporaries(folder)
-        if removed:
+        if removed := remove_stale_temporaries(folder):
             log.warning("removed %d temporary file(s) left by an interrupted %s in %s", len(removed), what, folder)
         yield me
     finally:

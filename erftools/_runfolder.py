@@ -78,10 +78,6 @@ class RunKind:
     who: Callable[[dict], str] | None = None  # " of <model>" for a finished record, in messages
     defaults: dict | None = None  # {key: value}: what a fingerprint written before ``key`` existed stands for
 
-    @property
-    def record_file(self) -> str:
-        return RECORD_FILES[self.kind]
-
 
 class RunFolder:
     """One run folder under the protocol: ``decide`` what it holds, then the engine computes and writes."""
@@ -98,7 +94,7 @@ class RunFolder:
     def existing(self) -> dict | None:
         """The folder's record as a JSON object of this kind (None: none, unreadable or foreign)."""
         try:
-            data = json.loads((self.out / self.kind.record_file).read_text(encoding="utf-8"))
+            data = json.loads((self.out / RECORD_FILES[self.kind.kind]).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) and data.get("kind", self.kind.kind) == self.kind.kind else None
@@ -154,18 +150,14 @@ def held(out: str | os.PathLike, dist, device, what: str, on_failure: Callable[[
                 if on_failure is not None and dist.rank == 0:
                     on_failure()
                 if dist.rank == 0 and not isinstance(exc, (KeyboardInterrupt, SystemExit)) and Path(out).is_dir():
-                    _write_failure(marker, exc)
+                    try:  # why it failed: readers show the folder as failed with this message, not as interrupted
+                        marker.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}) + "\n",
+                                          encoding="utf-8")
+                    except OSError:
+                        log.debug("could not write %s", marker)
                 raise
     finally:
         dist.close()
-
-
-def _write_failure(marker: Path, exc: BaseException) -> None:
-    """Record why a run failed (readers show the folder as failed with this message, not as interrupted)."""
-    try:
-        marker.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}) + "\n", encoding="utf-8")
-    except OSError:
-        log.debug("could not write %s", marker)
 
 
 def share(dist, record: dict | None) -> dict | None:

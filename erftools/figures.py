@@ -9,15 +9,18 @@ scale next to the paper's log scale. Every label from a result file goes through
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .erf.plots import draw_theoretical_rf
+from .erf.plots import (draw_theoretical_rf, erf_colormap, plot_comparison, plot_erf, plot_layer_growth,
+                        plot_radial_profiles, plot_size_sweep)
 from .results.text import plot_text
 from .results.views import THRESHOLDS, ShapeBiasRow, linear_normalise, log_normalise
+from .shapebias.plots import plot_shape_bias, plot_shape_bias_bars
 
 PAPER_CMAP = "paper (RdYlGn, upper half)"
 
@@ -32,11 +35,7 @@ class ErfPanel:
 
 
 def _cmap(name: str):
-    if name == PAPER_CMAP:
-        from .erf.plots import erf_colormap
-
-        return erf_colormap()
-    return name
+    return erf_colormap() if name == PAPER_CMAP else name
 
 
 def erf_heatmaps(panels: list[ErfPanel], scale: str = "log", threshold: float | None = None,
@@ -49,7 +48,6 @@ def erf_heatmaps(panels: list[ErfPanel], scale: str = "log", threshold: float | 
     n = max(len(panels), 1)
     fig = Figure(figsize=(width * n + 0.9, width + 0.5), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
-    image = None
     for ax, p in zip(axes, panels):
         a = log_normalise(p.matrix) if scale == "log" else linear_normalise(p.matrix)
         h, w = p.matrix.shape[0] * p.downsample, p.matrix.shape[1] * p.downsample
@@ -58,10 +56,8 @@ def erf_heatmaps(panels: list[ErfPanel], scale: str = "log", threshold: float | 
         image = ax.imshow(a[r0:r1, c0:c1], cmap=_cmap(cmap), vmin=0.0, vmax=1.0, extent=extent,
                           interpolation="nearest")
         ax.set_title(plot_text(p.title), fontsize=10)  # a label from a result file is never mathtext
-        ax.set_xticks([extent[0], w // 2, extent[1]])
-        ax.set_yticks([extent[3], h // 2, extent[2]])
-        ax.set_xlim(extent[0], extent[1])
-        ax.set_ylim(extent[2], extent[3])
+        ax.set(xticks=[extent[0], w // 2, extent[1]], yticks=[extent[3], h // 2, extent[2]], xlim=extent[:2],
+               ylim=extent[2:])
         ax.tick_params(labelsize=7)
         if p.side:  # the square is centred on pixel (H//2, W//2) and covers `side` pixels
             c_y, c_x = (h // 2) + 0.5, (w // 2) + 0.5
@@ -75,14 +71,13 @@ def erf_heatmaps(panels: list[ErfPanel], scale: str = "log", threshold: float | 
                         va="top", bbox=dict(facecolor="white", alpha=0.85, linewidth=0))
         if threshold is not None:
             r = p.side * p.side / (h * w) if p.side else 0.0
-            text = (f"t={threshold:.0%}: side {p.side} px, r={r:.1%}" if r >= 0.001 else
-                    f"t={threshold:.0%}: side {p.side} px, r={r:.3%}") if p.side else f"t={threshold:.0%}: no square"
-            ax.text(0.02, 0.02, text, transform=ax.transAxes, fontsize=7,
+            text = f"side {p.side} px, r={r:.{1 if r >= 0.001 else 3}%}" if p.side else "no square"
+            ax.text(0.02, 0.02, f"t={threshold:.0%}: {text}", transform=ax.transAxes, fontsize=7,
                     bbox=dict(facecolor="white", alpha=0.85, linewidth=0))
     if not panels:
         axes[0].axis("off")
         axes[0].text(0.5, 0.5, "no ERF runs", ha="center", va="center")
-    elif image is not None:
+    else:
         label = "log10(contribution + 1) / max" if scale == "log" else "contribution / max"
         fig.colorbar(image, ax=list(axes), shrink=0.85, label=label)
     return fig
@@ -98,16 +93,12 @@ def _window(n: int, zoom: int) -> tuple[int, int]:
 
 def erf_comparison(panels: list[ErfPanel], thresholds=THRESHOLDS, panel_size: float = 3.2):
     """The ERF engine's comparison figure (log-normalised maps on one scale, squares at ``thresholds``)."""
-    from .erf.plots import plot_comparison
-
     return plot_comparison([p.matrix for p in panels], [plot_text(p.title) for p in panels],
                            thresholds=list(thresholds), panel_size=panel_size)
 
 
 def radial_profiles(curves: list[tuple[str, np.ndarray, np.ndarray]]):
     """Cumulative contribution against distance from the centre, one line per model (the ERF engine's figure)."""
-    from .erf.plots import plot_radial_profiles
-
     return plot_radial_profiles([{"radius": r, "cumulative": c} for _, r, c in curves],
                                 [plot_text(n) for n, _, _ in curves])
 
@@ -116,8 +107,6 @@ def layer_growth(series: dict, thresholds=None):
     """How the ERF grows with depth: the area ratio (%) at each threshold against the layer, several models
     overlaid (the ERF engine's :func:`erftools.erf.plots.plot_layer_growth`; ``series`` from
     :func:`erftools.results.views.growth_series`). Labels from result files are never mathtext."""
-    from .erf.plots import plot_layer_growth
-
     safe = {plot_text(title): [(plot_text(layer), ratios) for layer, ratios in points]
             for title, points in series.items()}
     return plot_layer_growth(safe, thresholds=None if thresholds is None else list(thresholds))
@@ -127,8 +116,6 @@ def size_sweep(series: dict, thresholds=None):
     """How the ERF depends on the input size: the area ratio (%) at each threshold against the input side, several
     models overlaid, with each model's theoretical receptive field as a share of the image (the ERF engine's
     :func:`erftools.erf.plots.plot_size_sweep`; ``series`` from :func:`erftools.results.views.size_series`)."""
-    from .erf.plots import plot_size_sweep
-
     safe = {plot_text(title): points for title, points in series.items()}
     return plot_size_sweep(safe, thresholds=None if thresholds is None else list(thresholds))
 
@@ -136,8 +123,6 @@ def size_sweep(series: dict, thresholds=None):
 def erf_map(matrix: np.ndarray, title: str, thresholds=THRESHOLDS, theoretical=None):
     """One ERF heatmap with the squares at ``thresholds`` and the theoretical receptive field (a dashed square;
     the ERF engine's :func:`erftools.erf.plots.plot_erf`)."""
-    from .erf.plots import plot_erf
-
     return plot_erf(matrix, title=plot_text(title), thresholds=list(thresholds) if thresholds else None,
                     theoretical=theoretical, figsize=(4.2, 4.6))
 
@@ -154,8 +139,6 @@ ShapeBiasLine = ShapeBiasRow
 
 def shape_bias_plot(lines: list[ShapeBiasLine]):
     """The category-by-category plot (Geirhos et al.; the paper's Fig. 5): the shape-bias engine's figure."""
-    from .shapebias.plots import plot_shape_bias
-
     return plot_shape_bias(_entries(lines))
 
 
@@ -166,8 +149,6 @@ def _entries(lines: list[ShapeBiasLine]) -> list[dict]:
 
 def shape_bias_bars(lines: list[ShapeBiasLine]):
     """Pooled shape bias per decision maker with its 95% interval (the shape-bias engine's bar chart)."""
-    from .shapebias.plots import plot_shape_bias_bars
-
     return plot_shape_bias_bars(_entries(lines))
 
 
@@ -180,10 +161,7 @@ def png_bytes(fig, dpi: int = 110) -> bytes:
 
 
 def close(fig) -> None:
-    import sys
-
-    plt = sys.modules.get("matplotlib.pyplot")
-    if plt is not None:
+    if (plt := sys.modules.get("matplotlib.pyplot")) is not None:
         plt.close(fig)
 
 
@@ -203,11 +181,9 @@ def error_consistency_matrix(labels: list[str], matrix: np.ndarray, humans: list
     for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
         for tick, human in zip(ticks, humans):
             tick.set_color("#c0392b" if human else "black")
-    if n <= 24:
-        for i in range(n):
-            for j in range(n):
-                if np.isfinite(matrix[i, j]) and i != j:
-                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    if n <= 24:  # the value in every defined cell off the diagonal
+        for i, j in zip(*np.nonzero(np.isfinite(matrix) & ~np.eye(n, dtype=bool))):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6)
     fig.colorbar(image, ax=ax, shrink=0.6, label="error consistency (Cohen's kappa)")
     ax.set_title("Error consistency (trial-by-trial, cue-conflict)", fontsize=10)
     return fig

@@ -16,11 +16,12 @@
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -61,9 +62,7 @@ def find_images(root: str | os.PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise ErftoolsError(f"image folder {root} does not exist or is not a folder")
-    found: list[tuple] = []
-    seen_dirs: set[str] = set()
-    loops: list[str] = []
+    found, loops, seen_dirs = [], [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         rel = Path(dirpath).relative_to(root)
@@ -79,22 +78,17 @@ def find_images(root: str | os.PathLike) -> list[str]:
                 # Files lying directly in root (not part of an ImageFolder layout) come first.
                 top = rel.parts[0] if rel.parts else ""
                 found.append(((1 if rel.parts else 0), top, str(Path(dirpath)), name, (rel / name).as_posix()))
-    found.sort()
     files, real_files, dupes = [], set(), []
-    for f in found:
-        real = os.path.realpath(root / f[-1])
-        if real in real_files:
-            dupes.append(f[-1])
-            continue
+    for *_, f in sorted(found):
+        real = os.path.realpath(root / f)
+        (dupes if real in real_files else files).append(f)
         real_files.add(real)
-        files.append(f[-1])
-    if loops or dupes:
-        log.warning("%s: %s%s%s", root,
-                    f"{len(loops)} folder(s) reached again through symbolic links (not entered again: "
-                    f"{', '.join(loops[:3])}{', ...' if len(loops) > 3 else ''})" if loops else "",
-                    "; " if loops and dupes else "",
-                    f"{len(dupes)} image path(s) that point to a file already listed (counted once: "
-                    f"{', '.join(dupes[:3])}{', ...' if len(dupes) > 3 else ''})" if dupes else "")
+    notes = [f"{len(names)} {what} ({how}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+             for names, what, how in ((loops, "folder(s) reached again through symbolic links", "not entered again"),
+                                      (dupes, "image path(s) that point to a file already listed", "counted once"))
+             if names]
+    if notes:
+        log.warning("%s: %s", root, "; ".join(notes))
     return files
 
 
@@ -121,14 +115,9 @@ def sample_images(files: Sequence[str], num: int | None, sampler: str = "random"
     rng.shuffle(classes)
     for c in classes:
         rng.shuffle(groups[c])
-    chosen: list[str] = []
-    depth = 0
-    while len(chosen) < n:
-        for c in classes:
-            if depth < len(groups[c]) and len(chosen) < n:
-                chosen.append(groups[c][depth])
-        depth += 1
-    return chosen
+    # round-robin: the first image of every class (in that order), then the second, ...
+    rounds = itertools.zip_longest(*(groups[c] for c in classes))
+    return [f for r in rounds for f in r if f is not None][:n]
 
 
 def files_sha256(root, files) -> str:
@@ -168,15 +157,13 @@ class ImageList:
         return sha256_strings(self.files)
 
     def subset(self, files: Sequence[str]) -> "ImageList":
-        sub = ImageList(**{**self.__dict__, "files": list(files), "converted": self.converted})
-        return sub
+        return replace(self, files=list(files))  # shares ``converted``
 
     def for_model(self, mean: Sequence[float], std: Sequence[float]) -> "ImageList":
         """This list with the model's normalisation where none was chosen (``mean``/``std`` None); else itself."""
         if self.mean is not None and self.std is not None:
             return self
-        return ImageList(**{**self.__dict__, "mean": tuple(self.mean or mean), "std": tuple(self.std or std),
-                            "converted": self.converted})
+        return replace(self, mean=tuple(self.mean or mean), std=tuple(self.std or std))
 
     def load(self, rel: str) -> torch.Tensor:
         """The preprocessed (3, size, size) float32 tensor of one file; raises :class:`ImageError`."""

@@ -1,9 +1,10 @@
 """``erftools report``: a Markdown report of the runs below a results folder, with figures, next to the paper.
 
-The report holds, for the results of a study (``erftools study``), the study's comparison table; then the ERF comparison figure and the area-ratio table (ours next to the paper's Table 10), the
-shape-bias plot and table (ours next to the paper's Fig. 5 and the humans'), and the provenance of every run.
-Figures go to ``<folder of the report>/figures/`` and are linked with relative paths, so the report reads the
-same on GitHub, in an editor, or in a copied folder.
+The report holds, for the results of a study (``erftools study``), the study's comparison table; then the ERF
+comparison figure and the area-ratio table (ours next to the paper's Table 10), the shape-bias plot and table (ours
+next to the paper's Fig. 5 and the humans'), and the provenance of every run. Figures go to
+``<folder of the report>/figures/`` and are linked with relative paths, so the report reads the same on GitHub, in
+an editor, or in a copied folder.
 
 It reads only through :mod:`erftools.results` (records, store, views) and draws only through
 :mod:`erftools.figures`; it never imports the dashboard.
@@ -59,6 +60,23 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def _dict_table(rows: list[dict]) -> str:
+    """A table of rows with the same keys (the first row's keys are the header), ending in a blank line."""
+    header = list(rows[0])
+    return _md_table(header, [[r[h] for h in header] for r in rows]) + "\n"
+
+
+def _save(fig, path: Path, base: Path) -> str:
+    """Save ``fig`` at ``path``, close it and return its link from ``base``."""
+    save_figure(path, fig, dpi=100)
+    F.close(fig)
+    return _link(path, base)
+
+
+def _figure(fig, path: Path, base: Path, alt: str) -> str:
+    return f"![{alt}]({_save(fig, path, base)})\n"
+
+
 def build_report(results: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write the Markdown report ``out`` (and its figures) for the runs below ``results``; return ``out``."""
     results = Path(results)
@@ -100,22 +118,18 @@ def _study_sections(results: Path, base: Path) -> list[str]:
     studies, problems = S.find_studies(results)
     parts = []
     for study in studies:
-        head = f"## Study {md_text(study.name)}" + (f": {md_text(study.title)}" if study.title else "")
-        lines = [head + "\n"]
+        lines = [f"## Study {md_text(study.name)}" + (f": {md_text(study.title)}" if study.title else "") + "\n"]
         if study.reference:
             lines.append(f"Reference: {md_text(study.reference)}\n")
         lines.append(f"Folder {md_code(_rel(study.path, base))}. Tolerances (|ours - paper| <= max(abs, rel x "
                      f"paper)): {md_text(V.study_tolerances(study))}.\n")
-        rows = V.study_table(study)
         header = ["model", "measurement", "value", "ours", "paper", "difference", "tolerance", "verdict"]
         cells = [[r[h] for h in header[:-1]] + [r["verdict"] + (f" ({r['note']})" if r["note"] else "")]
-                 for r in rows]
+                 for r in V.study_table(study)]
         lines.append(_md_table(header, cells) + "\n")
         lines.append(_correlation_part(study, base / FIGURES, base))
         parts.append("\n".join(lines))
-    for p in problems:
-        parts.append(f"> **Study skipped:** {md_text(p.replace(str(results.resolve()), '.'))}\n")
-    return parts
+    return parts + [f"> **Study skipped:** {md_text(p.replace(str(results.resolve()), '.'))}\n" for p in problems]
 
 
 def _erf_section(runs: list[Run], figdir: Path, base: Path, provenance: list) -> str:
@@ -125,7 +139,6 @@ def _erf_section(runs: list[Run], figdir: Path, base: Path, provenance: list) ->
     except ResultError as exc:
         errors.append(str(exc))
         table = {"models": []}
-    untrained = False
     for run in runs:
         title = V.run_title(run)
         try:
@@ -137,49 +150,39 @@ def _erf_section(runs: list[Run], figdir: Path, base: Path, provenance: list) ->
         prof = V.radial_profile(run.record, m, f)
         if prof is not None:
             curves.append((title, prof[0], prof[1]))
-        untrained |= V.is_untrained(run.record)
         provenance.append((title, run))
         good.append((title, run))
-    ours_rows = []
-    for row in V.table10_rows(good, table):
-        cells = [row.title]
-        for t in V.THRESHOLDS:
-            ours = V.pct(row.ours[t]) if t in row.ours else "n/a"
-            if row.sides.get(t):
-                ours += f" ({row.sides[t]} px)"
-            cells.append(f"{ours} / {V.paper_pct(row.paper[t]) or '–'}")
-        cells.append(row.paper_model or "not in Table 10")
-        ours_rows.append(cells)
+    ours_rows = [[row.title] + [_table10_cell(row, t) for t in V.THRESHOLDS] + [row.paper_model or "not in Table 10"]
+                 for row in V.table10_rows(good, table)]
     lines = ["## Effective receptive fields\n"]
     if panels:
-        fig = F.erf_comparison(panels, thresholds=V.THRESHOLDS, panel_size=3.2)
-        save_figure(figdir / ERF_FIGURE, fig, dpi=100)
-        F.close(fig)
-        lines.append(f"![ERF comparison]({_link(figdir / ERF_FIGURE, base)})\n")
+        lines.append(_figure(F.erf_comparison(panels, thresholds=V.THRESHOLDS, panel_size=3.2), figdir / ERF_FIGURE,
+                             base, "ERF comparison"))
         note = (" The committed examples store the matrices block-summed for display, so the squares in the figure "
                 "are drawn on that coarser grid; the table's numbers were computed at full resolution."
                 if any(p.downsample > 1 for p in panels) else "")
         thresholds = ", ".join(f"{t:.0%}" for t in V.THRESHOLDS[:-1]) + f" and {V.THRESHOLDS[-1]:.0%}"
         lines.append("*Log-normalised ERF maps (log10(M + 1) / max) on one colour scale, with the high-contribution "
                      f"squares at t = {thresholds} (inner to outer).{note}*\n")
-    if untrained:
+    if any(V.is_untrained(run.record) for _, run in good):
         lines.append("> Runs marked *(random init)* are **untrained architectures**: their maps show what the "
                      "architecture alone does. The paper's numbers are for trained models.\n")
     lines.append("### Area ratio r (%) of the high-contribution square: ours (side) / paper Table 10\n")
     lines.append(_md_table(["model"] + [f"t = {t:.0%}" for t in V.THRESHOLDS] + ["paper model"], ours_rows) + "\n")
     if curves:
-        fig = F.radial_profiles(curves)
-        save_figure(figdir / RADIAL_FIGURE, fig, dpi=100)
-        F.close(fig)
-        lines.append(f"![radial profiles]({_link(figdir / RADIAL_FIGURE, base)})\n")
+        lines.append(_figure(F.radial_profiles(curves), figdir / RADIAL_FIGURE, base, "radial profiles"))
         lines.append("*Share of the total contribution within a distance of the centre.*\n")
     lines += _layers_part(good, figdir, base, errors)
     lines += _sizes_part(good, figdir, base)
     lines += _statistics_part(good, errors)
     lines += _baseline_part(good, figdir, base, errors)
-    for e in errors:
-        lines.append(f"> **Problem:** {md_text(e)}\n")
+    lines += [f"> **Problem:** {md_text(e)}\n" for e in errors]
     return "\n".join(lines)
+
+
+def _table10_cell(row: V.Table10Row, t: float) -> str:
+    ours = V.ratio_text(row.sides.get(t), row.ours[t]) if t in row.ours else "n/a"
+    return f"{ours} / {V.paper_pct(row.paper[t]) or '–'}"
 
 
 def _figure_name(run: Run) -> str:
@@ -188,10 +191,10 @@ def _figure_name(run: Run) -> str:
     return slug(S.display_path(run.path, root).replace("/", "-"))
 
 
-def _figure(fig, path: Path, base: Path, alt: str) -> str:
-    save_figure(path, fig, dpi=100)
-    F.close(fig)
-    return f"![{alt}]({_link(path, base)})\n"
+def _panel(title: str, run: Run, layer: str | None) -> F.ErfPanel:
+    """The matrix of ``layer`` (None: the run's main matrix) with its theoretical receptive field."""
+    m, f = S.load_layer_matrix(run, layer, max_side=256) if layer else load_erf_matrix(run, max_side=256)
+    return F.ErfPanel(title, m, f, None, V.theoretical_side(V.layer_statistics(run, layer)))
 
 
 def _layers_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors: list) -> list[str]:
@@ -204,10 +207,7 @@ def _layers_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors: 
             names = V.layer_names(run)
             if not names:
                 continue
-            panels = []
-            for name in names:
-                m, f = S.load_layer_matrix(run, name, max_side=256)
-                panels.append(F.ErfPanel(name, m, f, None, V.theoretical_side(V.layer_statistics(run, name))))
+            panels = [_panel(name, run, name) for name in names]
             thresholds = sorted(run.record.area_ratio_map()) or list(V.THRESHOLDS)
             rows = V.layer_rows(run, thresholds)
         except ResultError as exc:
@@ -217,12 +217,12 @@ def _layers_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors: 
         if not out:
             out.append("### Layers\n")
         out.append(f"#### {md_text(title)}\n")
-        out.append(_figure(F.erf_heatmaps(panels, scale="log", width=2.6), figdir / LAYERS_FIGURE.format(_figure_name(run)),
-                           base, f"ERF per layer of {md_text(title)}"))
+        path = figdir / LAYERS_FIGURE.format(_figure_name(run))
+        out.append(_figure(F.erf_heatmaps(panels, scale="log", width=2.6), path, base,
+                           f"ERF per layer of {md_text(title)}"))
         out.append("*Log-normalised ERF of the output of each layer on one colour scale; black dashed square: the "
                    "theoretical receptive field (clipped to the image).*\n")
-        header = list(rows[0])
-        out.append(_md_table(header, [[r[h] for h in header] for r in rows]) + "\n")
+        out.append(_dict_table(rows))
         out.append("*Area ratio r (%) of the high-contribution square (side in px) at each threshold the run "
                    "recorded (full resolution).*\n")
     try:
@@ -248,7 +248,8 @@ def _sizes_part(good: list[tuple[str, Run]], figdir: Path, base: Path) -> list[s
            _figure(F.size_sweep(series), figdir / SIZES_FIGURE, base, "ERF area ratio against the input size"),
            "*Area ratio of the high-contribution square at each threshold against the input side (colour: model, "
            "line style: threshold); dotted with crosses: the theoretical receptive field's share of the image "
-           "(clipped to it), the largest any square can reach; each size's own heatmap (erf.png in its folder) draws that field.*\n"]
+           "(clipped to it), the largest any square can reach; each size's own heatmap (erf.png in its folder) "
+           "draws that field.*\n"]
     thresholds = sorted({round(float(r["threshold"]), 6) for pts in series.values() for p in pts
                          for r in p["area_ratios"]})
     rows = []
@@ -256,8 +257,7 @@ def _sizes_part(good: list[tuple[str, Run]], figdir: Path, base: Path) -> list[s
         for p in points:
             got = {round(float(r["threshold"]), 6): r for r in p["area_ratios"]}
             rows.append([md_text(title), str(p["size"])] + [
-                V.pct(got[t].get("area_ratio")) + (f" ({got[t]['side']} px)" if got[t].get("side") else "")
-                if t in got else "" for t in thresholds])
+                V.ratio_text(got[t].get("side"), got[t].get("area_ratio")) if t in got else "" for t in thresholds])
     out.append(_md_table(["model", "size (px)"] + [f"t = {t:.0%}" for t in thresholds], rows) + "\n")
     return out
 
@@ -275,9 +275,7 @@ def _statistics_part(good: list[tuple[str, Run]], errors: list) -> list[str]:
             without.append(title)
     if not items:
         return []
-    rows = V.statistics_rows(items)
-    header = list(rows[0])
-    out = ["### ERF statistics\n", _md_table(header, [[r[h] for h in header] for r in rows]) + "\n"]
+    out = ["### ERF statistics\n", _dict_table(V.statistics_rows(items))]
     if without:
         out.append("No statistics recorded (runs of an erftools release before the statistics): "
                    + ", ".join(md_text(t) for t in without) + ".\n")
@@ -292,12 +290,11 @@ def _baseline_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors
             continue
         try:
             untrained = S.load_baseline(run)
-            names = V.layer_names(run)
-            layer = names[-1] if names else None
-            m, f = S.load_layer_matrix(run, layer, max_side=256) if layer else load_erf_matrix(run, max_side=256)
+            layer = (V.layer_names(run) or [None])[-1]
+            suffix = f", {layer}" if layer else ""
+            trained = _panel(f"as run{suffix}", run, layer)
             b_layer = layer if layer in V.layer_names(untrained) else None
-            bm, bf = (S.load_layer_matrix(untrained, b_layer, max_side=256) if b_layer
-                      else load_erf_matrix(untrained, max_side=256))
+            baseline = _panel(f"untrained baseline{suffix}", untrained, b_layer)
             thresholds = sorted(run.record.area_ratio_map()) or list(V.THRESHOLDS)
             rows = [r.cells(thresholds) for r in V.baseline_rows(run)]
         except ResultError as exc:
@@ -307,16 +304,10 @@ def _baseline_part(good: list[tuple[str, Run]], figdir: Path, base: Path, errors
             out.append("### Trained and untrained\n")
             out.append("The same architecture with seeded random initialisation (`erftools erf --baseline random`), "
                        "measured in the same run on the same images.\n")
-        suffix = f", {layer}" if layer else ""
-        fig = F.trained_untrained(F.ErfPanel(f"as run{suffix}", m, f, None,
-                                             V.theoretical_side(V.layer_statistics(run, layer))),
-                                  F.ErfPanel(f"untrained baseline{suffix}", bm, bf, None,
-                                             V.theoretical_side(V.layer_statistics(untrained, b_layer))))
         out.append(f"#### {md_text(title)}\n")
-        out.append(_figure(fig, figdir / BASELINE_FIGURE.format(_figure_name(run)), base,
-                           f"ERF baseline of {md_text(title)}"))
-        header = list(rows[0])
-        out.append(_md_table(header, [[r[h] for h in header] for r in rows]) + "\n")
+        out.append(_figure(F.trained_untrained(trained, baseline), figdir / BASELINE_FIGURE.format(_figure_name(run)),
+                           base, f"ERF baseline of {md_text(title)}"))
+        out.append(_dict_table(rows))
     return out
 
 
@@ -333,43 +324,29 @@ def _sb_cells(row: V.ShapeBiasRow) -> list:
 
 def _shape_bias_section(runs: list[Run], figdir: Path, base: Path, provenance: list) -> str:
     reference = V.shapebias_reference()
-    lines_: list[V.ShapeBiasRow] = []
-    rows = []
-    humans_sb = None
-    for run in V.shape_bias_order(runs):
-        title = V.run_title(run)
-        row = V.shape_bias_row(title, run, reference)
-        provenance.append((title, run))
-        lines_.append(row)
-        if V.is_human(row.kind) and humans_sb is None:
-            humans_sb = row.shape_bias
-        rows.append(_sb_cells(row))
+    titled = [(V.run_title(run), run) for run in V.shape_bias_order(runs)]
+    provenance.extend(titled)
+    lines_ = [V.shape_bias_row(title, run, reference) for title, run in titled]
+    rows = [_sb_cells(row) for row in lines_]
+    humans_sb = next((row.shape_bias for row in lines_ if V.is_human(row.kind)), None)
     for name, item in reference.get("paper", {}).items():
         label = name.replace("(paper)", "(paper Fig. 5)") if "(paper)" in name else f"{name} (paper Fig. 5)"
         rows.append([label, V.f3(item.get("shape_bias")), "", "", "", "", ""])
-    if humans_sb is None:
-        for name, item in reference.get("humans", {}).items():
-            ref = V.reference_row(name, item)
-            humans_sb = ref.shape_bias
-            lines_.append(ref)
-            rows.append([f"{name} (reference)", V.f3(humans_sb), "", "", "", "", ""])
-            break
+    first_human = next(iter(reference.get("humans", {}).items()), None)
+    if humans_sb is None and first_human is not None:
+        lines_.append(V.reference_row(*first_human))
+        humans_sb = lines_[-1].shape_bias
+        rows.append([f"{first_human[0]} (reference)", V.f3(humans_sb), "", "", "", "", ""])
     out = ["## Shape bias on cue-conflict images\n"]
     if lines_:
-        fig = F.shape_bias_plot(lines_)
-        save_figure(figdir / SB_FIGURE, fig, dpi=100)
-        F.close(fig)
-        out.append(f"![shape bias]({_link(figdir / SB_FIGURE, base)})\n")
+        out.append(_figure(F.shape_bias_plot(lines_), figdir / SB_FIGURE, base, "shape bias"))
         out.append("*Per category: shape decisions / (shape + texture decisions). Vertical lines: the pooled "
                    "shape bias of each decision maker.*\n")
-        fig = F.shape_bias_bars(lines_)
-        save_figure(figdir / SB_BARS, fig, dpi=100)
-        F.close(fig)
-        out.append(f"![shape bias with 95% intervals]({_link(figdir / SB_BARS, base)})\n")
+        out.append(_figure(F.shape_bias_bars(lines_), figdir / SB_BARS, base, "shape bias with 95% intervals"))
     if humans_sb is not None:
         out.append(f"Humans (pooled): shape bias **{float(humans_sb):.3f}**.\n")
     out.append(_md_table(SB_COLUMNS, rows) + "\n")
-    out.append(_consistency_part([(V.run_title(r), r) for r in V.shape_bias_order(runs)], figdir, base))
+    out.append(_consistency_part(titled, figdir, base))
     return "\n".join(out)
 
 
@@ -377,11 +354,10 @@ def _provenance_section(provenance: list[tuple[str, Run]], base: Path) -> str:
     out = ["## Provenance\n", "Every number above comes from these run folders (their records hold the full "
            "details: image lists, timings, library versions).\n"]
     for title, run in provenance:
-        prov = V.provenance(run.record)
         out.append(f"### {md_text(title)} ({run.kind})\n")
         out.append(f"Folder: [{md_text(_rel(run.path, base))}]({_link(run.path, base)}/{RECORD_FILES[run.kind]})\n")
         out.append(_md_table(["field", "value"], [[k, _Markdown(md_code(v)) if "sha256" in k else v]
-                                                  for k, v in prov.items()]) + "\n")
+                                                  for k, v in V.provenance(run.record).items()]) + "\n")
     return "\n".join(out)
 
 
@@ -408,15 +384,10 @@ def _consistency_part(runs: list[tuple[str, Run]], figdir: Path, base: Path) -> 
     if makers:
         fig = F.error_consistency_bars([r.name for r in makers], [r.kappa_mean for r in makers], ceiling,
                                        [list(r.per_observer.values()) for r in makers])
-        save_figure(figdir / EC_FIGURE, fig, dpi=100)
-        F.close(fig)
-        out.append(f"![error consistency with humans]({_link(figdir / EC_FIGURE, base)})\n")
-    cells = [r.cells() for r in rows]
-    out.append(_md_table(list(cells[0]), [list(c.values()) for c in cells]) + "\n")
-    fig = F.error_consistency_matrix(view.labels, view.matrix, view.humans)
-    save_figure(figdir / EC_MATRIX, fig, dpi=100)
-    F.close(fig)
-    out.append(f"![error-consistency matrix]({_link(figdir / EC_MATRIX, base)})\n")
+        out.append(_figure(fig, figdir / EC_FIGURE, base, "error consistency with humans"))
+    out.append(_dict_table([r.cells() for r in rows]))
+    out.append(_figure(F.error_consistency_matrix(view.labels, view.matrix, view.humans), figdir / EC_MATRIX, base,
+                       "error-consistency matrix"))
     out += [f"> **Skipped:** {md_text(p)}\n" for p in view.problems]
     return "\n".join(out)
 
@@ -427,12 +398,7 @@ def _correlation_part(study, figdir: Path, base: Path) -> str:
 
     correlations = CORR.study_correlations(study)
     points, _ = CORR.study_points(study)
-    figure = None
-    if points:
-        path = figdir / CORR_FIGURE.format(slug(study.name))
-        fig = F.erf_vs_shape_bias(points, correlations, study.thresholds)
-        save_figure(path, fig, dpi=100)
-        F.close(fig)
-        figure = _link(path, base)
-    return CORR.markdown(study, correlations, figure).replace("## ERF against shape bias", "### ERF against shape "
-                                                                                           "bias", 1)
+    figure = (_save(F.erf_vs_shape_bias(points, correlations, study.thresholds),
+                    figdir / CORR_FIGURE.format(slug(study.name)), base) if points else None)
+    return CORR.markdown(study, correlations, figure).replace("## ERF against shape bias",
+                                                              "### ERF against shape bias", 1)

@@ -54,8 +54,7 @@ def run(args) -> int:
         print(" ".join(cmd))
         return 0
     print(f"erftools dashboard on http://{args.address}:{args.port} (results: {root}); Ctrl+C stops it",
-          file=sys.stderr)
-    sys.stderr.flush()
+          file=sys.stderr, flush=True)
     if os.name == "posix":  # become the server: signals (Ctrl+C, SIGTERM from a supervisor) reach it directly
         os.execve(sys.executable, cmd, env)
     try:  # pragma: no cover - Windows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import sys
@@ -12,19 +11,13 @@ from pathlib import Path
 from .._constants import CONV_BACKEND_CHOICES, DEVICES, ERF_PRECISIONS, SAMPLERS
 from .._io import ErftoolsError
 
-log = logging.getLogger(__name__)
 
-
-def _thresholds(values):
-    out = []
-    for v in values:
-        t = float(v)
-        if t > 1:  # allow percentages: 20 -> 0.2
-            t /= 100.0
-        if not 0 < t <= 1:
-            raise ErftoolsError(f"a threshold must be in (0, 1] (or a percentage); got {v}")
-        out.append(t)
-    return out
+def _threshold(text: str) -> float:
+    t = float(text)
+    t = t / 100.0 if t > 1 else t  # allow percentages: 20 -> 0.2
+    if not 0 < t <= 1:
+        raise ErftoolsError(f"a threshold must be in (0, 1] (or a percentage); got {text}")
+    return t
 
 
 def _add_thresholds(parser) -> None:
@@ -67,12 +60,14 @@ def register(subparsers) -> None:
     p.add_argument("--images", default=None, metavar="DIR",
                    help="folder of images, searched recursively (ImageFolder layouts too); default: the bundled "
                         "public-domain photographs")
-    p.add_argument("--num-images", type=int, default=50, help="number of images (default 50, as in the paper); more than a finished run in --out holds "
+    p.add_argument("--num-images", type=int, default=50,
+                   help="number of images (default 50, as in the paper); more than a finished run in --out holds "
                         "grows it")
     p.add_argument("--sampler", choices=SAMPLERS, default="random",
                    help="random (seeded, default), sequential (first N in folder order, as the official script), "
                         "stratified (one image per class folder)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random / stratified sampler and of random weights (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random / stratified sampler and of random weights (default 0)")
     p.add_argument("--size", default=1024, type=_size_arg, metavar="SIZE[,SIZE...]",
                    help="input resolution (default 1024); several (224,512,1024): an input-size sweep, one run "
                         "folder per size under --out (OUT/size-224, ...) and erf_sizes.png, the area ratios "
@@ -85,8 +80,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="images per pass (default: 1 on CPU, 4 on CUDA)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: cuda if available")
     p.add_argument("--precision", default="fp32", choices=ERF_PRECISIONS,
-                   help="fp32 (default, the paper's), tf32 (CUDA tensor cores; plain fp32 on CPU) or bf16 (autocast; "
-                        "its measured error against float64 is in docs/erf.md; refused without "
+                   help="fp32 (default, the paper's), tf32 (CUDA tensor cores; plain fp32 on CPU) or bf16 "
+                        "(autocast; its measured error against float64 is in docs/erf.md; refused without "
                         "--allow-low-precision because it moved a square in those measurements)")
     p.add_argument("--allow-low-precision", action="store_true",
                    help="accept bf16 although its measured error moved a high-contribution square (recorded)")
@@ -99,8 +94,8 @@ def register(subparsers) -> None:
     p.add_argument("--layers", default=None, metavar="NAMES",
                    help="ERFs of these modules' outputs instead of the final feature map: comma-separated names "
                         "from model.named_modules() (stages.0,stages.1), or 'stages' for every stage of a known "
-                        "family (RepLKNet/ConvNeXt stages, ResNet layer1-4, Swin layers); one forward pass per batch "
-                        "for all, one matrix each, and a growth-with-depth figure")
+                        "family (RepLKNet/ConvNeXt stages, ResNet layer1-4, Swin layers); one forward pass per "
+                        "batch for all, one matrix each, and a growth-with-depth figure")
     p.add_argument("--baseline", default=None, choices=("random",),
                    help="also compute the same architecture with seeded random weights (--seed) on the same images, "
                         "in OUT/baseline, shown next to the trained network")
@@ -116,7 +111,10 @@ def register(subparsers) -> None:
                         "slower, for checking")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_erf)
+    _register_analyze_compare(subparsers)
 
+
+def _register_analyze_compare(subparsers) -> None:
     a = subparsers.add_parser(
         "analyze", help="area-ratio table (and radial profile) of an ERF matrix",
         description="Print and save the high-contribution area ratios of an ERF matrix: an erf.npy of erftools, a "
@@ -138,8 +136,8 @@ def register(subparsers) -> None:
     _add_thresholds(c)
     c.add_argument("--squares", action="store_true", help="draw the high-contribution squares")
     c.add_argument("--layer", default=None, metavar="NAME",
-                   help="compare this layer of runs made with --layers (default: their erf.npy, the deepest layer); "
-                        "runs with layers also get a growth-with-depth figure of all of them overlaid")
+                   help="compare this layer of runs made with --layers (default: their erf.npy, the deepest "
+                        "layer); runs with layers also get a growth-with-depth figure of all of them overlaid")
     c.add_argument("--out", default=None, metavar="DIR",
                    help="folder for erf_compare.{png,md,json} (default: results/compare/<the labels>)")
     c.set_defaults(func=cmd_compare)
@@ -148,13 +146,22 @@ def register(subparsers) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _default_out(model: str, weights: str, size) -> Path:
+def _out_folder(args, model: str, sizes: list[int]) -> Path:
+    """``--out``, else ``results/erf/<model>_<weights>_<size>`` (``sizes-A-B-C`` for a sweep)."""
     from ..results.records import slug
 
-    w = weights
+    if args.out:
+        return Path(args.out)
+    w = args.weights
     if os.path.sep in w or w.startswith(("http://", "https://")) or w.endswith((".pth", ".pt", ".safetensors")):
         w = Path(w.split("?")[0]).stem
+    size = sizes[0] if len(sizes) == 1 else "sizes-" + "-".join(map(str, sizes))
     return Path("results") / "erf" / f"{slug(model)}_{slug(w)}_{size}"
+
+
+def _names(text: str) -> list[str]:
+    """The comma-separated names of a flag (``--model A,B``, ``--layers stages.0,stages.1``)."""
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _check_erf_args(args) -> list[int]:
@@ -176,23 +183,22 @@ def _check_erf_args(args) -> list[int]:
 def _build(args, size: int, thresholds, command: str):
     """The model (seeded, rebuilt for ``size`` where its patch grid needs it), the images at ``size`` and the keyword
     arguments of ``run_erf`` for one size."""
+    import torch
+
     from ..erf import model_kwargs_for_size
     from ..images import select_images
     from ..models import create_model, get_model_info
 
     kwargs = model_kwargs_for_size(args.model, size)
-    import torch
-
     torch.manual_seed(args.seed)  # random weights: reproducible, and the same in every torchrun process
     model = create_model(args.model, args.weights, **kwargs)
     info = get_model_info(model)
-    pre = info.preprocessing
-    images = select_images(args.images, args.num_images, args.sampler, args.seed, size=size, mean=pre.mean,
-                           std=pre.std)
-    layers = args.layers if args.layers in (None, "stages") else [x.strip() for x in args.layers.split(",") if x.strip()]
+    images = select_images(args.images, args.num_images, args.sampler, args.seed, size=size,
+                           mean=info.preprocessing.mean, std=info.preprocessing.std)
     common = dict(batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
                   prepare=not args.no_prepare, conv_backend=args.conv_backend, thresholds=thresholds,
-                  progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs, layers=layers,
+                  progress=not args.no_progress, seed=args.seed, model_kwargs=kwargs,
+                  layers=args.layers if args.layers in (None, "stages") else _names(args.layers),
                   precision=args.precision, allow_low_precision=args.allow_low_precision,
                   objective=args.objective, reduction=args.reduction,
                   extra={"model_kwargs": kwargs, "command": command})
@@ -205,7 +211,7 @@ def _interrupted(args, out: Path, rank: int) -> int:
         if args.out is None:
             argv += ["--out", str(out)]
         print(f"\nerftools erf: interrupted. Every finished batch is saved in {out} (.erf_checkpoint); "
-              f"continue with the same command:\n  erftools {' '.join(shlex.quote(a) for a in argv)}", file=sys.stderr)
+              f"continue with the same command:\n  erftools {shlex.join(argv)}", file=sys.stderr)
     return 130
 
 
@@ -213,16 +219,16 @@ def cmd_erf(args) -> int:
     from ..erf.run import run_erf, run_erf_with_baseline
 
     sizes = _check_erf_args(args)
-    thresholds = _thresholds(args.thresholds)
-    command = "erftools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    thresholds = [_threshold(t) for t in args.thresholds]
+    command = "erftools " + shlex.join(sys.argv[1:])
     rank = int(os.environ.get("RANK", "0") or 0)
-    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    models = _names(args.model)
     if len(models) > 1:
         return _cmd_models(args, models, sizes, thresholds, command, rank)
     if len(sizes) > 1:
         return _cmd_sweep(args, sizes, thresholds, command, rank)
     model, images, common, info = _build(args, sizes[0], thresholds, command)
-    out = Path(args.out) if args.out else _default_out(info.name, args.weights, sizes[0])
+    out = _out_folder(args, info.name, sizes)
     try:
         record = (run_erf_with_baseline if args.baseline == "random" else run_erf)(model, images, out,
                                                                                    label=args.label, **common)
@@ -239,30 +245,22 @@ def cmd_erf(args) -> int:
 def _cmd_sweep(args, sizes: list[int], thresholds, command: str, rank: int) -> int:
     """``erftools erf --size A,B,C``: one run per size under one parent (:mod:`erftools.erf.sweep`)."""
     from ..erf.objectives import label_with_variant
-    from ..erf.run import run_erf
+    from ..erf.run import read_run, run_erf
     from ..erf.sweep import SWEEP_RECORD, run_size_sweep, size_folder
-
-    def build(size):
-        model, images, common, _info = _build(args, size, thresholds, command)
-        return model, images, common
-
     from ..models import resolve
 
     name = resolve(args.model)[0].name  # the name create_model gives the model (info.name)
-    out = Path(args.out) if args.out else _default_out(name, args.weights, "sizes-" + "-".join(map(str, sizes)))
+    out = _out_folder(args, name, sizes)
     label = label_with_variant(args.label or name, args.objective, args.reduction)
     try:
-        sweep = run_size_sweep(sizes, out, build, run_erf, label=label, overwrite=args.overwrite,
-                               extra={"command": command}, rank=rank)
+        sweep = run_size_sweep(sizes, out, lambda size: _build(args, size, thresholds, command)[:3], run_erf,
+                               label=label, overwrite=args.overwrite, extra={"command": command}, rank=rank)
     except KeyboardInterrupt:
         return _interrupted(args, out, rank)
     if rank != 0:
         return 0
     for entry in sweep["runs"]:
-        from ..erf.run import read_run
-
-        _m, record = read_run(out / size_folder(entry["size"]))
-        _print_run(record)
+        _print_run(read_run(out / size_folder(entry["size"]))[1])
     print(f"{len(sizes)} sizes ({', '.join(map(str, sizes))} px) written to {out}: {SWEEP_RECORD}, "
           f"{sweep.get('figure') or 'no figure'} (area ratios against the input size)")
     print(f"compare sweeps: erftools compare {shlex.quote(str(out))} OTHER_SWEEP --out DIR; browse: erftools "
@@ -273,6 +271,7 @@ def _cmd_sweep(args, sizes: list[int], thresholds, command: str, rank: int) -> i
 def _cmd_models(args, models: list[str], sizes: list[int], thresholds, command: str, rank: int) -> int:
     """``erftools erf --model A,B --size X,Y,Z``: one sweep per model in ``OUT/<model>/`` and one figure of all of
     them, ``OUT/erf_sizes.png``."""
+    from ..erf.plots import plot_size_sweep
     from ..erf.sweep import SWEEP_FIGURE, read_sweep
     from ..results.records import slug
 
@@ -284,21 +283,15 @@ def _cmd_models(args, models: list[str], sizes: list[int], thresholds, command: 
     if os.path.sep in args.weights or args.weights.endswith((".pth", ".pt", ".safetensors")):
         raise ErftoolsError("a weights file fits one model; with several --model names use --weights pretrained "
                             "or random, or run each model on its own")
-    out = Path(args.out) if args.out else _default_out("+".join(models), args.weights,
-                                                       "sizes-" + "-".join(map(str, sizes)))
+    out = _out_folder(args, "+".join(models), sizes)
     for m in models:
         rc = _cmd_sweep(argparse_copy(args, model=m, out=str(out / slug(m))), sizes, thresholds, command, rank)
         if rc:
             return rc
     if rank != 0:
         return 0
-    from ..erf.plots import plot_size_sweep
-
-    series = {}
-    for m in models:
-        sweep = read_sweep(out / slug(m))
-        series[sweep["label"]] = sweep["runs"]
-    plot_size_sweep(series, thresholds=thresholds, path=out / SWEEP_FIGURE)
+    sweeps = [read_sweep(out / slug(m)) for m in models]
+    plot_size_sweep({s["label"]: s["runs"] for s in sweeps}, thresholds=thresholds, path=out / SWEEP_FIGURE)
     print(f"{len(models)} models at {len(sizes)} sizes: one figure, {out / SWEEP_FIGURE}")
     return 0
 
@@ -308,16 +301,13 @@ def _print_run(record: dict) -> None:
     from ..erf import format_table
     from ..erf.analysis import AreaRatio, radii_text
 
-    def _ratios(rows):
-        return [AreaRatio(r["threshold"], r["side"], r["area_ratio"]) for r in rows]
+    def rows_of(name: str, rec: dict) -> list:  # one row per layer (of a run without layers: one)
+        return [(name if e["layer"] is None else f"{name} {e['layer']}",
+                 [AreaRatio(r["threshold"], r["side"], r["area_ratio"]) for r in e["area_ratios"]])
+                for e in rec.get("layers") or [{"layer": None, "area_ratios": rec["area_ratios"]}]]
 
-    rows = [(record["label"] + ("" if e["layer"] is None else f" {e['layer']}"), _ratios(e["area_ratios"]))
-            for e in (record.get("layers") or [{"layer": None, "area_ratios": record["area_ratios"]}])]
     base = record.get("baseline")
-    if base:
-        rows += [(f"untrained {e['layer']}", _ratios(e["area_ratios"])) for e in base["layers"]] if base.get("layers") \
-            else [("untrained", _ratios(base["area_ratios"]))]
-    print(format_table(rows, markdown=False))
+    print(format_table(rows_of(record["label"], record) + (rows_of("untrained", base) if base else []), markdown=False))
     st = record.get("statistics") or {}
     g = st.get("gaussian") or {}
     radii = st.get("radii") or {}
@@ -348,22 +338,27 @@ def _save_tables(stem: Path, rows, extra: dict) -> tuple[Path, Path]:
     from .._io import write_json, write_text
     from ..erf import format_table
 
-    md = write_text(stem.with_name(stem.name + ".md"), format_table(rows) + "\n")
-    js = write_json(stem.with_name(stem.name + ".json"), extra)
-    return md, js
+    return (write_text(stem.with_name(stem.name + ".md"), format_table(rows) + "\n"),
+            write_json(stem.with_name(stem.name + ".json"), extra))
+
+
+def _sweep_runs(path) -> list[dict]:
+    """The runs of a size-sweep folder (``sweep.json``), in size order."""
+    from ..erf.sweep import read_sweep
+
+    return sorted(read_sweep(path)["runs"], key=lambda e: int(e["size"]))
 
 
 def cmd_analyze(args) -> int:
-    from ..erf import area_ratios, format_table, radial_profile
+    from ..erf import format_table, radial_profile
     from ..erf.analysis import radii_text
-    from ..erf.run import load_matrix
+    from ..erf.run import layer_file_stem, load_matrix
+    from ..erf.sweep import is_sweep
 
-    from ..erf.sweep import is_sweep, read_sweep
-
-    thresholds = _thresholds(args.thresholds)
+    thresholds = [_threshold(t) for t in args.thresholds]
     path = Path(args.path)
     if path.is_dir() and is_sweep(path):  # an input-size sweep: every size
-        for entry in sorted(read_sweep(path)["runs"], key=lambda e: int(e["size"])):
+        for entry in _sweep_runs(path):
             print(f"== size {entry['size']} px")
             cmd_analyze(argparse_copy(args, path=str(path / entry["folder"])))
         return 0
@@ -371,24 +366,17 @@ def cmd_analyze(args) -> int:
     if path.is_dir() and args.layer is None and (record or {}).get("layers"):
         for entry in record["layers"]:
             print(f"== layer {entry['layer']}")
-            sub = argparse_copy(args, layer=entry["layer"])
-            cmd_analyze(sub)
+            cmd_analyze(argparse_copy(args, layer=entry["layer"]))
         return 0
-    try:
-        ratios = area_ratios(matrix, thresholds)
-        prof = radial_profile(matrix)
-    except ValueError as exc:
-        raise ErftoolsError(f"{path}: {exc}") from exc
+    ratios = _area_ratios_of(None, path, matrix, thresholds)  # checks the matrix for radial_profile too
+    prof = radial_profile(matrix)
     label = (record or {}).get("label") or (path.name if path.is_dir() else path.stem)
     if args.layer:
         label = f"{label} {args.layer}"
     src = path / "erf.npy" if path.is_dir() else path
     if path.is_dir() and args.layer:
-        from ..erf.run import layer_file_stem
-
         src = path / "layers" / f"{layer_file_stem(args.layer)}.npy"
     out_dir = Path(args.out) if args.out else src.parent
-    stem = out_dir / f"{src.stem}_area_ratios"
     h, w = matrix.shape
     print(f"{src}: {h}x{w}, max {float(matrix.max()):.6g}, min {float(matrix.min()):.6g}")
     if record and record.get("stored_downsample", 1) != 1:
@@ -399,7 +387,7 @@ def cmd_analyze(args) -> int:
     print("radius holding 50/90/99% of the contribution: " + radii_text(stats["statistics"].get("radii"), " px"))
     for line in stats["lines"]:
         print(line)
-    md, js = _save_tables(stem, [(label, ratios)], {
+    md, js = _save_tables(out_dir / f"{src.stem}_area_ratios", [(label, ratios)], {
         "source": str(src), "shape": [h, w], "label": label, "area_ratios": [x.to_dict() for x in ratios],
         "radial_profile": prof, "statistics": stats["statistics"],
         "method": "log10(x+1)/max; smallest centred odd square whose share > t"})
@@ -414,8 +402,6 @@ def cmd_analyze(args) -> int:
 
 
 def argparse_copy(args, **changes):
-    import argparse
-
     return argparse.Namespace(**{**vars(args), **changes})
 
 
@@ -425,10 +411,9 @@ def _statistics_lines(matrix, thresholds, recorded: dict | None) -> dict:
 
     from ..erf.statistics import erf_statistics
 
-    theo = (recorded or {}).get("theoretical_rf")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        st = erf_statistics(matrix, thresholds=thresholds, theoretical=theo)
+        st = erf_statistics(matrix, thresholds=thresholds, theoretical=(recorded or {}).get("theoretical_rf"))
     lines = [f"warning: {w.message}" for w in caught]
     g = st.get("gaussian") or {}
     if g.get("ok"):
@@ -452,18 +437,16 @@ def _statistics_lines(matrix, thresholds, recorded: dict | None) -> dict:
 def _expand_sweeps(paths, labels) -> dict:
     """``paths`` (and ``labels``) with every size-sweep folder (``sweep.json``) replaced by its size runs, in size
     order; a sweep's label, when given, is kept with the size appended."""
-    from ..erf.sweep import is_sweep, read_sweep
+    from ..erf.sweep import is_sweep
 
-    out_paths, out_labels = [], []
-    for i, p in enumerate(paths):
+    pairs = []
+    for p, label in zip(paths, labels or [None] * len(paths)):
         if Path(p).is_dir() and is_sweep(p):
-            runs = sorted(read_sweep(p)["runs"], key=lambda e: int(e["size"]))
-            out_paths += [str(Path(p) / e["folder"]) for e in runs]
-            out_labels += [f"{labels[i]}, {e['size']} px" if labels else None for e in runs]
+            pairs += [(str(Path(p) / e["folder"]), f"{label}, {e['size']} px" if labels else None)
+                      for e in _sweep_runs(p)]
         else:
-            out_paths.append(p)
-            out_labels.append(labels[i] if labels else None)
-    return {"paths": out_paths, "labels": out_labels if labels else None}
+            pairs.append((p, label))
+    return {"paths": [p for p, _ in pairs], "labels": [lab for _, lab in pairs] if labels else None}
 
 
 def _size_series(rows, records, paths) -> dict:
@@ -485,23 +468,17 @@ def _size_series(rows, records, paths) -> dict:
     return series
 
 
-def _compared_run(path: Path, record: dict | None):
-    """The run behind a compared input, read once through the results store (None: a bare matrix file)."""
+def _compared_run(path: Path, record: dict | None) -> tuple:
+    """The run behind a compared input, read once through the results store, and the title the dashboard and the
+    report give it (``results.views.run_title``: ``(random init)``, ``(incomplete)``, the ERF variant); a bare
+    matrix file has no run (None) and is named by its file name."""
     if not (record and path.is_dir()):
-        return None
+        return None, path.name if path.is_dir() else path.stem
     from ..results import load_run
+    from ..results.views import run_title
 
-    return load_run(path, "erf", root=path)
-
-
-def _run_title(path: Path, run) -> str:
-    """The title the dashboard and the report give the run (``results.views.run_title``: ``(random init)``,
-    ``(incomplete)``, the ERF variant); a bare matrix file is named by its file name."""
-    if run is not None:
-        from ..results.views import run_title
-
-        return run_title(run)
-    return path.name if path.is_dir() else path.stem
+    run = load_run(path, "erf", root=path)
+    return run, run_title(run)
 
 
 def _area_ratios_of(run, path: Path, matrix, thresholds, layer: str | None = None) -> list:
@@ -521,47 +498,39 @@ def _area_ratios_of(run, path: Path, matrix, thresholds, layer: str | None = Non
     return [AreaRatio(t, *got[round(float(t), 6)]) for t in thresholds]
 
 
-def _compare_folder(labels: list[str]) -> Path:
-    """``results/compare/<labels joined>``: beside the runs, never the current folder."""
-    from ..results.records import slug
-
-    return Path("results") / "compare" / slug("_vs_".join(labels))[:120]
-
-
 def cmd_compare(args) -> int:
     from ..erf import format_table, radial_profile
-    from ..erf.plots import plot_comparison, plot_radial_profiles
+    from ..erf.plots import plot_comparison, plot_layer_growth, plot_radial_profiles, plot_size_sweep
     from ..erf.run import load_matrix
+    from ..results.records import slug
 
-    thresholds = _thresholds(args.thresholds)
+    thresholds = [_threshold(t) for t in args.thresholds]
     if args.labels and len(args.labels) != len(args.paths):
         raise ErftoolsError(f"--labels needs one label per input ({len(args.paths)}); got {len(args.labels)}")
     args = argparse_copy(args, **_expand_sweeps(args.paths, args.labels))
     matrices, labels, records, runs = [], [], [], []
     for i, p in enumerate(args.paths):
-        path = Path(p)
-        m, rec = load_matrix(path, layer=args.layer)
+        m, rec = load_matrix(Path(p), layer=args.layer)
+        run, title = _compared_run(Path(p), rec)
         matrices.append(m)
         records.append(rec or {})
-        runs.append(_compared_run(path, rec))
-        labels.append(args.labels[i] if args.labels else _run_title(path, runs[-1]))
+        runs.append(run)
+        labels.append(args.labels[i] if args.labels else title)
     for i, lab in enumerate(labels):  # make duplicate labels distinct
         if labels.count(lab) > 1:
             labels[i] = f"{lab} ({Path(args.paths[i]).name})"
-    rows = []
-    entries = []
-    profiles = []
+    rows, entries, profiles = [], [], []
     for m, lab, rec, run, p in zip(matrices, labels, records, runs, args.paths):
         ratios = _area_ratios_of(run, Path(p), m, thresholds, args.layer)
-        prof = radial_profile(m)
+        profiles.append(radial_profile(m))
         rows.append((lab, ratios))
-        profiles.append(prof)
         entries.append({"label": lab, "source": str(p), "shape": list(m.shape),
                         "model": (rec.get("model") or {}).get("name"),
                         "weights": (rec.get("model") or {}).get("weights"), "num_images": rec.get("num_images"),
                         "area_ratios": [r.to_dict() for r in ratios],
-                        "radius_for_share": prof["radius_for_share"]})
-    out = Path(args.out) if args.out else _compare_folder(labels)
+                        "radius_for_share": profiles[-1]["radius_for_share"]})
+    # results/compare/<labels joined> by default: beside the runs, never the current folder
+    out = Path(args.out) if args.out else Path("results") / "compare" / slug("_vs_".join(labels))[:120]
     out.mkdir(parents=True, exist_ok=True)
     png = out / "erf_compare.png"
     plot_comparison(matrices, labels, thresholds=thresholds if args.squares else None, path=png)
@@ -570,20 +539,15 @@ def cmd_compare(args) -> int:
     series = {lab: [(e["layer"], _area_ratios_of(run, Path(p), None, thresholds, e["layer"])) for e in rec["layers"]]
               for lab, rec, run, p in zip(labels, records, runs, args.paths) if rec.get("layers")}
     if series:
-        from ..erf.plots import plot_layer_growth
-
         growth = out / "erf_compare_growth.png"
         plot_layer_growth(series, thresholds=thresholds, path=growth)
         print(f"saved {growth} (area ratio against layer)")
     sizes = _size_series(rows, records, args.paths)
     if sizes:
-        from ..erf.plots import plot_size_sweep
-
         sweep_png = out / "erf_compare_sizes.png"
         plot_size_sweep(sizes, thresholds=thresholds, path=sweep_png)
         print(f"saved {sweep_png} (area ratio against the input size)")
-    table = format_table(rows)
-    print(table)
+    print(format_table(rows))
     md, js = _save_tables(out / "erf_compare", rows, {"thresholds": thresholds, "runs": entries})
     print(f"saved {png}, {radial}, {md} and {js}")
     return 0

@@ -29,14 +29,13 @@ def run(args) -> int:
     rows = []
     for e in registry_entries():
         src = e.weight_source()
-        cached = is_cached(e)
         rows.append({
             "name": e.name, "family": e.family, "arch": e.arch, "params": _param_count(e),
             "kernels": e.kernel_sizes, "input_size": e.preprocessing.input_size,
             "default_weights": src.tag if src else None,
             "weights": [{"tag": w.tag, "description": w.description, "url": w.url, "hf_hub_id": w.hf_hub_id,
                          "manual": w.manual} for w in e.weights],
-            "cached": cached, "description": e.description})
+            "cached": is_cached(e), "description": e.description})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

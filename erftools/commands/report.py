@@ -31,6 +31,5 @@ def run(args) -> int:
         chosen = "results"  # where `erftools erf` and `erftools shape-bias` write by default
     results = results_root(chosen)
     out = args.out or (Path(results) / "index.md" if chosen or os.environ.get(ENV_RESULTS) else "reports/index.md")
-    out = build_report(results, out)
-    print(f"wrote {out}")
+    print(f"wrote {build_report(results, out)}")
     return 0

@@ -86,13 +86,12 @@ def register(subparsers) -> None:
 
 def _check(args) -> tuple[list, list]:
     """Refuse bad arguments before anything runs; the references (checked) and the weights per model."""
+    from .._limits import check_bound
     from ..shapebias.reference import get_reference
 
     if not args.model and not args.decisions:
         raise ErftoolsError("nothing to measure: pass --model NAME and/or --decisions FILE.csv "
                             "(or --list-references)")
-    from .._limits import check_bound
-
     for quantity, flag in (("batch_size", "--batch-size"), ("seed", "--seed"), ("bootstrap", "--bootstrap")):
         check_bound(quantity, getattr(args, quantity), flag)  # before any model runs
     if args.workers is not None and args.workers < 0:
@@ -102,11 +101,9 @@ def _check(args) -> tuple[list, list]:
     refs = [r for r in args.reference if r.lower() != "none"]
     for r in refs:
         get_reference(r)  # fail early on a typo
-    weights = list(args.weights)
-    if len(weights) not in (1, len(args.model)) and args.model:
+    if args.model and len(args.weights) not in (1, len(args.model)):
         raise ErftoolsError(f"--weights takes one value for all models or one per model ({len(args.model)})")
-    if len(weights) == 1:
-        weights = weights * max(1, len(args.model))
+    weights = args.weights * max(1, len(args.model)) if len(args.weights) == 1 else list(args.weights)
     if args.prompt and not any(m.strip().lower().startswith("openclip:") for m in args.model):
         raise ErftoolsError("--prompt applies to zero-shot openclip:ARCH models only; none is among --model")
     if args.label and len(args.label) != len(args.model):
@@ -125,17 +122,15 @@ def main(args) -> int:
             print(f"{r['name']:28s} {r['shape_bias']:10.4f}  {r['label']}")
         return 0
     refs, weights = _check(args)
-    dms = []
-    if args.decisions:
-        dms = sbrun.load_decision_makers(args.decisions, pool_humans=not args.no_pool_humans,
-                                         keep_individuals=args.individual_subjects)
+    dms = sbrun.load_decision_makers(args.decisions, pool_humans=not args.no_pool_humans,
+                                     keep_individuals=args.individual_subjects) if args.decisions else []
     stimuli = None
     if args.model:
         stimuli = load_stimuli(args.stimuli, allow_incomplete=args.allow_incomplete)
         if not stimuli.ok:
             print(f"warning: non-standard stimuli ({stimuli.problems(limit=3)}); results are not comparable to "
                   "published values", file=sys.stderr)
-    models = list(zip(args.model, weights, list(args.label) if args.label else [None] * len(args.model)))
+    models = list(zip(args.model, weights, args.label or [None] * len(args.model)))
     _records, folders, top = sbrun.run_many(
         models, dms, out=args.out, default_out=DEFAULT_OUT, stimuli=stimuli, stimuli_dir=args.stimuli,
         seed=args.seed, n_boot=args.bootstrap, references=refs, overwrite=args.overwrite, on_result=_print_summary,
@@ -146,8 +141,7 @@ def main(args) -> int:
         return 0
     if top is not None:
         print(f"combined plots: {top / sbrun.PLOT_MATRIX}, {top / sbrun.PLOT_BARS}")
-    single = top is None
-    browse = (Path(args.out) if args.out else DEFAULT_OUT) if not single or args.out else folders[0].parent
+    browse = Path(args.out) if args.out else (DEFAULT_OUT if top is not None else folders[0].parent)
     print(f"browse it: erftools dashboard --results {browse}")
     return 0
 
@@ -162,11 +156,9 @@ def _print_summary(rec: dict, out: Path) -> None:
     if rec.get("shape_bias_mean_of_subjects") is not None:
         a, b = rec["shape_bias_range_of_subjects"]
         extra = f"; mean of {len(rec['subjects'])} subjects {rec['shape_bias_mean_of_subjects']:.4f} ({a:.3f}-{b:.3f})"
-    pub = rec.get("published")
-    if pub:
+    if pub := rec.get("published"):
         extra += f"; paper Fig. 5: {pub['shape_bias']:.4f}"
-    check = rec.get("precision_check")
-    if check:
+    if check := rec.get("precision_check"):
         extra += (f"; {rec['precision']}: {check['changed_decisions']} of {check['compared']} decisions differ from "
                   "fp32")
     if rec.get("num_nonfinite"):

@@ -99,8 +99,7 @@ def _main(args) -> int:
         from ..study.spec import builtin_path
 
         for name in builtin_studies():
-            st = load_study(builtin_path(name))
-            print(f"{name:20s} {st.title}")
+            print(f"{name:20s} {load_study(builtin_path(name)).title}")
         return 0
     if not args.study:
         raise ErftoolsError("name a study: a TOML file or a built-in study (erftools study --list)")
@@ -114,8 +113,7 @@ def _main(args) -> int:
         from ..study.jobs import parse_shard
 
         common["shard"] = parse_shard(args.shard)
-        plan = make_plan(study, **common)
-        print(advice(format_plan(plan)))
+        print(advice(format_plan(make_plan(study, **common))))
         return 0
     if args.report_only:
         from ..study.folder import check_folder, study_lock
@@ -139,8 +137,7 @@ def _main(args) -> int:
     print()
     print(f"Study {study.name}: {study.title}")
     print(format_rows(outcome.rows))
-    counts = summary(outcome.rows)
-    print("\n" + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    print("\n" + ", ".join(f"{n} {v}" for v, n in sorted(summary(outcome.rows).items())))
     for mid, why in outcome.skipped.items():
         print(f"skipped {mid}: {advice(why)}")
     for folder, why in outcome.failures.items():

@@ -17,9 +17,12 @@ Any missing, partial or malformed folder becomes a message in the page; the rest
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from .. import figures as F
@@ -27,7 +30,7 @@ from .. import results as R
 from ..results import ResultError, Run, md_code, md_text
 from ..results import views as V
 from . import ENV_STIMULI
-from .consistency import correlation_section, error_consistency_section
+from .consistency import _folders, _stamp, correlation_section, error_consistency_section
 
 PAGES = {"ERF": "erf", "Shape bias": "shape-bias", "Study": "study", "Runs": "runs"}
 SCALES = {"log (paper)": "log", "linear": "linear"}
@@ -43,78 +46,46 @@ CLASS_COLOUR = {"shape": "green", "texture": "orange", "other": "gray", "no conf
 
 
 # ------------------------------------------------------------------------------------------------------- caching
-def _stamp(path: Path) -> tuple[str, float, int]:
-    """A cache key for a file: its path, mtime and size (a re-run invalidates the cached arrays)."""
-    try:
-        st_ = path.stat()
-        return str(path), st_.st_mtime, st_.st_size
-    except OSError:
-        return str(path), 0.0, -1
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _matrix(folder: str, root: str, stamp_npy: tuple, stamp_json: tuple) -> tuple:
-    """(mean matrix, downsample, full size) of an ERF run folder below the results folder ``root``, reduced for
-    display; cached."""
+@st.cache_data(max_entries=128, show_spinner=False)
+def _matrix(folder: str, root: str, layer: str | None, stamps: tuple) -> tuple:
+    """(mean matrix, downsample, full size) of an ERF run folder below the results folder ``root``, or of its layer
+    ``layer``, reduced for display; cached (the engine rewrites the record whenever it writes a layer matrix, so the
+    record's stamp is a layer's key)."""
     run = R.load_run(folder, "erf", root=root)
-    m, f = R.load_erf_matrix(run, max_side=MAX_DISPLAY_SIDE)
-    return m, f, R.store.full_size(run, m, f)
-
-
-def _key(run: Run) -> tuple:
-    """The cache key of an ERF run: folder, results folder and the stamps of its two files."""
-    return (str(run.path), str(run.root if run.root is not None else run.path), _stamp(run.path / R.ERF_MATRIX),
-            _stamp(run.path / R.ERF_RECORD))
-
-
-def erf_matrix(run: Run):
-    return _matrix(*_key(run))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _layer_matrix(folder: str, root: str, layer: str, stamp_json: tuple) -> tuple:
-    """(mean matrix, downsample, full size) of one layer of a layered ERF run, reduced for display; cached (the
-    engine rewrites the record whenever it writes a layer matrix, so the record's stamp is the key)."""
-    run = R.load_run(folder, "erf", root=root)
-    m, f = R.store.load_layer_matrix(run, layer, max_side=MAX_DISPLAY_SIDE)
-    return m, f, R.store.full_size(run, m, f)
-
-
-def layer_matrix(run: Run, layer: str | None):
-    """The display matrix of ``layer`` of ``run`` (None: the run's main matrix)."""
     if layer is None:
-        return erf_matrix(run)
-    return _layer_matrix(str(run.path), str(run.root if run.root is not None else run.path), layer,
-                         _stamp(run.path / R.ERF_RECORD))
+        m, f = R.load_erf_matrix(run, max_side=MAX_DISPLAY_SIDE)
+    else:
+        m, f = R.store.load_layer_matrix(run, layer, max_side=MAX_DISPLAY_SIDE)
+    return m, f, R.store.full_size(run, m, f)
+
+
+def _key(run: Run, layer: str | None = None) -> tuple:
+    """The cache key of the matrix of ``layer`` of ``run`` (None: its main matrix): folder, results folder, layer
+    and the stamps of its files (a re-run invalidates the cached arrays)."""
+    files = (R.ERF_MATRIX, R.ERF_RECORD) if layer is None else (R.ERF_RECORD,)
+    return (*_folders(run), layer, tuple(_stamp(run.path / name) for name in files))
+
+
+def erf_matrix(run: Run, layer: str | None = None):
+    """The display matrix of ``layer`` of ``run`` (None: the run's main matrix)."""
+    return _matrix(*_key(run, layer))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _heatmap_png(keys: tuple, titles: tuple, scale: str, threshold: float, cmap: str, zoom: int = 1,
                  theoretical: tuple = ()) -> bytes:
-    """The heatmaps of the matrices named by ``keys`` (:func:`_matrix_key`: ``_key`` of a run, or ("layer", folder,
-    root, layer, stamp) of a layer), with the threshold square and, where ``theoretical`` gives a side, the theoretical receptive field."""
+    """The heatmaps of the matrices named by ``keys`` (:func:`_key`), with the threshold square and, where
+    ``theoretical`` gives a side, the theoretical receptive field."""
     panels = []
-    for i, (key, title) in enumerate(zip(keys, titles)):
-        m, f, full = _layer_matrix(*key[1:]) if key[0] == "layer" else _matrix(*key)
-        side, _ = V.area_ratio_at(m, threshold, f, full)
-        theo = theoretical[i] if i < len(theoretical) else None
-        panels.append(F.ErfPanel(title, m, f, side, theo))
+    for key, title, theo in zip(keys, titles, theoretical or (None,) * len(keys)):
+        m, f, full = _matrix(*key)
+        panels.append(F.ErfPanel(title, m, f, V.area_ratio_at(m, threshold, f, full)[0], theo))
     return F.png_bytes(F.erf_heatmaps(panels, scale=scale, threshold=threshold, cmap=cmap, zoom=zoom))
-
-
-def _matrix_key(run: Run, layer: str | None) -> tuple:
-    if layer is None:
-        return _key(run)
-    return ("layer", str(run.path), str(run.root if run.root is not None else run.path), layer,
-            _stamp(run.path / R.ERF_RECORD))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _growth_png(series_json: str, thresholds: tuple) -> bytes:
-    import json
-
-    series = {k: [(layer, ratios) for layer, ratios in v] for k, v in json.loads(series_json).items()}
-    return F.png_bytes(F.layer_growth(series, thresholds=thresholds or None))
+    return F.png_bytes(F.layer_growth(json.loads(series_json), thresholds=thresholds or None))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -122,25 +93,18 @@ def _decisions(path: str, stamp_csv: tuple):
     return V.decisions_frame(R.load_decisions(path))
 
 
-def _lines(lines: tuple) -> list:
-    return [F.ShapeBiasLine(name=name, kind=kind, shape_bias=sb, per_category=dict(pc), ci95=ci)
-            for name, pc, sb, kind, ci in lines]
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _shape_bias_png(lines: tuple) -> bytes:
-    return F.png_bytes(F.shape_bias_plot(_lines(lines)), dpi=90)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _shape_bias_bars_png(lines: tuple) -> bytes:
-    return F.png_bytes(F.shape_bias_bars(_lines(lines)), dpi=BARS_DPI)
+@st.cache_data(max_entries=32, show_spinner=False)
+def _shape_bias_png(lines: tuple, bars: bool = False) -> bytes:
+    """The per-category plot, or (``bars``) the pooled-shape-bias bars, of the rows given by :func:`_line`."""
+    lines = [F.ShapeBiasLine(name=name, kind=kind, shape_bias=sb, per_category=dict(pc), ci95=ci)
+             for name, pc, sb, kind, ci in lines]
+    if bars:
+        return F.png_bytes(F.shape_bias_bars(lines), dpi=BARS_DPI)
+    return F.png_bytes(F.shape_bias_plot(lines), dpi=90)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _radial_png(curves: tuple) -> bytes:
-    import numpy as np
-
     return F.png_bytes(F.radial_profiles([(n, np.asarray(r), np.asarray(c)) for n, r, c in curves]))
 
 
@@ -217,7 +181,7 @@ def erf_page(listing: R.Listing, root: Path) -> None:
 
     st.subheader("Area ratio of the high-contribution square")
     st.dataframe(rows, hide_index=True, width="stretch")
-    if any(f > 1 for f in (erf_matrix(r)[1] for _, r in good)):
+    if any(erf_matrix(r)[1] > 1 for _, r in good):
         st.caption("On a downsampled matrix the live square is found on the coarse grid; the recorded values "
                    "below were computed at full resolution by `erftools erf`.")
     st.markdown("**Ours next to the paper (Table 10, trained models), area ratio r in %**")
@@ -267,9 +231,9 @@ def layers_section(layered: list[tuple[str, Run]], view: tuple) -> None:
     layer = c2.selectbox("Layer", names, index=len(names) - 1, key="erf_layer")
     stats = V.layer_statistics(run, layer)
     with guard(f"{title}, layer {layer}"):
-        layer_matrix(run, layer)  # a problem with the file shows here, before the figure
+        erf_matrix(run, layer)  # a problem with the file shows here, before the figure
         theo = (V.theoretical_side(stats) if show_theoretical else None,)
-        png = _heatmap_png((_matrix_key(run, layer),), (f"{title} - {layer}",), scale, threshold, cmap, zoom, theo)
+        png = _heatmap_png((_key(run, layer),), (f"{title} - {layer}",), scale, threshold, cmap, zoom, theo)
         with st.container(key="erf-layer-heatmap"):
             st.image(png, caption=f"ERF of the output of {md_text(layer)}; dashed square: the high-contribution "
                                   f"square at t = {threshold:.0%}; black: the theoretical receptive field")
@@ -284,15 +248,11 @@ def layers_section(layered: list[tuple[str, Run]], view: tuple) -> None:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _sizes_png(series_json: str) -> bytes:
-    import json
-
     return F.png_bytes(F.size_sweep(json.loads(series_json)))
 
 
 def sizes_section(good: list[tuple[str, Run]]) -> None:
     """Input-size sweeps among the chosen runs: area ratio at each threshold against the input size."""
-    import json
-
     with guard("ERF against the input size"):
         series = V.size_series([r for _, r in good])
         if not series:
@@ -303,20 +263,14 @@ def sizes_section(good: list[tuple[str, Run]]) -> None:
                      caption="area ratio of the high-contribution square at each threshold against the input side "
                              "(colour: model, line style: threshold); dotted with crosses: the theoretical "
                              "receptive field's share of the image")
-        rows = []
-        for title, points in series.items():
-            for p in points:
-                row = {"model": title, "size (px)": str(p["size"])}
-                for r in p["area_ratios"]:
-                    row[f"t={float(r['threshold']):.0%}"] = V.pct(r.get("area_ratio"))
-                rows.append(row)
+        rows = [{"model": title, "size (px)": str(p["size"]),
+                 **{f"t={float(r['threshold']):.0%}": V.pct(r.get("area_ratio")) for r in p["area_ratios"]}}
+                for title, points in series.items() for p in points]
         st.dataframe(rows, hide_index=True, width="stretch")
 
 
 def growth_section(layered: list[tuple[str, Run]]) -> None:
     """How the ERF grows with depth: area ratio at each threshold against layer, the chosen runs overlaid."""
-    import json
-
     with guard("growth with depth"):
         series = V.growth_series(layered)
         if not series:
@@ -332,14 +286,9 @@ def growth_section(layered: list[tuple[str, Run]]) -> None:
             st.image(_growth_png(json.dumps(series), tuple(chosen)),
                      caption="area ratio of the high-contribution square at each threshold against the layer "
                              "(colour: model, line style: threshold)")
-        rows = []
-        for title, points in series.items():
-            for layer, ratios in points:
-                row = {"model": title, "layer": layer}
-                for r in ratios:
-                    if float(r["threshold"]) in chosen:
-                        row[f"t={float(r['threshold']):.0%}"] = V.pct(r["area_ratio"])
-                rows.append(row)
+        rows = [{"model": title, "layer": layer, **{f"t={float(r['threshold']):.0%}": V.pct(r["area_ratio"])
+                                                     for r in ratios if float(r["threshold"]) in chosen}}
+                for title, points in series.items() for layer, ratios in points]
         st.dataframe(rows, hide_index=True, width="stretch")
 
 
@@ -376,17 +325,15 @@ def baseline_section(good: list[tuple[str, Run]], view: tuple) -> None:
         with guard(f"{title} baseline"):
             base = R.store.load_baseline(run)
             names = V.layer_names(run)
-            layer = None
-            if names:
-                layer = st.selectbox(f"Layer ({md_text(title)})", names, index=len(names) - 1,
-                                     key=f"baseline_layer_{i}")
+            layer = (st.selectbox(f"Layer ({md_text(title)})", names, index=len(names) - 1, key=f"baseline_layer_{i}")
+                     if names else None)
             base_layer = layer if layer in V.layer_names(base) else None
-            layer_matrix(run, layer)
-            layer_matrix(base, base_layer)
+            erf_matrix(run, layer)
+            erf_matrix(base, base_layer)
             theo = tuple(V.theoretical_side(V.layer_statistics(r, lay)) if show_theoretical else None
                          for r, lay in ((run, layer), (base, base_layer)))
             suffix = f", {layer}" if layer else ""
-            png = _heatmap_png((_matrix_key(run, layer), _matrix_key(base, base_layer)),
+            png = _heatmap_png((_key(run, layer), _key(base, base_layer)),
                                (f"as run{suffix}", f"untrained baseline{suffix}"), scale, threshold, cmap, zoom, theo)
             with st.container(key=f"erf-baseline-{i}"):
                 st.image(png, caption=f"{md_text(title)}, left: the run's weights; right: random initialisation "
@@ -439,15 +386,13 @@ def shape_bias_page(listing: R.Listing, root: Path) -> None:
     chosen_refs = st.multiselect("Humans and reference networks (published decisions; paper Fig. 5 lines)",
                                  list(refs), default=ref_default, key="sb_refs")
 
-    lines, table = [], []
-    chosen_runs: list[tuple[str, Run]] = []
+    lines, table, chosen_runs = [], [], []
     for title in chosen:
-        run = runs[title]
         with guard(title):
-            row = V.shape_bias_row(title, run, reference)
+            row = V.shape_bias_row(title, runs[title], reference)
             lines.append(_line(row))
             table.append(row.cells())
-            chosen_runs.append((title, run))
+            chosen_runs.append((title, runs[title]))
     for name in chosen_refs:
         row = V.reference_row(name, refs[name])
         lines.append(_line(row))
@@ -458,7 +403,7 @@ def shape_bias_page(listing: R.Listing, root: Path) -> None:
                      caption="per category: shape decisions / (shape + texture decisions); vertical lines: the "
                              "pooled shape bias of each decision maker (humans in red)")
         with st.container(key="shape-bias-bars"):
-            st.image(_shape_bias_bars_png(tuple(lines)), caption="pooled shape bias with 95% bootstrap intervals")
+            st.image(_shape_bias_png(tuple(lines), bars=True), caption="pooled shape bias with 95% bootstrap intervals")
     else:
         st.info("Choose one or more decision makers.")
     if table:
@@ -574,9 +519,7 @@ def study_page(folder: Path, root: Path) -> None:
     st.caption(f"folder: {md_code(R.display_path(study.path, root))}")
 
     st.subheader("Comparison with the paper")
-    counts: dict[str, int] = {}
-    for r in study.rows:
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    counts = Counter(r.verdict for r in study.rows)
     st.markdown(", ".join(f":{V.VERDICT_HELP[v][0]}[{v}] {counts[v]}" for v in V.VERDICT_HELP if v in counts)
                 or "No rows yet.")
     with st.container(key="study-table"):
@@ -631,7 +574,7 @@ def study_shape_bias_section(sb_runs: list) -> None:
     st.subheader("Shape bias")
     lines = V.study_shape_bias_lines(sb_runs)
     with st.container(key="study-shape-bias"):
-        st.image(_shape_bias_bars_png(tuple(_line(row) for row in lines)),
+        st.image(_shape_bias_png(tuple(_line(row) for row in lines), bars=True),
                  caption="pooled shape bias of each model with its 95% bootstrap interval, next to the paper's value")
     st.dataframe(V.study_shape_bias_rows(sb_runs), hide_index=True, width="stretch")
 
@@ -639,15 +582,14 @@ def study_shape_bias_section(sb_runs: list) -> None:
 # ----------------------------------------------------------------------------------------------------- runs page
 def runs_page(listing: R.Listing, root: Path) -> None:
     st.header("Runs")
-    rows = []
-    for run in listing.erf + listing.shape_bias:
-        rows.append({"kind": run.kind, "name": V.run_title(run), "folder": R.display_path(run.path, root),
-                     "created": V.cell_text(run.record.created), "weights / data": V.weights_text(run.record)})
-    if rows:
-        st.dataframe(rows, hide_index=True, width="stretch")
+    runs = listing.erf + listing.shape_bias
+    if runs:
+        st.dataframe([{"kind": run.kind, "name": V.run_title(run), "folder": R.display_path(run.path, root),
+                       "created": V.cell_text(run.record.created), "weights / data": V.weights_text(run.record)}
+                      for run in runs], hide_index=True, width="stretch")
     else:
         st.info(f"No finished run below {md_code(R.display_path(listing.root, root))}.")
-    for run in listing.erf + listing.shape_bias:
+    for run in runs:
         metadata_panel(V.run_title(run), run, root)
 
 
@@ -694,13 +636,8 @@ def main() -> None:
             st.error(f"Failed run {md_code(R.display_path(i.path, root))} ({i.kind}): {md_text(i.failed)} "
                      "(the same command fails again until this is fixed; its partial results are kept)")
 
-    page = PAGES[label]
-    if page == "erf":
-        erf_page(listing, root)
-    elif page == "shape-bias":
-        shape_bias_page(listing, root)
-    elif page == "study":
+    if PAGES[label] == "study":
         study_page(folder, root)
     else:
-        runs_page(listing, root)
+        {"erf": erf_page, "shape-bias": shape_bias_page, "runs": runs_page}[PAGES[label]](listing, root)
 

@@ -51,8 +51,7 @@ class AreaRatio:
 
 def check_matrix(matrix) -> np.ndarray:
     """A 2-D finite, non-negative float array (float64 input is kept; anything else becomes float32)."""
-    a = np.asarray(matrix)
-    a = np.squeeze(a)
+    a = np.squeeze(np.asarray(matrix))
     if a.ndim != 2:
         raise ValueError(f"an ERF matrix must be 2-D (H, W); got shape {np.shape(matrix)}")
     if a.shape[0] < 3 or a.shape[1] < 3:
@@ -93,8 +92,6 @@ def area_ratios(matrix, thresholds: Iterable[float] = DEFAULT_THRESHOLDS, *, nor
     if not np.any(data > 0):
         warnings.warn(EMPTY_MESSAGE, EmptyErfWarning, stacklevel=2)
     results = []
-    if not thresholds:
-        return results
     # the same float comparisons as the official loop: share (array precision) > threshold
     shares: list = []
     for t in thresholds:
@@ -165,21 +162,16 @@ def format_table(rows: Sequence[tuple[str, Sequence[AreaRatio]]], markdown: bool
         return ""
     thresholds = [r.threshold for r in rows[0][1]]
     head = ["model"] + [f"t={t * 100:g}%" for t in thresholds]
-    body = []
-    for label, ratios in rows:
-        cells = [label]
-        for r in ratios:
-            cells.append("none" if r.side is None else f"{percent_text(r.area_ratio)} ({r.side} px)")
-        body.append(cells)
+    body = [[label] + ["none" if r.side is None else f"{percent_text(r.area_ratio)} ({r.side} px)" for r in ratios]
+            for label, ratios in rows]
     widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
-    if markdown:
-        lines = ["| " + " | ".join(c.ljust(wd) for c, wd in zip(head, widths)) + " |",
-                 "|" + "|".join("-" * (wd + 2) for wd in widths) + "|"]
-        lines += ["| " + " | ".join(c.ljust(wd) for c, wd in zip(row, widths)) + " |" for row in body]
-    else:
-        lines = ["  ".join(c.ljust(wd) for c, wd in zip(head, widths))]
-        lines += ["  ".join(c.ljust(wd) for c, wd in zip(row, widths)) for row in body]
-    return "\n".join(lines)
+
+    def line(cells):
+        padded = [c.ljust(wd) for c, wd in zip(cells, widths)]
+        return "| " + " | ".join(padded) + " |" if markdown else "  ".join(padded)
+
+    rule = ["|" + "|".join("-" * (wd + 2) for wd in widths) + "|"] if markdown else []
+    return "\n".join([line(head)] + rule + [line(row) for row in body])
 
 
 _STATISTICS = ("erf_statistics", "gaussian_fit", "contribution_radii", "centre_of_mass")

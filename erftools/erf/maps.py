@@ -97,14 +97,13 @@ def _centre_maps(y, x: torch.Tensor, info: dict | None, *, retain_graph: bool, w
                             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
     if info is not None:
         info["feature_shape"] = (1,) + tuple(y.shape[1:])
-    if not y.requires_grad:  # the output does not depend on the input at all
-        return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1], device=x.device, dtype=x.dtype)
-    # the backward pass is seeded with d objective / dy directly, in y's own memory layout, which keeps a
-    # channels-last network channels-last all the way back (indexing would seed it with a contiguous NCHW tensor)
-    seed = output_seed(y, objective)
-    (grad,) = torch.autograd.grad(y, x, grad_outputs=seed, retain_graph=retain_graph, allow_unused=True)
-    del seed
-    if grad is None:  # y depends on parameters only through the graph, not on x
+    grad = None
+    if y.requires_grad:  # else the output does not depend on the input at all
+        # the backward pass is seeded with d objective / dy directly, in y's own memory layout, which keeps a
+        # channels-last network channels-last all the way back (indexing would seed it with a contiguous NCHW tensor)
+        (grad,) = torch.autograd.grad(y, x, grad_outputs=output_seed(y, objective), retain_graph=retain_graph,
+                                      allow_unused=True)
+    if grad is None:  # None too when y depends on parameters only through the graph, not on x
         return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1], device=x.device, dtype=x.dtype)
     return reduce_gradient(grad, reduction)
 
@@ -146,10 +145,7 @@ class ErfAccumulator:
 
     def merge(self, other: "ErfAccumulator") -> "ErfAccumulator":
         if other.total is not None:
-            if self.total is None:
-                self.total = other.total.copy()
-            else:
-                self.total = self.total + other.total
+            self.total = other.total.copy() if self.total is None else self.total + other.total
         self.count += other.count
         self.compute_s += other.compute_s
         self.processed += list(other.processed)

@@ -18,7 +18,7 @@ def load_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[np.n
     2-D array, or a run folder; with its record (None for a bare file). ``layer``: of a run folder made with
     ``layers``, that layer's matrix (default: ``erf.npy``, the deepest layer)."""
     from .._lock import lock_holder
-    from ..results.records import read_json_record as read_record
+    from ..results.records import checked_path, read_json_record as read_record
 
     path = Path(path)
     record = None
@@ -30,8 +30,7 @@ def load_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[np.n
         record = read_record(path, "erf")
         if not record.get("complete"):
             raise ErftoolsError(f"{path} holds an unfinished ERF run (run the same command again to continue it)")
-        from ..results.records import checked_path  # a run folder's matrices never lead out of it
-
+        # checked_path: a run folder's matrices never lead out of it
         if layer is not None:
             entries = {e.get("layer"): e for e in record.get("layers") or []}
             if layer not in entries:

@@ -44,20 +44,22 @@ __all__ = ["OBJECTIVES", "REDUCTIONS", "DEFAULT_OBJECTIVE", "DEFAULT_REDUCTION",
            "check_reduction", "output_seed", "reduce_gradient", "variant_text", "label_with_variant"]
 
 
+def _check(value: str, choices: tuple[str, ...], what: str) -> str:
+    """``value`` if it is one of ``choices``; otherwise an error naming them (the first is the paper's default)."""
+    if value not in choices:
+        raise ErftoolsError(f"unknown {what} {value!r}: use one of {', '.join(map(repr, choices))} "
+                            f"({choices[0]!r} is RepLKNet's and the default)")
+    return value
+
+
 def check_objective(objective: str) -> str:
     """``objective`` if it is one of :data:`OBJECTIVES`; otherwise an error naming the choices."""
-    if objective not in OBJECTIVES:
-        raise ErftoolsError(f"unknown ERF objective {objective!r}: use one of {', '.join(map(repr, OBJECTIVES))} "
-                            "('paper' is RepLKNet's and the default)")
-    return objective
+    return _check(objective, OBJECTIVES, "ERF objective")
 
 
 def check_reduction(reduction: str) -> str:
     """``reduction`` if it is one of :data:`REDUCTIONS`; otherwise an error naming the choices."""
-    if reduction not in REDUCTIONS:
-        raise ErftoolsError(f"unknown gradient reduction {reduction!r}: use one of "
-                            f"{', '.join(map(repr, REDUCTIONS))} ('relu' is RepLKNet's and the default)")
-    return reduction
+    return _check(reduction, REDUCTIONS, "gradient reduction")
 
 
 def output_seed(y, objective: str = DEFAULT_OBJECTIVE):
@@ -69,10 +71,7 @@ def output_seed(y, objective: str = DEFAULT_OBJECTIVE):
     check_objective(objective)
     h, w = y.shape[-2:]
     seed = torch.zeros_like(y)
-    if objective == "paper":
-        seed[:, :, h // 2, w // 2] = (y[:, :, h // 2, w // 2].detach() > 0).to(y.dtype)
-    else:
-        seed[:, :, h // 2, w // 2] = 1
+    seed[:, :, h // 2, w // 2] = (y[:, :, h // 2, w // 2].detach() > 0).to(y.dtype) if objective == "paper" else 1
     return seed
 
 

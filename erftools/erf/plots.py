@@ -6,6 +6,7 @@ functions are safe in scripts, servers and tests.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -17,8 +18,25 @@ __all__ = ["erf_colormap", "plot_erf", "plot_comparison", "plot_radial_profiles"
 
 _SQUARE_COLOURS = ("#1f3bb3", "#7b2cbf", "#d00000", "#111111", "#ff8800", "#008b8b")
 _SERIES_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")  # models told apart at a glance
+_LINE_STYLES = ("-", "--", ":", "-.")  # one per threshold
 _STYLE = {"font.family": "serif", "font.serif": ["DejaVu Serif"], "font.size": 11, "axes.titlesize": 13,
           "axes.unicode_minus": False}
+_COLOURBAR_TICKS = [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+@contextmanager
+def _figure(path, figsize, dpi: int):
+    """A constrained-layout Figure in :data:`_STYLE`, saved atomically to ``path`` (when given) at the end."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    with rc_context(_STYLE):
+        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+        yield fig
+        if path is not None:
+            from .._io import save_figure
+
+            save_figure(path, fig)
 
 
 def erf_colormap():
@@ -44,10 +62,9 @@ def _draw(ax, data, thresholds, legend: bool, ratios=None):
             if r.side is None:
                 continue
             half = r.side // 2
-            rect = Rectangle((w // 2 - half - 0.5, h // 2 - half - 0.5), r.side, r.side, fill=False, lw=1.3,
-                             ec=colour, label=f"t={r.threshold * 100:g}%: {r.side} px ({r.percent:.1f}%)")
-            ax.add_patch(rect)
-            handles.append(rect)
+            handles.append(ax.add_patch(Rectangle((w // 2 - half - 0.5, h // 2 - half - 0.5), r.side, r.side,
+                                                  fill=False, lw=1.3, ec=colour,
+                                                  label=f"t={r.threshold * 100:g}%: {r.side} px ({r.percent:.1f}%)")))
         if legend and handles:
             ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.85)
     return im
@@ -81,13 +98,11 @@ def draw_theoretical_rf(ax, theoretical, shape: tuple[int, int], colour: str = "
     left = max(w // 2 - sw // 2, 0) - 0.5
     bottom = min(h // 2 - sh // 2 + sh, h) - 0.5
     right = min(w // 2 - sw // 2 + sw, w) - 0.5
-    clipped = sh > h or sw > w
     label = f"theoretical RF: {sh} px" if sh == sw else f"theoretical RF: {sh}x{sw} px"
-    if clipped:
+    if sh > h or sw > w:
         label += " (larger than the image)"
-    rect = Rectangle((left, top), right - left, bottom - top, fill=False, lw=1.6, ls="--", ec=colour, label=label)
-    ax.add_patch(rect)
-    return rect
+    return ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, lw=1.6, ls="--", ec=colour,
+                                  label=label))
 
 
 def plot_erf(matrix, *, title: str | None = None, thresholds: Iterable[float] | None = DEFAULT_THRESHOLDS,
@@ -95,12 +110,8 @@ def plot_erf(matrix, *, title: str | None = None, thresholds: Iterable[float] | 
     """The heatmap of one ERF matrix (raw mean contribution scores; log-normalised here). Returns the Figure
     (saved atomically to ``path`` when given). ``theoretical``: the theoretical receptive field (a side in
     pixels, a (rows, cols) pair, a ``TheoreticalRF`` or its dict), drawn as a dashed square."""
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
     data = normalize(matrix)
-    with rc_context(_STYLE):
-        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    with _figure(path, figsize, dpi) as fig:
         ax = fig.add_subplot()
         im = _draw(ax, data, list(thresholds) if thresholds else None, legend=theoretical is None)
         if theoretical is not None:
@@ -108,23 +119,15 @@ def plot_erf(matrix, *, title: str | None = None, thresholds: Iterable[float] | 
             handles = [p for p in ax.patches if not p.get_label().startswith("_")]
             if handles:
                 ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.85)
-        cb = fig.colorbar(im, ax=ax, location="top", fraction=0.05, pad=0.02)
-        cb.set_ticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        fig.colorbar(im, ax=ax, location="top", fraction=0.05, pad=0.02).set_ticks(_COLOURBAR_TICKS)
         if title:
             ax.set_xlabel(title)
-        if path is not None:
-            from .._io import save_figure
-
-            save_figure(path, fig)
     return fig
 
 
 def plot_comparison(matrices: Sequence, labels: Sequence[str], *, thresholds: Iterable[float] | None = None,
                     ncols: int | None = None, path=None, panel_size: float = 3.6, dpi: int = 100):
     """Several ERF matrices side by side on one 0-1 colour scale (one shared colour bar)."""
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
     if len(matrices) != len(labels):
         raise ValueError("one label per matrix")
     if not matrices:
@@ -132,8 +135,7 @@ def plot_comparison(matrices: Sequence, labels: Sequence[str], *, thresholds: It
     n = len(matrices)
     ncols = ncols or min(n, 4)
     nrows = -(-n // ncols)
-    with rc_context(_STYLE):
-        fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + 0.8), dpi=dpi, layout="constrained")
+    with _figure(path, (panel_size * ncols, panel_size * nrows + 0.8), dpi) as fig:
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         im = None
         for ax, m, label in zip(axes, matrices, labels):
@@ -141,23 +143,15 @@ def plot_comparison(matrices: Sequence, labels: Sequence[str], *, thresholds: It
             ax.set_xlabel(label)
         for ax in axes[n:]:
             ax.set_axis_off()
-        cb = fig.colorbar(im, ax=list(axes), location="top", fraction=0.04, pad=0.02, shrink=0.6)
-        cb.set_ticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-        if path is not None:
-            from .._io import save_figure
-
-            save_figure(path, fig)
+        fig.colorbar(im, ax=list(axes), location="top", fraction=0.04, pad=0.02, shrink=0.6).set_ticks(
+            _COLOURBAR_TICKS)
     return fig
 
 
 def plot_radial_profiles(profiles: Sequence[dict], labels: Sequence[str], *, path=None, figsize=(6.0, 4.2),
                          dpi: int = 100):
     """Cumulative share of contribution against distance from the centre (from ``radial_profile``)."""
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
-    with rc_context(_STYLE):
-        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    with _figure(path, figsize, dpi) as fig:
         ax = fig.add_subplot()
         for prof, label in zip(profiles, labels):
             ax.plot(prof["radius"], prof["cumulative"], label=label, lw=1.6)
@@ -166,11 +160,24 @@ def plot_radial_profiles(profiles: Sequence[dict], labels: Sequence[str], *, pat
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
-        if path is not None:
-            from .._io import save_figure
-
-            save_figure(path, fig)
     return fig
+
+
+def _plot_ratios(ax, points, wanted, key, label: str, colour: str) -> None:
+    """One line per threshold (line style) of the area ratio (%) against x, from ``points`` ``[(x, area_ratios)]``
+    (:class:`~erftools.erf.analysis.AreaRatio` or their dicts; no square: a gap); ``wanted`` (None: all) limits the
+    thresholds, compared as ``key(threshold)``."""
+    by_t: dict = {}
+    for x, ratios in points:
+        for r in ratios:
+            d = r if isinstance(r, dict) else r.to_dict()
+            t = key(d["threshold"])
+            if wanted is None or t in wanted:
+                ratio = d.get("area_ratio")
+                by_t.setdefault(t, []).append((x, np.nan if ratio is None else 100 * ratio))
+    for (t, pts), ls in zip(sorted(by_t.items()), _LINE_STYLES * 4):
+        ax.plot([x for x, _ in pts], [y for _, y in pts], ls=ls, marker="o", ms=4, color=colour,
+                label=f"{label}, t={t * 100:g}%")
 
 
 def plot_layer_growth(series: dict, *, thresholds: Iterable[float] | None = None, path=None, figsize=(6.4, 4.4),
@@ -182,45 +189,20 @@ def plot_layer_growth(series: dict, *, thresholds: Iterable[float] | None = None
     :class:`~erftools.erf.analysis.AreaRatio` or of their dicts (``threshold``, ``side``, ``area_ratio``); a missing
     square (``None``) leaves a gap. ``thresholds`` limits the thresholds drawn (default: all).
     """
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
     if not series:
         raise ValueError("nothing to plot: series is empty")
-    styles = ("-", "--", ":", "-.")
     wanted = None if thresholds is None else [float(t) for t in thresholds]
-    with rc_context(_STYLE):
-        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    with _figure(path, figsize, dpi) as fig:
         ax = fig.add_subplot()
-        names: list[str] = []
-        for label, points in series.items():
-            for layer, _ in points:
-                if layer not in names:
-                    names.append(layer)
+        names = list(dict.fromkeys(layer for points in series.values() for layer, _ in points))
         for (label, points), colour in zip(series.items(), _SQUARE_COLOURS * 4):
-            by_t: dict = {}
-            for layer, ratios in points:
-                for r in ratios:
-                    d = r if isinstance(r, dict) else r.to_dict()
-                    t = float(d["threshold"])
-                    if wanted is not None and t not in wanted:
-                        continue
-                    ratio = d.get("area_ratio")
-                    by_t.setdefault(t, []).append((names.index(layer), None if ratio is None else 100 * ratio))
-            for (t, pts), ls in zip(sorted(by_t.items()), styles * 4):
-                xs = [p[0] for p in pts]
-                ys = [np.nan if p[1] is None else p[1] for p in pts]
-                ax.plot(xs, ys, ls=ls, marker="o", ms=4, color=colour, label=f"{label}, t={t * 100:g}%")
+            _plot_ratios(ax, [(names.index(layer), ratios) for layer, ratios in points], wanted, float, label, colour)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right")
         ax.set_xlabel("layer")
         ax.set_ylabel("high-contribution area ratio (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        if path is not None:
-            from .._io import save_figure
-
-            save_figure(path, fig)
     return fig
 
 
@@ -242,31 +224,17 @@ def plot_size_sweep(series: dict, *, thresholds: Iterable[float] | None = None, 
     ``series``: ``{label: [{"size", "area_ratios", "theoretical_rf"}, ...]}`` (a sweep record's ``runs``);
     ``area_ratios`` lists of dicts or :class:`~erftools.erf.analysis.AreaRatio`; no square (``None``) leaves a
     gap. ``thresholds`` limits the thresholds drawn (default: all)."""
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
     if not series:
         raise ValueError("nothing to plot: series is empty")
-    styles = ("-", "--", ":", "-.")
     wanted = None if thresholds is None else [round(float(t), 6) for t in thresholds]
     sizes: set = set()
-    with rc_context(_STYLE):
-        fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    with _figure(path, figsize, dpi) as fig:
         ax = fig.add_subplot()
         for (label, points), colour in zip(series.items(), _SERIES_COLOURS * 4):
             points = sorted(points, key=lambda p: int(p["size"]))
             sizes |= {int(p["size"]) for p in points}
-            by_t: dict = {}
-            for p in points:
-                for r in p.get("area_ratios") or []:
-                    d = r if isinstance(r, dict) else r.to_dict()
-                    t = round(float(d["threshold"]), 6)
-                    if wanted is None or t in wanted:
-                        ratio = d.get("area_ratio")
-                        by_t.setdefault(t, []).append((int(p["size"]), np.nan if ratio is None else 100 * ratio))
-            for (t, pts), ls in zip(sorted(by_t.items()), styles * 4):
-                ax.plot([x for x, _ in pts], [y for _, y in pts], ls=ls, marker="o", ms=4, color=colour,
-                        label=f"{label}, t={t * 100:g}%")
+            _plot_ratios(ax, [(int(p["size"]), p.get("area_ratios") or []) for p in points], wanted,
+                         lambda t: round(float(t), 6), label, colour)
             theo = [(int(p["size"]), theoretical_area_ratio(p.get("theoretical_rf"), int(p["size"])))
                     for p in points]
             theo = [(x, 100 * y) for x, y in theo if y is not None]
@@ -282,8 +250,4 @@ def plot_size_sweep(series: dict, *, thresholds: Iterable[float] | None = None, 
         ax.set_ylabel("high-contribution area ratio (%)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, ncol=2 if len(series) > 1 else 1)
-        if path is not None:
-            from .._io import save_figure
-
-            save_figure(path, fig)
     return fig

@@ -96,9 +96,8 @@ def gaussian_fit(matrix, *, max_side: int = 1024) -> dict:
     from scipy.optimize import least_squares
 
     a = _raw(matrix)
-    keys = ("amplitude", "centre_x", "centre_y", "sigma_x", "sigma_y", "sigma_major", "sigma_minor",
-            "orientation_deg", "r2")
-    fail = dict.fromkeys(keys)
+    fail = dict.fromkeys(("amplitude", "centre_x", "centre_y", "sigma_x", "sigma_y", "sigma_major", "sigma_minor",
+                          "orientation_deg", "r2"))
     if a.sum() <= 0:
         return {"ok": False, "reason": "the matrix is all zero", **fail}
     step = max(1, -(-max(a.shape) // max_side))
@@ -181,10 +180,8 @@ def erf_statistics(matrix, *, thresholds: Iterable[float] = DEFAULT_THRESHOLDS, 
         warnings.warn(EMPTY_MESSAGE, EmptyErfWarning, stacklevel=2)
         notes.append(EMPTY_MESSAGE)
     out = {"schema": STATISTICS_SCHEMA, "shape": [h, w], "centre": [h // 2, w // 2], "empty": empty,
-           "area_ratios": [r.to_dict() for r in ratios],
-           "gaussian": gaussian_fit(a),
-           "radii": contribution_radii(a, shares),
-           "centre_of_mass": centre_of_mass(a),
+           "area_ratios": [r.to_dict() for r in ratios], "gaussian": gaussian_fit(a),
+           "radii": contribution_radii(a, shares), "centre_of_mass": centre_of_mass(a),
            "theoretical_rf": None, "effective_to_theoretical": None, "warnings": notes}
     if theoretical is None and model is not None:
         from .theoretical import theoretical_rf

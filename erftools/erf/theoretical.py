@@ -60,9 +60,7 @@ class _Global:
 
 
 def _pair(v) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1]))
-    return (int(v), int(v))
+    return (int(v[0]), int(v[-1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
 def _tensors(obj):
@@ -110,20 +108,16 @@ class _Tracer(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.depth:
             return out
-        ins = [self.get(t) for t in _tensors((args, kwargs))]
-        ins = [f for f in ins if f is not None]
-        if not ins:
+        ins = [f for f in map(self.get, _tensors((args, kwargs))) if f is not None]
+        outs = list(_tensors(out))
+        if not ins or not outs:
             return out
         name = getattr(func, "__name__", str(func))
-        outs = [t for t in _tensors(out)]
-        if not outs:
-            return out
-        if name in ("conv2d",) and len(args) >= 2:
-            w = args[1]
+        if name == "conv2d" and len(args) >= 2:
             stride = args[3] if len(args) > 3 else kwargs.get("stride", 1)
             dil = args[5] if len(args) > 5 else kwargs.get("dilation", 1)
-            f = self.window(self.get(args[0]), outs[0], tuple(w.shape[-2:]), stride, dil, "a convolution")
-            self.set(outs[0], f)
+            self.set(outs[0], self.window(self.get(args[0]), outs[0], tuple(args[1].shape[-2:]), stride, dil,
+                                          "a convolution"))
             return out
         if name in ("max_pool2d", "avg_pool2d", "_max_pool2d", "max_pool2d_with_indices"):
             k = args[1] if len(args) > 1 else kwargs.get("kernel_size")
@@ -137,8 +131,7 @@ class _Tracer(TorchFunctionMode):
         local = [f for f in ins if isinstance(f, _Field)]
         if self.skip_gates and glob and local and name in ("mul", "__mul__", "mul_") and _is_channel_gate(args, self):
             self.gates += 1  # x * gate(B, C, 1, 1): a per-channel scale, the field is the kernels' (see the docstring)
-            glob = []
-            ins = local
+            glob, ins = [], local
         if glob:
             for t in outs:
                 self.set(t, glob[0])
@@ -209,20 +202,18 @@ def theoretical_rfs(model: nn.Module, layers, *, input_size: tuple[int, int] | i
     """:func:`theoretical_rf` of several layers from one traced forward pass: ``{layer: TheoreticalRF}`` (the
     name ``None`` stands for the final feature map and is traced separately)."""
     layers = list(layers)
-    out = {}
     att = _has_attention(model)
     if att:
-        for layer in layers:
-            out[layer] = TheoreticalRF(None, None, layer or "final feature map",
-                                       f"{model_name(model)} has attention ({att}): its receptive field is not set by "
-                                       "kernel sizes and strides (a transformer)")
-        return out
+        return {layer: TheoreticalRF(None, None, layer or "final feature map",
+                                     f"{model_name(model)} has attention ({att}): its receptive field is not set by "
+                                     "kernel sizes and strides (a transformer)") for layer in layers}
+    out = {}
     groups = [[n for n in layers if n is not None]] + ([[None]] if None in layers else [])
     fallback = input_size if isinstance(input_size, int) else max(input_size)
     for group in groups:
         if not group:
             continue
-        size, last_exc, result = int(probe_size or 64), None, None
+        size, result = int(probe_size or 64), None
         while result is None:
             try:
                 result, smallest = _trace(model, group, size)
@@ -231,11 +222,10 @@ def theoretical_rfs(model: nn.Module, layers, *, input_size: tuple[int, int] | i
                     result = {n: TheoreticalRF(None, None, n or "final feature map",
                                                f"tracing the model failed: {exc}") for n in group}
                     break
-                last_exc, size = exc, max(fallback, 64)
+                size = max(fallback, 64)
                 continue
             if smallest <= 1 and size < 1024:  # retry larger: a 1-pixel map hides global operations
                 result, size = None, size * 2
-        del last_exc
         out.update(result)
     return {n: out[n] for n in layers}
 
@@ -259,11 +249,9 @@ def _trace(model: nn.Module, layers: list, size: int) -> tuple[dict, int]:
         del module._erftools_rf_in
         if f is None or tracer.depth:
             return
-        if isinstance(module, nn.Conv2d):
-            f = tracer.window(f, output, module.kernel_size, module.stride, module.dilation, "a convolution")
-        else:
-            f = tracer.window(f, output, module.kernel_size, module.stride or module.kernel_size,
-                              getattr(module, "dilation", 1), "a pooling")
+        what = "a convolution" if isinstance(module, nn.Conv2d) else "a pooling"
+        f = tracer.window(f, output, module.kernel_size, module.stride or module.kernel_size,  # a conv's is set
+                          getattr(module, "dilation", 1), what)
         for t in _tensors(output):
             tracer.set(t, f)
 

@@ -51,14 +51,9 @@ def summary_row(title: str, run: Run) -> ConsistencyRow | None:
 def summary_rows(runs: list[tuple[str, Run]], view: "ConsistencyView | None" = None) -> list[ConsistencyRow]:
     """One row per run: what its record holds, else (a run written before erftools measured error consistency)
     the values of ``view``'s matrix."""
-    out = []
-    for title, run in runs:
-        row = summary_row(title, run)
-        if row is None and view is not None:
-            row = view.row(title, run.record.maker_kind)
-        if row is not None:
-            out.append(row)
-    return out
+    rows = [summary_row(title, run) or (None if view is None else view.row(title, run.record.maker_kind))
+            for title, run in runs]
+    return [row for row in rows if row is not None]
 
 
 @dataclass
@@ -75,17 +70,14 @@ class ConsistencyView:
         return (float(np.mean(list(per.values()))) if per else None), per
 
     def ceiling(self) -> float | None:
-        means = [self._mean_vs(i)[0] for i, h in enumerate(self.humans) if h]
-        means = [m for m in means if m is not None]
+        means = [m for m in (self._mean_vs(i)[0] for i, h in enumerate(self.humans) if h) if m is not None]
         return float(np.mean(means)) if means else None
 
     def row(self, title: str, kind: str) -> ConsistencyRow | None:
-        ceiling = self.ceiling()
-        if kind == HUMANS:
-            return ConsistencyRow(title, kind, ceiling, {}, None, ceiling, "computed from decisions.csv")
-        if title not in self.labels:
+        if kind != HUMANS and title not in self.labels:
             return None
-        mean, per = self._mean_vs(self.labels.index(title))
+        ceiling = self.ceiling()
+        mean, per = (ceiling, {}) if kind == HUMANS else self._mean_vs(self.labels.index(title))
         return ConsistencyRow(title, kind, mean, per, None, ceiling, "computed from decisions.csv")
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -56,8 +56,7 @@ class Correlation:
     models: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("sampler", "threshold", "n", "rho", "p_value", "ci95", "n_boot",
-                                              "n_boot_valid", "note", "models")}
+        return asdict(self)
 
 
 def _ranks_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -100,9 +99,9 @@ def spearman(x, y, *, n_boot: int = N_BOOT, seed: int = SEED) -> dict:
         out["note"] = (f"undefined: a rank correlation needs at least {MIN_MODELS} models with both measurements, "
                        f"this has {n}")
         return out
-    if len(set(map(float, x))) == 1 or len(set(map(float, y))) == 1:
-        which = "area ratio" if len(set(map(float, x))) == 1 else "shape bias"
-        out["note"] = f"undefined: every model has the same {which}"
+    constant = [which for which, v in (("area ratio", x), ("shape bias", y)) if len(set(map(float, v))) == 1]
+    if constant:
+        out["note"] = f"undefined: every model has the same {constant[0]}"
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -144,7 +143,7 @@ def study_correlations(study, *, n_boot: int = N_BOOT, seed: int = SEED) -> list
     """Spearman's rho of r(t) and shape bias per sampler and threshold of the study (see the module text)."""
     points, _ = study_points(study)
     thresholds = study.thresholds or sorted({t for ps in points.values() for p in ps for t in p.area_ratios})
-    samplers = list(points) or [s for s in ((study.measurements.get("erf") or {}).get("samplers") or ["random"])]
+    samplers = list(points) or list((study.measurements.get("erf") or {}).get("samplers") or ["random"])
     out = []
     for sampler in samplers:
         ps = points.get(sampler, [])
@@ -169,26 +168,18 @@ def _pct(v) -> str:
 def point_rows(study) -> list[dict[str, str]]:
     """One row per model and sampler: shape bias and r(t) in percent of the image (text cells)."""
     points, _ = study_points(study)
-    rows = []
-    for sampler, ps in points.items():
-        for p in ps:
-            row = {"model": p.label, "ERF sampler": sampler, "shape bias": f"{p.shape_bias:.3f}"}
-            for t in study.thresholds or sorted(p.area_ratios):
-                row[f"r @ {t:.0%} (%)"] = _pct(p.area_ratios.get(round(float(t), 6)))
-            rows.append(row)
-    return rows
+    return [{"model": p.label, "ERF sampler": sampler, "shape bias": f"{p.shape_bias:.3f}",
+             **{f"r @ {t:.0%} (%)": _pct(p.area_ratios.get(round(float(t), 6)))
+                for t in study.thresholds or sorted(p.area_ratios)}}
+            for sampler, ps in points.items() for p in ps]
 
 
 def correlation_rows(correlations: list[Correlation]) -> list[dict[str, str]]:
     """One row per sampler and threshold: the number of models, rho, its 95% bootstrap interval and p (text)."""
-    rows = []
-    for c in correlations:
-        rows.append({"ERF sampler": c.sampler, "threshold": f"{c.threshold:.0%}", "models": str(c.n),
-                     "Spearman rho": "undefined" if c.rho is None else f"{c.rho:+.3f}",
-                     "95% CI (bootstrap over models)": "" if c.ci95 is None else
-                     f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]",
-                     "p": "" if c.p_value is None else f"{c.p_value:.3g}", "note": c.note})
-    return rows
+    return [{"ERF sampler": c.sampler, "threshold": f"{c.threshold:.0%}", "models": str(c.n),
+             "Spearman rho": "undefined" if c.rho is None else f"{c.rho:+.3f}",
+             "95% CI (bootstrap over models)": "" if c.ci95 is None else f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]",
+             "p": "" if c.p_value is None else f"{c.p_value:.3g}", "note": c.note} for c in correlations]
 
 
 def markdown(study, correlations: list[Correlation] | None = None, figure: str | None = None) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -48,9 +49,9 @@ def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = Tr
     root = folder if root is None else Path(root)
     record = load_record(folder, "erf", root=root)
     run = Run("erf", folder, record, root=root)
-    names = [ERF_MATRIX] + [layer_matrix_name(run, layer) for layer in _layers(run)]
+    layers = [e["layer"] for e in layer_entries(run)]
     arrays = {}
-    for name in names:
+    for name in [ERF_MATRIX] + [layer_matrix_name(run, layer) for layer in layers]:
         try:
             arr = np.load(run.file(name), allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -77,7 +78,7 @@ def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = Tr
 
         m, _ = load_erf_matrix(run)
         plot_erf(m, title=plot_text(run_title(run)), path=folder / ERF_FIGURE, figsize=(4.0, 4.4), dpi=80)
-        for layer in _layers(run):
+        for layer in layers:
             entry = layer_entry(run, layer)
             png = entry.get("figure")
             if not (isinstance(png, str) and png == layer_matrix_name(run, layer)[:-4] + ".png"):
@@ -87,10 +88,6 @@ def shrink_erf_run(folder: str | os.PathLike, side: int = 256, figure: bool = Tr
             plot_erf(m, title=plot_text(f"{run_title(run)} - {layer}"), path=folder / png, figsize=(4.0, 4.4),
                      dpi=80, theoretical=stats.get("theoretical_rf"))
     return f
-
-
-def _layers(run: Run) -> list[str]:
-    return [e["layer"] for e in layer_entries(run)]
 
 
 def portable(value: str, repo: Path) -> str:
@@ -134,8 +131,6 @@ def _drop_layer_plots(folder: Path, record: dict) -> int:
     """Remove the figures ``erftools erf --layers`` wrote per layer and the growth figure (the dashboard and the
     report draw their own; their fields in the record become null); only a ``layers/<name>.png`` of the run folder
     or a plain file name is deleted. Returns how many were removed."""
-    import re
-
     removed = 0
     for entry in record.get("layers") or []:
         name = entry.get("figure") if isinstance(entry, dict) else None
@@ -171,13 +166,12 @@ def finalize(root: str | os.PathLike, side: int = 256, drop_run_plots: bool = Tr
             continue
         if run.kind == "erf" and drop_run_plots and _drop_layer_plots(run.path, record):
             done.append(f"{run.path.name}: layer figures removed")
-        if run.kind == "shape-bias" and drop_run_plots:
-            for name in record.get("plots") or []:
+        if run.kind == "shape-bias" and drop_run_plots and record.get("plots"):
+            for name in record["plots"]:
                 _remove_plot(run.path, name)
-            if record.get("plots"):
-                record["plots_removed"] = "per-run plots removed to keep the examples small; see the folder's " \
-                                          "combined plots"
-                record["plots"] = []
+            record["plots_removed"] = "per-run plots removed to keep the examples small; see the folder's " \
+                                      "combined plots"
+            record["plots"] = []
         scrubbed = _scrub(record, repo)
         if scrubbed != record:
             done.append(f"{run.path.name}: {RECORD_FILES[run.kind]} made portable")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,8 +71,6 @@ def maker_kind(value: Any) -> str | None:
 def slug(text: Any) -> str:
     """A run folder name made from a label or model name: letters, digits, ``.``, ``_`` and ``-`` only (other runs of
     characters become ``-``), never starting or ending with ``-`` or ``.``; ``run`` when nothing is left."""
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "run"
 
 
@@ -87,24 +86,12 @@ _BOOL = "true/false"
 _DICT = "object"
 _LIST = "list"
 _ANY = "any"
+_PY_TYPES = {_NUM: (int, float), _INT: int, _TEXT: str, _BOOL: bool, _DICT: dict, _LIST: list, _ANY: object}
 
 
 def _is(value: Any, kind: str) -> bool:
-    if kind == _ANY:
-        return True
-    if kind == _NUM:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == _INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _TEXT:
-        return isinstance(value, str)
-    if kind == _BOOL:
-        return isinstance(value, bool)
-    if kind == _DICT:
-        return isinstance(value, dict)
-    if kind == _LIST:
-        return isinstance(value, list)
-    raise AssertionError(kind)  # pragma: no cover
+    """Whether ``value`` has the JSON type ``kind`` (true/false is not a number)."""
+    return isinstance(value, _PY_TYPES[kind]) and not (isinstance(value, bool) and kind in (_NUM, _INT))
 
 
 def _meta(*kinds: str, check=None) -> dict:
@@ -215,15 +202,8 @@ class Record:
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
             order += [n for n in names if n not in order and getattr(self, n) != defaults[n]]
             order += [k for k in self.extra if k not in order]
-        out: dict[str, Any] = {}
-        for key in order:
-            if key == "kind":
-                out[key] = self.KIND
-            elif key in names:
-                out[key] = getattr(self, key)
-            elif key in self.extra:
-                out[key] = self.extra[key]
-        return out
+        values = {**self.extra, **{n: getattr(self, n) for n in names}, "kind": self.KIND}
+        return {key: values[key] for key in order if key in values}
 
     def validate(self, source: str | os.PathLike | None = None) -> None:
         """Raise :class:`ResultError` naming ``source`` and the field whose value has the wrong type."""
@@ -512,7 +492,6 @@ def checked_path(root: str | os.PathLike, path: str | os.PathLike, shown: str | 
     return target
 
 
-
 def record_from_dict(data: Any, kind: str | None = None, source: str | os.PathLike | None = None) -> Record:
     """The typed record of ``data`` (its own ``kind`` when ``kind`` is None)."""
     if kind is None:
@@ -555,10 +534,9 @@ def base_record(kind: str, **fields: Any) -> dict:
 
     if kind not in RECORD_TYPES:
         raise ValueError(f"kind should be one of {', '.join(RECORD_TYPES)}, got {kind!r}")
-    rec = {"kind": kind, "schema": SCHEMA, "complete": False,
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions()}
-    rec.update(fields)
-    return rec
+    return {"kind": kind, "schema": SCHEMA, "complete": False,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
+            **fields}
 
 
 def new_record(kind: str, **fields: Any) -> Record:

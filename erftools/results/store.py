@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import (ERF_KIND, ERF_MATRIX, ERF_RECORD, RECORD_FILES, RECORD_TYPES, RESUME_STATE, SB_DECISIONS, SB_KIND,
-                      ErfRecord, Record, ResultError, ShapeBiasRecord, checked_path, read_json_record)
+from .._io import ErftoolsError
+from .._lock import LOCK_NAME, lock_holder
+from .records import (ERF_KIND, ERF_MATRIX, ERF_RECORD, FAILURE_FILE, RECORD_FILES, RECORD_TYPES, RESUME_STATE,
+                      SB_DECISIONS, SB_KIND, ErfRecord, Record, ResultError, ShapeBiasRecord, checked_path,
+                      read_json_record)
 
 ENV_RESULTS = "ERFTOOLS_RESULTS"  # the results root the dashboard serves (set by ``erftools dashboard``)
 _STIMULUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
@@ -25,11 +28,8 @@ _STIMULUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.png$")
 # ------------------------------------------------------------------------------------------------------- paths
 def safe_path(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     """The real path of ``root / relative``, refusing (:class:`ResultError`) any path that resolves outside
-    ``root``: ``..``, absolute paths, and symbolic links (to files or folders) leading out.
-
-    Every file the dashboard and ``erftools report`` read goes through this function (or :func:`checked_path`),
-    and so does every path typed by a viewer; a path written inside a result file is never used.
-    """
+    ``root``: ``..``, absolute paths, and symbolic links (to files or folders) leading out; every path typed by a
+    viewer goes through it too."""
     return checked_path(root, Path(root) / relative, shown=relative)
 
 
@@ -105,8 +105,7 @@ def read_record(folder: str | os.PathLike, kind: str, root: str | os.PathLike | 
 def load_record(folder: str | os.PathLike, kind: str, root: str | os.PathLike | None = None) -> Record:
     """The typed, validated record of a run folder (see :func:`read_record`)."""
     folder = Path(folder)
-    data = read_record(folder, kind, root=root)
-    return RECORD_TYPES[kind].from_dict(data, source=folder / RECORD_FILES[kind])
+    return RECORD_TYPES[kind].from_dict(read_record(folder, kind, root=root), source=folder / RECORD_FILES[kind])
 
 
 def load_run(folder: str | os.PathLike, kind: str, root: str | os.PathLike | None = None) -> Run:
@@ -129,8 +128,7 @@ def scan(root: str | os.PathLike, kind: str | None = None, max_depth: int = 4) -
     itself is scanned where it is).
     """
     root = Path(root)
-    runs: list[Run] = []
-    problems: list[str] = []
+    runs, problems = [], []
     if not root.is_dir():
         raise ResultError(f"results folder {root} does not exist")
     kinds = [kind] if kind else list(RECORD_FILES)
@@ -167,8 +165,6 @@ class Interrupted:
 def find_interrupted(root: str | os.PathLike, max_depth: int = 4) -> list[Interrupted]:
     """The folders below ``root`` with the resume state of a run (:data:`~erftools.results.records.RESUME_STATE`)
     whose record is missing or not complete. Only what lies inside ``root`` is looked at."""
-    from .._lock import LOCK_NAME, lock_holder
-
     root = Path(root)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -196,8 +192,6 @@ def find_interrupted(root: str | os.PathLike, max_depth: int = 4) -> list[Interr
 
 def _failure(root: Path, folder: Path) -> str | None:
     """The error recorded by a failed run in ``folder`` (:data:`~erftools.results.records.FAILURE_FILE`), else None."""
-    from .records import FAILURE_FILE
-
     try:
         path = checked_path(root, folder / FAILURE_FILE)
         if not path.is_file():
@@ -284,12 +278,10 @@ def layer_entries(run: Run) -> list[dict]:
     """The per-layer entries of a layered ERF run (``layers`` in ``erf.json``), in depth order; [] for a run of
     the final feature map. An entry that is not an object with a layer name is a :class:`ResultError`."""
     layers = getattr(run.record, "layers", None) or []
-    out = []
     for i, e in enumerate(layers):
         if not isinstance(e, dict) or not isinstance(e.get("layer"), str) or not e["layer"]:
             raise ResultError(f"{run.path.name}: entry {i} of 'layers' in {ERF_RECORD} has no layer name")
-        out.append(e)
-    return out
+    return list(layers)
 
 
 def layer_entry(run: Run, layer: str) -> dict:
@@ -376,7 +368,6 @@ def load_decisions(source: Run | str | os.PathLike) -> list[dict]:
     path of a decisions file. Every problem is a :class:`ResultError` naming the file by its run folder (never by
     the server's absolute path).
     """
-    from .._io import ErftoolsError
     from ..shapebias.analysis import read_decisions
 
     path = source.file(SB_DECISIONS) if isinstance(source, Run) else Path(source)
@@ -397,19 +388,14 @@ def stimuli_dir_for(override: str | os.PathLike | None = None) -> Path | None:
     A folder named inside a run's record (``stimuli.dir`` in ``summary.json``) is never used: whoever wrote the
     result folder could point it anywhere on the server.
     """
-    candidates: list[Path] = []
-    if override:
-        candidates.append(Path(override).expanduser())
+    candidates = [Path(override).expanduser()] if override else []
     try:  # where `erftools data fetch cue-conflict` puts the stimuli
         from ..shapebias.stimuli import default_stimuli_dir
 
         candidates.append(default_stimuli_dir())
     except Exception:  # pragma: no cover - shape-bias engine missing
         pass
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
-    return None
+    return next((c.resolve() for c in candidates if c.is_dir()), None)
 
 
 def stimulus_path(stimuli_dir: Path, shape: str, stimulus: str, allowed: set[tuple[str, str]]) -> Path:
@@ -428,12 +414,11 @@ def stimulus_path(stimuli_dir: Path, shape: str, stimulus: str, allowed: set[tup
 
 
 __all__ = ["STUDY_KIND", "STUDY_RECORD", "VERDICTS", "StudyModel", "StudyResult", "StudyRow", "find_studies",
-           "study_from_dict",
-           "read_study", "ENV_RESULTS", "Interrupted", "Listing", "find_interrupted", "Run", "block_reduce", "checked_path", "default_results_dir", "display_path",
-           "find_runs", "full_size", "is_baseline_run", "layer_entries", "layer_entry", "load_baseline",
-           "layer_matrix_name", "load_layer_matrix", "list_runs", "load_decisions", "load_erf_matrix", "load_record", "load_run",
-           "read_record", "results_root", "safe_path", "scan", "source_root", "stimuli_dir_for", "stimulus_path",
-           "ErfRecord", "ShapeBiasRecord"]
+           "study_from_dict", "read_study", "ENV_RESULTS", "Interrupted", "Listing", "find_interrupted", "Run",
+           "block_reduce", "checked_path", "default_results_dir", "display_path", "find_runs", "full_size",
+           "is_baseline_run", "layer_entries", "layer_entry", "load_baseline", "layer_matrix_name", "load_layer_matrix",
+           "list_runs", "load_decisions", "load_erf_matrix", "load_record", "load_run", "read_record", "results_root",
+           "safe_path", "scan", "source_root", "stimuli_dir_for", "stimulus_path", "ErfRecord", "ShapeBiasRecord"]
 
 
 # --------------------------------------------------------------------------------------------------- studies
@@ -513,23 +498,18 @@ class StudyResult:
     def runs(self, model: StudyModel) -> list[tuple[str, Run | None, str]]:
         """``(folder, run or None, problem)`` for each run of ``model``: the run when its folder holds a finished
         record of either kind, else None and why (not computed yet, interrupted, malformed)."""
-        out = []
-        for folder in model.runs:
-            path = self.run_path(folder)
-            kinds = [k for k in RECORD_FILES if (path / RECORD_FILES[k]).is_file()]
-            if not kinds:
-                out.append((folder, None, "not computed yet (no record in the folder)"))
-                continue
-            try:
-                run = load_run(path, kinds[0], root=self.root)
-            except ResultError as exc:
-                out.append((folder, None, str(exc).replace(str(self.root), ".")))
-                continue
-            if not run.complete:
-                out.append((folder, None, "unfinished (run the study again to continue it)"))
-                continue
-            out.append((folder, run, ""))
-        return out
+        return [(folder, *self._run(folder)) for folder in model.runs]
+
+    def _run(self, folder: str) -> tuple[Run | None, str]:
+        path = self.run_path(folder)
+        kinds = [k for k in RECORD_FILES if (path / RECORD_FILES[k]).is_file()]
+        if not kinds:
+            return None, "not computed yet (no record in the folder)"
+        try:
+            run = load_run(path, kinds[0], root=self.root)
+        except ResultError as exc:
+            return None, str(exc).replace(str(self.root), ".")
+        return (run, "") if run.complete else (None, "unfinished (run the study again to continue it)")
 
 
 def _study_folder(study: Path, root: Path, folder: Any, what: str) -> Path:
@@ -618,8 +598,6 @@ def read_study(folder: str | os.PathLike, root: str | os.PathLike | None = None)
     run folder it names must be a relative folder name resolving inside ``root``. A malformed file is a
     :class:`ResultError` naming the field and the fix (run ``erftools study`` again to rewrite it).
     """
-    import json
-
     folder = Path(folder)
     root = Path(root) if root is not None else folder
     path = checked_path(root, folder / STUDY_RECORD)
@@ -677,8 +655,6 @@ def find_studies(root: str | os.PathLike, max_depth: int = 3) -> tuple[list[Stud
     """The studies below ``root`` (folders holding a ``study.json`` of kind "study", sorted by folder) and a
     message for each one that could not be read. Only what lies inside ``root`` is read; a ``study.json`` of
     another kind is not a study and is passed over."""
-    import json
-
     root = Path(root)
     if not root.is_dir():
         raise ResultError(f"results folder {root} does not exist")

@@ -33,8 +33,7 @@ def md_text(value: Any) -> str:
 def md_code(value: Any) -> str:
     """``value`` as a Markdown code span (shown literally, in a monospace font), safe whatever it contains."""
     text = " ".join(str(value).splitlines())
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 

@@ -20,12 +20,17 @@ from typing import Any
 import numpy as np
 
 from .._io import ErftoolsError
-from ..erf.analysis import DEFAULT_THRESHOLDS, percent_text, radii_text
+from ..erf.analysis import DEFAULT_THRESHOLDS, area_ratios, normalize, percent_text, radii_text
+from ..erf.analysis import radial_profile as _radial_profile
+from ..erf.objectives import label_with_variant
 from ..erf.reference import norm_name, table10, table10_entry
+from ..shapebias import reference as sb_reference
 from ..shapebias.categories import CATEGORIES
+from ..shapebias.stimuli import NUM_IMAGES, stimulus_file, texture_category
 from .records import (HUMAN, HUMANS, MODEL, NETWORK, PUBLISHED, ErfRecord, Record, ResultError, ShapeBiasRecord,
                       maker_kind)
-from .store import Run
+from .store import (Run, display_path, full_size, is_baseline_run, layer_entries, layer_entry, load_erf_matrix,
+                    load_layer_matrix)
 
 #: the thresholds of the paper's Table 10 (the ERF engine's defaults)
 THRESHOLDS = tuple(DEFAULT_THRESHOLDS)
@@ -34,17 +39,21 @@ __all__ = ["CATEGORIES", "DECISION_CLASSES", "THRESHOLDS"]  # and the functions 
 
 
 # ------------------------------------------------------------------------------------------------ formatters
-def pct(v: Any) -> str:
-    """An area ratio (a fraction) in percent: :func:`erftools.erf.analysis.percent_text` (one formatter)."""
-    return percent_text(v)
+#: an area ratio (a fraction) in percent: :func:`erftools.erf.analysis.percent_text` (one formatter)
+pct = percent_text
+
+
+def _num(v: Any, fmt: str = "{:.1f}") -> str:
+    """``v`` formatted as a float; empty for None, as given when it is no number."""
+    try:
+        return "" if v is None else fmt.format(float(v))
+    except (TypeError, ValueError):
+        return str(v)
 
 
 def f3(v: Any) -> str:
     """A number with three decimals; empty for None."""
-    try:
-        return "" if v is None else f"{float(v):.3f}"
-    except (TypeError, ValueError):
-        return str(v)
+    return _num(v, "{:.3f}")
 
 
 def paper_pct(v: Any) -> str:
@@ -64,6 +73,15 @@ def cell_text(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def ratio_text(side: Any, ratio: Any) -> str:
+    """An area ratio in percent with the square's side: ``12.3% (45 px)``; no side when there is no square."""
+    return pct(ratio) + (f" ({side} px)" if side else "")
+
+
+def _dict(v: Any, default: Any = None) -> Any:
+    return v if isinstance(v, dict) else default
+
+
 # ------------------------------------------------------------------------------------------- names, provenance
 def _recorded_weights(record: Record) -> tuple[bool, Any]:
     """``(recorded, value)``: the weights a record names (``model.weights``, or a shape-bias record's ``weights``)."""
@@ -78,16 +96,12 @@ def is_untrained(record: Record) -> bool:
     """Whether the record says its weights were random. A record that names no weights (the published decisions of
     humans and trained networks, an older record) is not "random": :func:`weights_text` says what it is."""
     recorded, weights = _recorded_weights(record)
-    if not recorded:
-        return False
     text = json.dumps(weights).lower()
-    return weights in (None, "random", "none") or '"random"' in text or "random init" in text
+    return recorded and (weights in (None, "random", "none") or '"random"' in text or "random init" in text)
 
 
 def partial_stimuli(record: Record) -> int | None:
     """The number of stimuli of a shape-bias run evaluated on fewer than the 1280 of the standard set, else None."""
-    from ..shapebias.stimuli import NUM_IMAGES
-
     if not isinstance(record, ShapeBiasRecord) or record.source == "decisions":
         return None
     n = record.num_images
@@ -98,12 +112,8 @@ def run_title(run: Run) -> str:
     """A short title: the label, with its ERF variant when it is not the paper's (``(unit objective)``), plus
     ``(random init)`` for a run of untrained weights, ``(N of 1280 stimuli)`` for a shape bias of a subset and
     ``(incomplete)`` for an ERF run that has not finished; every figure, table and page names runs with it."""
-    from ..shapebias.stimuli import NUM_IMAGES
-
     name = run.name
     if run.kind == "erf":
-        from ..erf.objectives import label_with_variant
-
         name = label_with_variant(name, getattr(run.record, "objective", None),
                                   getattr(run.record, "reduction", None))
     low = name.lower()
@@ -119,8 +129,6 @@ def run_title(run: Run) -> str:
 
 def unique_titles(runs: list[Run], root) -> dict[str, Run]:
     """``{title: run}``; a repeated title gets the run's folder (relative to ``root``) appended."""
-    from .store import display_path
-
     out: dict[str, Run] = {}
     for run in runs:
         title = run_title(run)
@@ -133,21 +141,15 @@ def unique_titles(runs: list[Run], root) -> dict[str, Run]:
 def weights_text(record: Record) -> str:
     """Where a run's weights come from, in words: ``random init (untrained)`` only when the record says so."""
     if isinstance(record, ShapeBiasRecord) and record.source == "decisions":
-        if record.maker_kind in (HUMANS, HUMAN):
-            return "human observers (published decisions)"
-        return "trained network (published decisions)"
+        return ("human observers" if is_human(record.maker_kind) else "trained network") + " (published decisions)"
     recorded, weights = _recorded_weights(record)
     if not recorded:
         return "not recorded"
-    if weights is None or weights == "random":
-        return "random init (untrained)"
-    if isinstance(weights, dict):
-        for key in ("tag", "source", "description", "path", "url", "hf_hub_id"):
-            if weights.get(key):
-                text = str(weights[key])
-                return "random init (untrained)" if text == "random" else text
-        return json.dumps(weights)[:80]
-    return str(weights)
+    if isinstance(weights, dict):  # its first naming field, else the object itself
+        named = next((str(weights[k]) for k in ("tag", "source", "description", "path", "url", "hf_hub_id")
+                      if weights.get(k)), None)
+        weights = json.dumps(weights)[:80] if named is None else named
+    return "random init (untrained)" if weights is None or weights == "random" else str(weights)
 
 
 def _short(value: Any) -> Any:
@@ -185,11 +187,8 @@ def provenance(record: Record) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------- ERF
-def log_normalise(matrix: np.ndarray) -> np.ndarray:
-    """The paper's normalisation ``log10(M + 1) / max`` (:func:`erftools.erf.analysis.normalize`)."""
-    from ..erf.analysis import normalize
-
-    return normalize(matrix)
+#: the paper's normalisation ``log10(M + 1) / max`` (:func:`erftools.erf.analysis.normalize`)
+log_normalise = normalize
 
 
 def linear_normalise(matrix: np.ndarray) -> np.ndarray:
@@ -207,8 +206,6 @@ def area_ratio_at(matrix: np.ndarray, threshold: float, downsample: int = 1,
     On a downsampled matrix the square is found on the coarse grid, so the side is a multiple of ``downsample``
     (an approximation; the record's own area ratios were computed at full resolution by ``erftools erf``).
     """
-    from ..erf.analysis import area_ratios
-
     side = area_ratios(matrix, [threshold])[0].side
     if side is None:
         return None, None
@@ -225,9 +222,7 @@ def radial_profile(record: ErfRecord, matrix: np.ndarray | None = None, downsamp
         return np.asarray(prof["radius"], dtype=float), np.asarray(prof["cumulative"], dtype=float)
     if matrix is None:
         return None
-    from ..erf.analysis import radial_profile as compute
-
-    prof = compute(matrix)
+    prof = _radial_profile(matrix)
     return np.asarray(prof["radius"], float) * downsample, np.asarray(prof["cumulative"], float)
 
 
@@ -235,15 +230,9 @@ def model_keys(record: Record) -> set[str]:
     """Normalised names a run may be known by (label, model name, timm name without its tag, arch, the subjects
     of a decision file), with and without a parenthesised remark such as "(torchvision)"."""
     model = record.model or {}
-    keys = set()
     subjects = model.get("subjects") if isinstance(model.get("subjects"), list) else []
-    for v in (model.get("name"), model.get("arch"), record.label, *subjects):
-        if v:
-            keys.add(norm_name(v))
-            keys.add(norm_name(str(v).split(".")[0]))
-            keys.add(norm_name(re.sub(r"\(.*?\)", "", str(v))))
-    keys.discard("")
-    return keys
+    names = [str(v) for v in (model.get("name"), model.get("arch"), record.label, *subjects) if v]
+    return {norm_name(k) for v in names for k in (v, v.split(".")[0], re.sub(r"\(.*?\)", "", v))} - {""}
 
 
 def paper_table10() -> dict:
@@ -294,9 +283,7 @@ def classify(run: Run) -> str:
     if maker_kind(rec.decision_maker_kind) is not None:
         return rec.maker_kind
     text = " ".join(str(x) for x in (rec.label, rec.model_name)).lower()
-    if "human" in text or "subject" in text:
-        return HUMANS
-    return rec.maker_kind
+    return HUMANS if "human" in text or "subject" in text else rec.maker_kind
 
 
 def is_human(kind: str) -> bool:
@@ -316,12 +303,16 @@ def per_category(record: ShapeBiasRecord) -> dict[str, float | None]:
     return {c: (None if v is None else float(v)) for c, v in record.category_bias().items()}
 
 
-def _ref_item(e: dict, key: str) -> dict:
-    pc = e.get("per_category") or {}
-    item = dict(e)
-    item["key"] = key
-    item["per_category"] = {str(k): (v.get("shape_bias") if isinstance(v, dict) else v) for k, v in pc.items()}
-    return item
+def _ref_item(e: dict, key: str, kind: str) -> dict:
+    pc = {str(k): (v.get("shape_bias") if isinstance(v, dict) else v) for k, v in (e.get("per_category") or {}).items()}
+    return dict(e, key=key, per_category=pc, kind=kind)
+
+
+def _load_reference(load) -> dict:
+    try:
+        return load()
+    except (OSError, ValueError):
+        return {}
 
 
 def shapebias_reference() -> dict[str, dict[str, dict]]:
@@ -333,33 +324,17 @@ def shapebias_reference() -> dict[str, dict[str, dict]]:
     torchvision networks, ``other`` the single observers, the Caffe networks and the Open Images ResNet. Missing
     files give empty groups.
     """
-    from ..shapebias import reference as ref
-
     out: dict[str, dict[str, dict]] = {"paper": {}, "humans": {}, "cnns": {}, "other": {}}
-    try:
-        published = ref.load_published()
-    except (OSError, ValueError):
-        published = {}
-    for key, e in (published.get("entries") or {}).items():
+    for key, e in (_load_reference(sb_reference.load_published).get("entries") or {}).items():
         if isinstance(e, dict) and "shape_bias" in e:
-            out["paper"][e.get("label") or key] = dict(_ref_item(e, key), kind=PUBLISHED)
-    try:
-        summary = ref.load_summary()
-    except (OSError, ValueError):
-        summary = {}
-    for key, e in (summary.get("references") or {}).items():
+            out["paper"][e.get("label") or key] = _ref_item(e, key, PUBLISHED)
+    for key, e in (_load_reference(sb_reference.load_summary).get("references") or {}).items():
         if not isinstance(e, dict) or "shape_bias" not in e:
             continue
         kind = maker_kind(e.get("kind")) or NETWORK
-        label = e.get("label") or key
-        files = " ".join(e.get("files") or [])
-        if kind == HUMANS:
-            group = "humans"
-        elif kind == NETWORK and "trained-CNNs" in files and "oidv2" not in key:
-            group = "cnns"
-        else:
-            group = "other"
-        out[group][label] = dict(_ref_item(e, key), kind=kind)
+        cnn = kind == NETWORK and "trained-CNNs" in " ".join(e.get("files") or []) and "oidv2" not in key
+        group = "humans" if kind == HUMANS else "cnns" if cnn else "other"
+        out[group][e.get("label") or key] = _ref_item(e, key, kind)
     return out
 
 
@@ -368,28 +343,21 @@ def paper_fig5_entry(record: Record, reference: dict | None = None) -> tuple[str
     :func:`erftools.shapebias.reference.published_for`), so the views never show another paper value than the
     record holds; for a run without one (decision files, older runs): same model (and weight tag when it says
     which), humans for humans."""
-    reference = reference if reference is not None else shapebias_reference()
-    paper = reference.get("paper", {})
+    paper = (reference if reference is not None else shapebias_reference()).get("paper", {})
     published = getattr(record, "published", None)
     if isinstance(published, dict) and published.get("label") in paper:
         return published["label"], paper[published["label"]]
     keys = model_keys(record)
     if any("human" in k for k in keys):
-        for label, item in paper.items():
-            if item.get("model") is None and "human" in label.lower():
-                return label, item
-        return None
+        return next(((label, item) for label, item in paper.items()
+                     if item.get("model") is None and "human" in label.lower()), None)
     weights = (record.model or {}).get("weights")
     tag = weights.get("tag") if isinstance(weights, dict) else weights
     candidates = [(label, item) for label, item in paper.items()
                   if item.get("model") and norm_name(item["model"]) in keys]
-    for label, item in candidates:
-        if tag and tag in (item.get("weights_tags") or []):
-            return label, item
-    for label, item in candidates:  # default: the ImageNet-1K line
-        if "22k" not in label.lower():
-            return label, item
-    return candidates[0] if candidates else None
+    tagged = [c for c in candidates if tag and tag in (c[1].get("weights_tags") or [])]
+    default = [c for c in candidates if "22k" not in c[0].lower()]  # the ImageNet-1K line
+    return next(iter(tagged + default + candidates), None)
 
 
 @dataclass
@@ -444,16 +412,14 @@ def decisions_frame(rows: list[dict]):
     ``stimulus`` (file name), ``shape``, ``texture`` and ``decided`` (shape, texture, other or no conflict)."""
     import pandas as pd
 
-    from ..shapebias.stimuli import stimulus_file, texture_category
-
     cols = ["subj", "object_response", "category", "imagename"]
     df = pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
     df["stimulus"] = df["imagename"].map(stimulus_file)
     df["shape"] = df["category"]
     df["texture"] = df["imagename"].map(texture_category)
     resp = df["object_response"]
-    df["decided"] = np.where(df["shape"] == df["texture"], "no conflict",
-                             np.where(resp == df["shape"], "shape", np.where(resp == df["texture"], "texture", "other")))
+    df["decided"] = np.select([df["shape"] == df["texture"], resp == df["shape"], resp == df["texture"]],
+                              ["no conflict", "shape", "texture"], "other")
     return df
 
 
@@ -463,16 +429,12 @@ def merge_decisions(frames: dict[str, Any]):
     how many of its trials gave it, e.g. ``cat (7/10)``."""
     import pandas as pd
 
-    from ..shapebias.stimuli import texture_category
-
     merged = None
     for name, df in frames.items():
-        g = df.groupby(["shape", "stimulus"], sort=False)
         counts = df.groupby(["shape", "stimulus", "object_response", "decided"], sort=False).size()
         counts = counts.reset_index(name="k").sort_values("k", ascending=False, kind="stable")
-        top = counts.drop_duplicates(subset=["shape", "stimulus"]).copy()
-        total = g.size().rename("n").reset_index()
-        top = top.merge(total, on=["shape", "stimulus"])
+        total = df.groupby(["shape", "stimulus"], sort=False).size().rename("n").reset_index()
+        top = counts.drop_duplicates(subset=["shape", "stimulus"]).merge(total, on=["shape", "stimulus"])
         top[name] = np.where(top["n"] > 1, top["object_response"] + " (" + top["k"].astype(str) + "/"
                              + top["n"].astype(str) + ")", top["object_response"])
         part = top[["shape", "stimulus", name, "decided"]].rename(columns={"decided": f"{name} :: class"})
@@ -504,27 +466,19 @@ STATISTICS_HELP = {
 
 def layer_names(run: Run) -> list[str]:
     """The layers of a layered ERF run in depth order; [] for a run of the final feature map."""
-    from .store import layer_entries
-
     return [e["layer"] for e in layer_entries(run)]
 
 
 def layer_statistics(run: Run, layer: str | None = None) -> dict | None:
     """The statistics (:func:`erftools.erf.statistics.erf_statistics`) of one layer, or of the run's main matrix
     when ``layer`` is None."""
-    from .store import layer_entry
-
-    stats = run.record.statistics if layer is None else layer_entry(run, layer).get("statistics")
-    return stats if isinstance(stats, dict) else None
+    return _dict(run.record.statistics if layer is None else layer_entry(run, layer).get("statistics"))
 
 
 def _recorded_ratios(entries: Any) -> dict[float, tuple[int | None, float | None]]:
-    out = {}
-    for r in entries or []:
-        if isinstance(r, dict) and r.get("threshold") is not None:
-            out[round(float(r["threshold"]), 6)] = (r.get("side"), None if r.get("area_ratio") is None
-                                                    else float(r["area_ratio"]))
-    return out
+    return {round(float(r["threshold"]), 6): (r.get("side"), None if r.get("area_ratio") is None
+                                              else float(r["area_ratio"]))
+            for r in entries or [] if isinstance(r, dict) and r.get("threshold") is not None}
 
 
 @dataclass
@@ -540,8 +494,6 @@ def layer_area_ratios(run: Run, layer: str | None, thresholds) -> LayerRatios:
     """The area ratios of ``layer`` (None: the run's main matrix) at ``thresholds``: as recorded where the run
     measured that threshold (full resolution), otherwise recomputed from the layer's matrix, read through the
     results store (inside the results folder only)."""
-    from .store import full_size, layer_entry, load_erf_matrix, load_layer_matrix
-
     recorded = _recorded_ratios(run.record.area_ratios if layer is None else layer_entry(run, layer).get("area_ratios"))
     out = LayerRatios(layer or FINAL_LAYER, {})
     matrix = None
@@ -562,7 +514,7 @@ def _side_text(side: Any) -> str:
     if side is None:
         return ""
     if isinstance(side, (list, tuple)):
-        return side[0] if len(side) == 2 and side[0] == side[1] else "x".join(str(s) for s in side)
+        return str(side[0]) if len(side) == 2 and side[0] == side[1] else "x".join(str(s) for s in side)
     return str(side)
 
 
@@ -570,47 +522,31 @@ def layer_rows(run: Run, thresholds) -> list[dict[str, str]]:
     """One row per layer of a layered run (one row for the main matrix otherwise): the layer, its feature shape,
     its theoretical receptive field and the area ratio (%, side in px) at each threshold; ``*`` marks a value
     recomputed from the (possibly downsampled) matrix rather than recorded."""
-    from .store import layer_entries
-
-    entries = layer_entries(run) or [None]
     rows = []
-    for e in entries:
+    for e in layer_entries(run) or [None]:
         layer = None if e is None else e["layer"]
         stats = layer_statistics(run, layer) or {}
-        shape = (e or {}).get("feature_shape") if e is not None else (run.record.target or {}).get("feature_shape")
+        shape = e.get("feature_shape") if e is not None else (run.record.target or {}).get("feature_shape")
         row = {"layer": layer or FINAL_LAYER,
                "feature map": "x".join(str(s) for s in shape[-2:]) if isinstance(shape, list) and shape else "",
-               "theoretical RF (px)": str(_side_text((stats.get("theoretical_rf") or {}).get("side")))}
+               "theoretical RF (px)": _side_text((stats.get("theoretical_rf") or {}).get("side"))}
         lr = layer_area_ratios(run, layer, thresholds)
         for t, (side, ratio) in lr.ratios.items():
-            text = pct(ratio) + (f" ({side} px)" if side else "")
-            row[f"t={t:.0%}"] = text + (" *" if t in lr.recomputed else "")
+            row[f"t={t:.0%}"] = ratio_text(side, ratio) + (" *" if t in lr.recomputed else "")
         rows.append(row)
     return rows
-
-
-def _num(v: Any, fmt: str = "{:.1f}") -> str:
-    try:
-        return "" if v is None else fmt.format(float(v))
-    except (TypeError, ValueError):
-        return str(v)
 
 
 def statistics_cells(stats: dict | None) -> dict[str, str]:
     """The statistics of one matrix as text, one cell per :data:`STATISTICS_HELP` column (empty where unknown;
     ``fit failed: ...`` when the Gaussian fit did not succeed)."""
-    stats = stats if isinstance(stats, dict) else {}
-    g = stats.get("gaussian") if isinstance(stats.get("gaussian"), dict) else {}
-    radii = stats.get("radii") if isinstance(stats.get("radii"), dict) else {}
-    com = stats.get("centre_of_mass") if isinstance(stats.get("centre_of_mass"), dict) else {}
-    theo = stats.get("theoretical_rf") if isinstance(stats.get("theoretical_rf"), dict) else {}
-    e2t = stats.get("effective_to_theoretical") if isinstance(stats.get("effective_to_theoretical"), dict) else {}
+    stats = _dict(stats, {})
+    g, radii, com, theo, e2t = (_dict(stats.get(k), {}) for k in ("gaussian", "radii", "centre_of_mass",
+                                                                   "theoretical_rf", "effective_to_theoretical"))
     fit_ok = bool(g.get("ok"))
     failed = "" if fit_ok or not g else f"fit failed: {g.get('reason') or 'unknown'}"
-    first = next(iter(e2t.items()), None)
-    ratio = ""
-    if first is not None and first[1] is not None:
-        ratio = f"{float(first[1]):.2g} (t={float(first[0]):.0%})"  # 0.0045, not 0.00
+    t, value = next(iter(e2t.items()), (None, None))
+    ratio = "" if value is None else f"{float(value):.2g} (t={float(t):.0%})"  # 0.0045, not 0.00
     return {
         "sigma x / y (px)": f"{_num(g.get('sigma_x'))} / {_num(g.get('sigma_y'))}" if fit_ok else failed,
         "sigma major / minor (px)": f"{_num(g.get('sigma_major'))} / {_num(g.get('sigma_minor'))}" if fit_ok else "",
@@ -618,7 +554,7 @@ def statistics_cells(stats: dict | None) -> dict[str, str]:
         "R2": _num(g.get("r2"), "{:.3f}") if fit_ok else "",
         "radius 50/90/99% (px)": radii_text(radii),
         "centre-of-mass offset (px)": _num(com.get("offset")),
-        "theoretical RF (px)": str(_side_text(theo.get("side"))) if theo.get("side") is not None else "",
+        "theoretical RF (px)": _side_text(theo.get("side")),
         "effective / theoretical": ratio,
     }
 
@@ -630,13 +566,10 @@ def statistics_rows(items: list[tuple[str, str, dict | None]]) -> list[dict[str,
 
 def run_statistics_items(title: str, run: Run) -> list[tuple[str, str, dict | None]]:
     """``(title, layer, statistics)`` for every layer of a layered run, else for its main matrix."""
-    from .store import layer_entries
-
     entries = layer_entries(run)
     if not entries:
         return [(title, FINAL_LAYER, layer_statistics(run))]
-    return [(title, e["layer"], e.get("statistics") if isinstance(e.get("statistics"), dict) else None)
-            for e in entries]
+    return [(title, e["layer"], _dict(e.get("statistics"))) for e in entries]
 
 
 def growth_series(runs: list[tuple[str, Run]], thresholds=None) -> dict[str, list[tuple[str, list[dict]]]]:
@@ -650,15 +583,9 @@ def growth_series(runs: list[tuple[str, Run]], thresholds=None) -> dict[str, lis
             continue
         points = []
         for name in names:
-            if thresholds is None:
-                from .store import layer_entry
-
-                ratios = [dict(threshold=t, side=s, area_ratio=r) for t, (s, r)
-                          in _recorded_ratios(layer_entry(run, name).get("area_ratios")).items()]
-            else:
-                lr = layer_area_ratios(run, name, thresholds)
-                ratios = [dict(threshold=t, side=s, area_ratio=r) for t, (s, r) in lr.ratios.items()]
-            points.append((name, ratios))
+            ratios = (_recorded_ratios(layer_entry(run, name).get("area_ratios")) if thresholds is None
+                      else layer_area_ratios(run, name, thresholds).ratios)
+            points.append((name, [dict(threshold=t, side=s, area_ratio=r) for t, (s, r) in ratios.items()]))
         series[title] = points
     return series
 
@@ -676,9 +603,7 @@ def _sweep_key(run: Run) -> tuple[str, str, int] | None:
         return str(run.path.parent), str(sweep.get("label") or run.name), int(sweep["size"])
     m = _SIZE_FOLDER.match(run.path.name)
     if m and size == int(m.group(1)):
-        suffix = f", {size} px"
-        label = run.name[:-len(suffix)] if run.name.endswith(suffix) else run.name
-        return str(run.path.parent), label, size
+        return str(run.path.parent), run.name.removesuffix(f", {size} px"), size
     return None
 
 
@@ -692,10 +617,9 @@ def size_series(runs: list[Run]) -> dict[str, list[dict]]:
         if key is None:
             continue
         folder, label, size = key
-        stats = run.record.statistics if isinstance(run.record.statistics, dict) else {}
         groups.setdefault(folder, (label, []))[1].append(
             {"size": size, "area_ratios": list(run.record.area_ratios or []),
-             "theoretical_rf": stats.get("theoretical_rf")})
+             "theoretical_rf": _dict(run.record.statistics, {}).get("theoretical_rf")})
     out: dict[str, list[dict]] = {}
     for folder, (label, points) in sorted(groups.items()):
         if len({p["size"] for p in points}) < 2:
@@ -717,58 +641,43 @@ class BaselineRow:
     def cells(self, thresholds) -> dict[str, str]:
         out = {"layer": self.layer, "run": self.which, "weights": self.weights}
         for t in thresholds:
-            side, ratio = self.ratios.get(round(float(t), 6), (None, None))
-            out[f"t={float(t):.0%}"] = pct(ratio) + (f" ({side} px)" if side else "")
+            out[f"t={float(t):.0%}"] = ratio_text(*self.ratios.get(round(float(t), 6), (None, None)))
         cells = statistics_cells(self.statistics)
-        for key in ("sigma major / minor (px)", "radius 50/90/99% (px)", "effective / theoretical"):
-            out[key] = cells[key]
-        return out
+        return out | {k: cells[k] for k in ("sigma major / minor (px)", "radius 50/90/99% (px)",
+                                            "effective / theoretical")}
 
 
 def baseline_rows(run: Run) -> list[BaselineRow]:
     """Trained and untrained next to each other, per layer (or for the main matrix): the run's numbers and those
     of its untrained baseline (the ``baseline`` summary in ``erf.json``, written by ``erftools erf --baseline
     random``); [] when the run has no baseline."""
-    from .store import layer_entries
-
     summary = run.record.baseline
     if not isinstance(summary, dict):
         return []
     seed = summary.get("seed")
     untrained = "random init" + (f", seed {seed}" if seed is not None else "")
     own = weights_text(run.record)
-    rows: list[BaselineRow] = []
     base_layers = {e.get("layer"): e for e in summary.get("layers") or [] if isinstance(e, dict)}
-    entries = layer_entries(run)
-    if entries:
-        for e in entries:
-            b = base_layers.get(e["layer"], {})
-            rows.append(BaselineRow(e["layer"], "as run", own, _recorded_ratios(e.get("area_ratios")),
-                                    e.get("statistics") if isinstance(e.get("statistics"), dict) else None))
-            rows.append(BaselineRow(e["layer"], "untrained baseline", untrained,
-                                    _recorded_ratios(b.get("area_ratios")),
-                                    b.get("statistics") if isinstance(b.get("statistics"), dict) else None))
-    else:
-        rows.append(BaselineRow(FINAL_LAYER, "as run", own, _recorded_ratios(run.record.area_ratios),
-                                layer_statistics(run)))
-        rows.append(BaselineRow(FINAL_LAYER, "untrained baseline", untrained,
-                                _recorded_ratios(summary.get("area_ratios")),
-                                summary.get("statistics") if isinstance(summary.get("statistics"), dict) else None))
+    pairs = [(e["layer"], e, base_layers.get(e["layer"], {})) for e in layer_entries(run)] or [
+        (FINAL_LAYER, {"area_ratios": run.record.area_ratios, "statistics": run.record.statistics}, summary)]
+    rows: list[BaselineRow] = []
+    for layer, ours, base in pairs:
+        rows.append(BaselineRow(layer, "as run", own, _recorded_ratios(ours.get("area_ratios")),
+                                _dict(ours.get("statistics"))))
+        rows.append(BaselineRow(layer, "untrained baseline", untrained, _recorded_ratios(base.get("area_ratios")),
+                                _dict(base.get("statistics"))))
     return rows
 
 
 def main_erf_runs(runs: list[Run]) -> list[Run]:
     """The ERF runs to list as models: every run except the untrained baselines of other runs in ``runs`` (shown
     next to their run instead)."""
-    from .store import is_baseline_run
-
     return [r for r in runs if not is_baseline_run(r, runs)]
 
 
 def theoretical_side(stats: dict | None) -> int | None:
     """The side (px) of the theoretical receptive field in ``statistics``, when it is square and known."""
-    theo = (stats or {}).get("theoretical_rf") if isinstance(stats, dict) else None
-    side = theo.get("side") if isinstance(theo, dict) else None
+    side = _dict(_dict(stats, {}).get("theoretical_rf"), {}).get("side")
     if isinstance(side, (list, tuple)) and len(side) == 2:
         side = side[0] if side[0] == side[1] else max(side)
     try:
@@ -822,20 +731,16 @@ def study_runs(study) -> StudyRuns:
     return out
 
 
-def _study_number(v: float | None, quantity: str) -> str:
-    return "–" if v is None else f"{v:.{3 if quantity == 'shape bias' else 2}f}"
+def _study_number(v: float | None, quantity: str, sign: str = "", unknown: str = "–") -> str:
+    return unknown if v is None else f"{v:{sign}.{3 if quantity == 'shape bias' else 2}f}"
 
 
 def study_table(study) -> list[dict[str, str]]:
     """The comparison rows of a study as text cells (the columns of ``erftools study``'s table)."""
-    rows = []
-    for r in study.rows:
-        digits = 3 if r.quantity == "shape bias" else 2
-        rows.append({"model": r.label or r.model, "measurement": r.measurement, "value": r.quantity,
-                     "ours": _study_number(r.ours, r.quantity), "paper": _study_number(r.paper, r.quantity),
-                     "difference": "" if r.diff is None else f"{r.diff:+.{digits}f}", "tolerance": r.tolerance,
-                     "verdict": r.verdict, "note": r.note})
-    return rows
+    return [{"model": r.label or r.model, "measurement": r.measurement, "value": r.quantity,
+             "ours": _study_number(r.ours, r.quantity), "paper": _study_number(r.paper, r.quantity),
+             "difference": _study_number(r.diff, r.quantity, "+", ""), "tolerance": r.tolerance,
+             "verdict": r.verdict, "note": r.note} for r in study.rows]
 
 
 def study_tolerances(study) -> str:
@@ -847,9 +752,8 @@ def study_tolerances(study) -> str:
         unit = " pp" if key == "erf" else ""
         what = "ERF area ratio" if key == "erf" else key.replace("_", " ")
         a, rel = tol.get("abs") or 0.0, tol.get("rel") or 0.0
-        text = " or ".join(p for p in ([f"±{a:g}{unit}"] if a else []) + ([f"±{rel:.0%} of the paper's value"]
-                                                                         if rel else [])) or "exact"
-        parts.append(f"{what} {text}")
+        alternatives = ([f"±{a:g}{unit}"] if a else []) + ([f"±{rel:.0%} of the paper's value"] if rel else [])
+        parts.append(f"{what} {' or '.join(alternatives) or 'exact'}")
     return "; ".join(parts)
 
 
@@ -897,16 +801,10 @@ def study_shape_bias_rows(sb_runs: list) -> list[dict[str, str]]:
 def study_paper_rows(study) -> list[dict[str, str]]:
     """The paper's values the study compares with, one row per model (published or not)."""
     thresholds = study.thresholds or sorted({t for m in study.models for t in m.paper_erf})
-    rows = []
-    for m in study.models:
-        row = {"model": m.label}
-        for t in thresholds:
-            row[f"r t={t:.0%} (%)"] = paper_pct(m.paper_erf.get(round(float(t), 6)))
-        row["ERF source"] = m.erf_source or ""
-        row["shape bias"] = f3(m.paper_shape_bias)
-        row["shape-bias source"] = m.shape_bias_source or ""
-        rows.append(row)
-    return rows
+    return [{"model": m.label,
+             **{f"r t={t:.0%} (%)": paper_pct(m.paper_erf.get(round(float(t), 6))) for t in thresholds},
+             "ERF source": m.erf_source or "", "shape bias": f3(m.paper_shape_bias),
+             "shape-bias source": m.shape_bias_source or ""} for m in study.models]
 
 
 def study_unpublished(study) -> list[dict[str, str]]:

@@ -21,10 +21,10 @@ import logging
 import math
 import os
 import re
-from collections import OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -136,6 +136,20 @@ class DecisionMaker:
     files: list[str] = field(default_factory=list)
 
 
+def _group(rows: Iterable[dict], key: Callable[[dict], object]) -> dict:
+    """``{key(row): [rows]}`` in order of first appearance."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
+def _by_category(rows: Iterable[dict]) -> dict[str, list[dict]]:
+    """The trials of each shape category that has any, in :data:`CATEGORIES` order."""
+    by_cat = _group(rows, lambda r: r["category"])
+    return {c: by_cat[c] for c in CATEGORIES if c in by_cat}
+
+
 def group_decision_makers(rows: Sequence[dict], *, pool_humans: bool = True, keep_individuals: bool = False,
                           file_labels: dict[str, str] | None = None) -> list[DecisionMaker]:
     """Group trials by observer: one decision maker per (file, subj), in order of appearance.
@@ -147,16 +161,13 @@ def group_decision_makers(rows: Sequence[dict], *, pool_humans: bool = True, kee
     single-subject file (the reference files of texture-vs-shape).
     """
     file_labels = file_labels or {}
-    groups: "OrderedDict[tuple[str, str], list[dict]]" = OrderedDict()
-    for r in rows:
-        groups.setdefault((r.get("_file", ""), r["subj"]), []).append(r)
-    subj_files: dict[str, set] = {}
-    for f, s in groups:
-        subj_files.setdefault(s, set()).add(f)
+    groups = _group(rows, lambda r: (r.get("_file", ""), r["subj"]))
+    files_of_subj = Counter(s for _, s in groups)
+    subjs_of_file = Counter(f for f, _ in groups)
     singles = []
     for (f, s), rs in groups.items():
-        label = s if len(subj_files[s]) == 1 else f"{s} ({Path(f).parent.name or Path(f).stem})"
-        if f in file_labels and not is_human(s) and sum(ff == f for ff, _ in groups) == 1:
+        label = s if files_of_subj[s] == 1 else f"{s} ({Path(f).parent.name or Path(f).stem})"
+        if f in file_labels and not is_human(s) and subjs_of_file[f] == 1:
             label = file_labels[f]
         singles.append(DecisionMaker(label, rs, HUMAN if is_human(s) else NETWORK, [s], [f]))
     humans = [d for d in singles if d.kind == HUMAN]
@@ -172,20 +183,20 @@ def group_decision_makers(rows: Sequence[dict], *, pool_humans: bool = True, kee
 
 # --------------------------------------------------------------------------------------------------- analysis
 def _counts(rows: Sequence[dict]) -> dict:
-    n = len(rows)
-    n_shape = n_texture = n_conflict = n_na = n_nc = n_nc_correct = 0
+    """The trial counts, keyed as the record's fields (and ``n_no_conflict_correct``)."""
+    c = dict.fromkeys(("n_shape", "n_texture", "n_conflict_trials", "n_no_conflict_trials", "n_no_answer",
+                       "n_no_conflict_correct"), 0)
     for r in rows:
         shape, texture, resp = r["category"], texture_category(r["imagename"]), r["object_response"]
-        n_na += resp == NO_ANSWER
+        c["n_no_answer"] += resp == NO_ANSWER
         if shape == texture:
-            n_nc += 1
-            n_nc_correct += resp == shape
-            continue
-        n_conflict += 1
-        n_shape += resp == shape
-        n_texture += resp == texture
-    return {"n": n, "n_shape": n_shape, "n_texture": n_texture, "n_conflict": n_conflict, "n_no_answer": n_na,
-            "n_no_conflict": n_nc, "n_no_conflict_correct": n_nc_correct}
+            c["n_no_conflict_trials"] += 1
+            c["n_no_conflict_correct"] += resp == shape
+        else:
+            c["n_conflict_trials"] += 1
+            c["n_shape"] += resp == shape
+            c["n_texture"] += resp == texture
+    return dict(num_trials=len(rows), **c)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -195,9 +206,10 @@ def _ratio(a: float, b: float) -> float:
 def shape_bias(rows: Sequence[dict]) -> dict:
     """model-vs-human's three numbers for a set of trials (keys with hyphens, exactly as its ``analysis``)."""
     c = _counts(rows)
-    if not c["n"]:
+    if not c["num_trials"]:
         raise ErftoolsError("no trials to analyse")
-    return {"fraction-correct-shape": c["n_shape"] / c["n"], "fraction-correct-texture": c["n_texture"] / c["n"],
+    return {"fraction-correct-shape": c["n_shape"] / c["num_trials"],
+            "fraction-correct-texture": c["n_texture"] / c["num_trials"],
             "shape-bias": _ratio(c["n_shape"], c["n_shape"] + c["n_texture"])}
 
 
@@ -208,26 +220,19 @@ def bootstrap_ci(rows: Sequence[dict], *, n_boot: int = DEFAULT_BOOTSTRAP, seed:
     All trials on one image (several observers when pooled) move together, so the interval reflects the choice
     of stimuli. Resamples where shape + texture == 0 are dropped. Returns ``[lo, hi]`` (NaN when undefined).
     """
-    s, t = _per_image_counts(rows)
-    return _bootstrap(s, t, n_boot=n_boot, rng=np.random.default_rng(seed), level=level)
+    return _bootstrap(rows, n_boot=n_boot, rng=np.random.default_rng(seed), level=level)
 
 
-def _per_image_counts(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    shape_n: dict[str, int] = {}
-    tex_n: dict[str, int] = {}
+def _bootstrap(rows: Sequence[dict], *, n_boot: int, rng: np.random.Generator, level: float) -> list[float]:
+    shape_n: Counter = Counter()  # per cue-conflict image (sorted by image_key): shape and texture decisions
+    tex_n: Counter = Counter()
     for r in rows:
         texture = texture_category(r["imagename"])
-        if r["category"] == texture:
-            continue
-        k = image_key(r)
-        shape_n[k] = shape_n.get(k, 0) + (r["object_response"] == r["category"])
-        tex_n[k] = tex_n.get(k, 0) + (r["object_response"] == texture)
-    keys = sorted(shape_n)
-    return (np.array([shape_n[k] for k in keys], dtype=np.int64),
-            np.array([tex_n[k] for k in keys], dtype=np.int64))
-
-
-def _bootstrap(s: np.ndarray, t: np.ndarray, *, n_boot: int, rng: np.random.Generator, level: float) -> list[float]:
+        if r["category"] != texture:
+            shape_n[image_key(r)] += r["object_response"] == r["category"]
+            tex_n[image_key(r)] += r["object_response"] == texture
+    s = np.array([shape_n[k] for k in sorted(shape_n)], dtype=np.int64)
+    t = np.array([tex_n[k] for k in sorted(shape_n)], dtype=np.int64)
     m = len(s)
     if m == 0 or n_boot <= 0 or s.sum() + t.sum() == 0:
         return [math.nan, math.nan]
@@ -261,43 +266,28 @@ def analyse(rows: Sequence[dict], *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int 
         raise ErftoolsError("no trials to analyse")
     rng = np.random.default_rng(seed)
     c = _counts(rows)
-    if c["n_shape"] + c["n_texture"] == 0:
+    n, decided = c["num_trials"], c["n_shape"] + c["n_texture"]
+    if decided == 0:
         raise UndefinedShapeBias(
-            f"the shape bias is undefined for these {c['n']} trials: none was decided for the shape or the texture "
-            f"category ({c['n_conflict']} with a cue conflict, {c['n_no_conflict']} without, {c['n_no_answer']} "
-            "with no answer), and the shape bias is #shape / (#shape + #texture). Check that the decisions are "
-            "the right file or that the model's outputs are meaningful")
-    s, t = _per_image_counts(rows)
-    out = {
-        "shape_bias": _ratio(c["n_shape"], c["n_shape"] + c["n_texture"]),
-        "fraction_correct_shape": c["n_shape"] / c["n"],
-        "fraction_correct_texture": c["n_texture"] / c["n"],
-        "ci95": _bootstrap(s, t, n_boot=n_boot, rng=rng, level=level),
-        "accuracy_no_conflict": _ratio(c["n_no_conflict_correct"], c["n_no_conflict"]),
-        "num_trials": c["n"],
-        "n_shape": c["n_shape"],
-        "n_texture": c["n_texture"],
-        "n_conflict_trials": c["n_conflict"],
-        "n_no_conflict_trials": c["n_no_conflict"],
-        "n_no_answer": c["n_no_answer"],
-        "fraction_cue_decisions": _ratio(c["n_shape"] + c["n_texture"], c["n_conflict"]),
-        "num_images": len({image_key(r) for r in rows}),
-    }
-    by_cat: dict[str, list[dict]] = {}
-    for r in rows:
-        by_cat.setdefault(r["category"], []).append(r)
-    per = {}
-    for cat in CATEGORIES:
-        rs = by_cat.get(cat)
-        if not rs:
-            continue
+            f"the shape bias is undefined for these {n} trials: none was decided for the shape or the texture "
+            f"category ({c['n_conflict_trials']} with a cue conflict, {c['n_no_conflict_trials']} without, "
+            f"{c['n_no_answer']} with no answer), and the shape bias is #shape / (#shape + #texture). Check that the "
+            "decisions are the right file or that the model's outputs are meaningful")
+    out = {"shape_bias": c["n_shape"] / decided, "fraction_correct_shape": c["n_shape"] / n,
+           "fraction_correct_texture": c["n_texture"] / n,
+           "ci95": _bootstrap(rows, n_boot=n_boot, rng=rng, level=level),
+           "accuracy_no_conflict": _ratio(c["n_no_conflict_correct"], c["n_no_conflict_trials"])}
+    out.update((k, c[k]) for k in ("num_trials", "n_shape", "n_texture", "n_conflict_trials", "n_no_conflict_trials",
+                                   "n_no_answer"))
+    out.update(fraction_cue_decisions=_ratio(decided, c["n_conflict_trials"]),
+               num_images=len({image_key(r) for r in rows}), per_category={})
+    for cat, rs in _by_category(rows).items():
         cc = _counts(rs)
-        cs, ct = _per_image_counts(rs)
-        per[cat] = {"shape_bias": _ratio(cc["n_shape"], cc["n_shape"] + cc["n_texture"]),
-                    "fraction_shape": cc["n_shape"] / cc["n"], "fraction_texture": cc["n_texture"] / cc["n"],
-                    "n": cc["n"], "n_shape": cc["n_shape"], "n_texture": cc["n_texture"],
-                    "ci95": _bootstrap(cs, ct, n_boot=n_boot, rng=rng, level=level)}
-    out["per_category"] = per
+        out["per_category"][cat] = {
+            "shape_bias": _ratio(cc["n_shape"], cc["n_shape"] + cc["n_texture"]),
+            "fraction_shape": cc["n_shape"] / cc["num_trials"], "fraction_texture": cc["n_texture"] / cc["num_trials"],
+            "n": cc["num_trials"], "n_shape": cc["n_shape"], "n_texture": cc["n_texture"],
+            "ci95": _bootstrap(rs, n_boot=n_boot, rng=rng, level=level)}
     out["ci_method"] = {"method": "percentile bootstrap over cue-conflict images (all trials of an image resampled "
                                   "together; per-category intervals resample that category's images)",
                         "n_boot": n_boot, "seed": seed, "level": level, "rng": "numpy.random.default_rng"}
@@ -316,11 +306,8 @@ def analyse_decision_maker(dm: DecisionMaker, *, n_boot: int = DEFAULT_BOOTSTRAP
     except UndefinedShapeBias as exc:
         raise UndefinedShapeBias(f"{dm.label}: {exc}") from None
     if dm.kind == HUMANS:
-        subjects = {}
-        by_subj: "OrderedDict[str, list[dict]]" = OrderedDict()
-        for r in dm.rows:
-            by_subj.setdefault(r["subj"], []).append(r)
-        for subj, rs in by_subj.items():
+        subjects = out["subjects"] = {}
+        for subj, rs in _group(dm.rows, lambda r: r["subj"]).items():
             try:
                 a = analyse(rs, n_boot=n_boot, seed=seed)
             except UndefinedShapeBias:
@@ -331,7 +318,6 @@ def analyse_decision_maker(dm: DecisionMaker, *, n_boot: int = DEFAULT_BOOTSTRAP
             subjects[subj] = {k: a[k] for k in ("shape_bias", "fraction_correct_shape", "fraction_correct_texture",
                                                 "ci95", "accuracy_no_conflict", "num_trials", "n_no_answer")}
             subjects[subj]["per_category"] = {c: v["shape_bias"] for c, v in a["per_category"].items()}
-        out["subjects"] = subjects
         vals = [v["shape_bias"] for v in subjects.values() if v["shape_bias"] is not None]
         out["shape_bias_mean_of_subjects"] = float(np.mean(vals))
         out["shape_bias_range_of_subjects"] = [float(min(vals)), float(max(vals))]
@@ -340,7 +326,4 @@ def analyse_decision_maker(dm: DecisionMaker, *, n_boot: int = DEFAULT_BOOTSTRAP
 
 def mvh_per_category(rows: Iterable[dict]) -> dict[str, dict]:
     """model-vs-human's three numbers per shape category (hyphenated keys)."""
-    by_cat: dict[str, list[dict]] = {}
-    for r in rows:
-        by_cat.setdefault(r["category"], []).append(r)
-    return {c: shape_bias(by_cat[c]) for c in CATEGORIES if c in by_cat}
+    return {c: shape_bias(rs) for c, rs in _by_category(rows).items()}

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .._io import ErftoolsError, atomic_path
-from .._paths import data_dir, data_file
+from .._paths import data_file
 from .categories import CATEGORIES
 
 CSV_FILE = "error_consistency.csv"
@@ -122,15 +122,10 @@ def _shipped() -> dict:
 def shipped_observers() -> list[Maker]:
     """The 10 human observers of Geirhos et al. (2019), from ``data/shapebias/human_decisions.json``."""
     data = _shipped()
-    out = []
-    for subj, entry in data["observers"].items():
-        codes = entry["responses"]
-        correct = {}
-        for name, code in zip(data["stimuli"], codes):
-            shape = "".join(ch for ch in name.split("-")[0] if not ch.isdigit())
-            correct[name] = code != NO_ANSWER_CODE and CATEGORIES[ord(code) - ord("a")] == shape
-        out.append(Maker(subj, correct, True))
-    return out
+    shapes = ["".join(ch for ch in name.split("-")[0] if not ch.isdigit()) for name in data["stimuli"]]
+    return [Maker(subj, {name: code != NO_ANSWER_CODE and CATEGORIES[ord(code) - ord("a")] == shape
+                         for name, shape, code in zip(data["stimuli"], shapes, entry["responses"])}, True)
+            for subj, entry in data["observers"].items()]
 
 
 def human_makers(rows: Sequence[dict]) -> list[Maker]:
@@ -161,17 +156,18 @@ def makers_of(label: str, rows: Sequence[dict], kind: str) -> list[Maker]:
     return [maker_from_rows(label, rows, kind == "human")]
 
 
+def _everyone(makers: Sequence[Maker], observers: Sequence[Maker] | None) -> list[Maker]:
+    """``makers`` and then the observers (default: the shipped ones) not named as one of them."""
+    observers = list(observers) if observers is not None else shipped_observers()
+    seen = {m.label for m in makers}
+    return list(makers) + [o for o in observers if o.label not in seen]
+
+
 def pairs_for(makers: Sequence[Maker], observers: Sequence[Maker] | None = None) -> list[Pair]:
     """Every pair among ``makers`` and the observers (the observers among themselves included), each once; a
     decision maker is never paired with an observer of its own name (or itself)."""
-    observers = list(observers) if observers is not None else shipped_observers()
-    seen = {m.label for m in makers}
-    everyone = list(makers) + [o for o in observers if o.label not in seen]
-    out = []
-    for i, a in enumerate(everyone):
-        for b in everyone[i + 1:]:
-            out.append(pair(a, b))
-    return out
+    everyone = _everyone(makers, observers)
+    return [pair(a, b) for i, a in enumerate(everyone) for b in everyone[i + 1:]]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -220,34 +216,26 @@ def write_pairs(path: str | os.PathLike, pairs: Sequence[Pair]) -> Path:
     return Path(path)
 
 
-def read_pairs(path: str | os.PathLike) -> list[Pair]:
-    """Read ``error_consistency.csv`` back (empty cells: undefined)."""
-    def num(v: str) -> float | None:
-        return float(v) if v.strip() else None
-
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and set(CSV_COLUMNS) - set(rows[0]):
-        raise ErftoolsError(f"{path} lacks the columns {', '.join(sorted(set(CSV_COLUMNS) - set(rows[0])))}")
-    return [Pair(r["maker_a"], r["maker_b"], int(r["trials"]), num(r["observed"]), num(r["expected"]),
-                 num(r["kappa"])) for r in rows]
-
-
 def write_run(out: str | os.PathLike, label: str, rows: Sequence[dict], kind: str,
               observers: Sequence[Maker] | None = None) -> dict:
     """Write ``error_consistency.csv`` into the run folder ``out`` and return the record's summary: the decision
     maker against every observer, and the observers among themselves (the human ceiling)."""
     makers = makers_of(label, rows, kind)
-    own = [m for m in makers if m.human]
-    if observers:
-        obs, source = list(observers), FROM_FILES
-    elif kind == "humans" and len(own) >= MIN_OBSERVERS:
-        obs, source = own, FROM_FILES
-    else:
-        obs, source = shipped_observers(), SHIPPED
+    obs, source = _observers(observers, makers)
     pairs = pairs_for(makers, obs)
     write_pairs(Path(out) / CSV_FILE, pairs)
     return dict(summarise(label, makers, obs, pairs), observers_source=source)
+
+
+def _observers(observers: Sequence[Maker] | None, makers: Sequence[Maker]) -> tuple[list[Maker], str]:
+    """The observers of a comparison and their source: those given, else the human ``makers`` when there are at
+    least :data:`MIN_OBSERVERS` (only pooled humans have several), else the shipped observers."""
+    own = [m for m in makers if m.human]
+    if observers:
+        return list(observers), FROM_FILES
+    if len(own) >= MIN_OBSERVERS:
+        return own, FROM_FILES
+    return shipped_observers(), SHIPPED
 
 
 def write_matrix(out: str | os.PathLike, runs: Sequence[tuple[str, Sequence[dict], str]],
@@ -257,19 +245,14 @@ def write_matrix(out: str | os.PathLike, runs: Sequence[tuple[str, Sequence[dict
     makers: list[Maker] = []
     for label, rows, kind in runs:
         makers += [m for m in makers_of(label, rows, kind) if m.label not in {x.label for x in makers}]
-    own = [m for m in makers if m.human]
-    obs = list(observers) if observers else (own if len(own) >= MIN_OBSERVERS else shipped_observers())
-    source = FROM_FILES if observers or len(own) >= MIN_OBSERVERS else SHIPPED
-    pairs = pairs_for([m for m in makers if m.label not in {o.label for o in obs}] + obs, [])
+    obs, source = _observers(observers, makers)
+    names = {o.label for o in obs}
+    pairs = pairs_for([m for m in makers if m.label not in names] + obs, [])
     write_pairs(Path(out) / CSV_FILE, pairs)
     summary = summarise("", [], obs, pairs)
-    means = {}
-    for m in makers:
-        if m.label in {o.label for o in obs}:
-            continue
-        ks = [p.kappa for p in pairs if m.label in (p.maker_a, p.maker_b) and p.kappa is not None
-              and ({p.maker_a, p.maker_b} - {m.label}) <= {o.label for o in obs}]
-        means[m.label] = _mean(ks)
+    means = {m.label: _mean([p.kappa for p in pairs if m.label in (p.maker_a, p.maker_b) and p.kappa is not None
+                             and {p.maker_a, p.maker_b} - {m.label} <= names])
+             for m in makers if m.label not in names}
     return {"file": CSV_FILE, "method": METHOD, "observers": summary["observers"], "observers_source": source,
             "human_ceiling": summary["human_ceiling"], "kappa_mean": means}
 
@@ -277,9 +260,7 @@ def write_matrix(out: str | os.PathLike, runs: Sequence[tuple[str, Sequence[dict
 def matrix(makers: Sequence[Maker], observers: Sequence[Maker] | None = None) -> tuple[list[str], np.ndarray]:
     """The symmetric kappa matrix of ``makers`` and the observers (ones on the diagonal, NaN where undefined), as
     model-vs-human's error-consistency matrix; returns ``(labels, matrix)``."""
-    observers = list(observers) if observers is not None else shipped_observers()
-    seen = {m.label for m in makers}
-    everyone = list(makers) + [o for o in observers if o.label not in seen]
+    everyone = _everyone(makers, observers)
     n = len(everyone)
     out = np.ones((n, n))
     for i in range(n):
@@ -324,15 +305,9 @@ def build_human_decisions(folder: str | os.PathLike) -> dict:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - maintenance entry point
     """``python -m erftools.shapebias.consistency FOLDER [OUT]``: rebuild the shipped human decisions."""
-    import sys
+    from .reference import rebuild_main
 
-    from .._io import write_json
-
-    argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[1]) if len(argv) > 1 else data_dir() / "shapebias" / HUMAN_FILE
-    write_json(out, build_human_decisions(argv[0]))
-    print(f"wrote {out}")
-    return 0
+    return rebuild_main(argv, build_human_decisions, HUMAN_FILE)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ logits.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -18,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._constants import SHAPE_BIAS_PRECISIONS
-from .._io import ErftoolsError
+from .._io import ErftoolsError, atomic_path
 from .categories import CATEGORIES, NUM_IMAGENET_CLASSES, imagenet_indices
 from .stimuli import Stimulus, load_image
 
@@ -54,8 +55,7 @@ def aggregate_16class(probabilities):
 
 def decide(aggregated) -> list[str]:
     """The decision (arg-max category; the first in sorted order on a tie) for each row of ``(N, 16)``."""
-    arr = np.asarray(aggregated)
-    return [CATEGORIES[i] for i in np.argmax(arr, axis=-1)]
+    return [CATEGORIES[i] for i in np.argmax(np.asarray(aggregated), axis=-1)]
 
 
 def check_imagenet_head(model) -> None:
@@ -156,12 +156,11 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     import torch
 
     from ..models import get_model_info
+    from .zeroshot import is_zero_shot_model, zero_shot_classifier
 
     if precision not in PRECISIONS:
         raise ErftoolsError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     device = resolve_device(device)
-    from .zeroshot import is_zero_shot_model, zero_shot_classifier
-
     if is_zero_shot_model(model):  # an open_clip model: the 80-template text classifier of the 16 categories
         model = zero_shot_classifier(model, device=device)
     check_imagenet_head(model)
@@ -171,35 +170,28 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
     model = model.to(device).eval()
     dev = torch.device(device)
     done = dict(done or {})
-    bad: list[dict] = []
-    unread: list[dict] = []
+    bad, unread = [], []
     check = new_precision_check()
     todo = [s for s in stimuli if s.relpath not in done]
-    bar = _progress(progress, len(stimuli), len(stimuli) - len(todo), info.name)
     direct = bool(getattr(model, "decides_categories", False))  # zero-shot: 16 logits, no 1000-class mapping
-    try:
-        with torch.inference_mode():
-            start = 0
-            for x, reasons in _loader(todo, Path(root), batch_size, workers, dev,
-                                      getattr(model, "image_transform", None)):
-                batch = todo[start:start + len(x)]
-                start += len(x)
-                x = info.preprocessing.normalize(x.to(dev, non_blocking=True))
-                logits = _logits(model, x, precision)
-                unread += [{"file": s.relpath, "reason": r} for s, r in zip(batch, reasons) if r]
-                readable = [i for i, r in enumerate(reasons) if not r]
-                keep = [readable[i] for i in _finite_rows([batch[i] for i in readable], logits[readable], bad)]
-                new = _decisions([batch[i] for i in keep], logits[keep], direct)
-                if precision != "fp32" and keep:
-                    _compare(new, _logits(model, x, "fp32")[keep], check, precision, direct)
-                done.update((d.stimulus.relpath, d) for d in new)
-                if on_batch is not None:
-                    on_batch(new)
-                if bar is not None:
-                    bar.update(len(batch))
-    finally:
-        if bar is not None:
-            bar.close()
+    with _progress(progress, len(stimuli), len(stimuli) - len(todo), info.name) as bar, torch.inference_mode():
+        start = 0
+        for x, reasons in _loader(todo, Path(root), batch_size, workers, dev, getattr(model, "image_transform", None)):
+            batch = todo[start:start + len(x)]
+            start += len(x)
+            x = info.preprocessing.normalize(x.to(dev, non_blocking=True))
+            logits = _logits(model, x, precision)
+            unread += [{"file": s.relpath, "reason": r} for s, r in zip(batch, reasons) if r]
+            readable = [i for i, r in enumerate(reasons) if not r]
+            keep = [readable[i] for i in _finite_rows([batch[i] for i in readable], logits[readable], bad)]
+            new = _decisions([batch[i] for i in keep], logits[keep], direct)
+            if precision != "fp32" and keep:
+                _compare(new, _logits(model, x, "fp32")[keep], check, precision, direct)
+            done.update((d.stimulus.relpath, d) for d in new)
+            if on_batch is not None:
+                on_batch(new)
+            if bar is not None:
+                bar.update(len(batch))
     if skipped is not None:
         skipped.extend(bad)
     if unreadable is not None:
@@ -215,8 +207,9 @@ def evaluate(model, stimuli: Sequence[Stimulus], root: str | os.PathLike, *, bat
 
 
 def _progress(progress: bool, total: int, initial: int, desc: str):
+    """A progress bar (closed on leaving its ``with``), or for no ``progress`` a context that gives None."""
     if not progress:
-        return None
+        return contextlib.nullcontext()
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="img", desc=desc)
@@ -308,8 +301,6 @@ def decision_rows(decisions: Sequence[Decision], subj: str) -> list[dict]:
 
 def write_rows(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
     """Write decision rows as CSV (model-vs-human schema), atomically."""
-    from .._io import atomic_path
-
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")

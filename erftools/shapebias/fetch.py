@@ -7,6 +7,7 @@ renamed into place only once complete and verified, so re-running the command re
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -56,10 +57,6 @@ class FetchReport:
         return not self.failed
 
 
-def default_dest(dataset: str) -> Path:
-    return cache_dir(dataset)
-
-
 def plan(dataset: str, base_url: str | None = None) -> list[tuple[str, str, str]]:
     """``[(local relpath, url, sha256)]`` of every file of a dataset."""
     if dataset not in DATASETS:
@@ -89,13 +86,13 @@ def fetch(dataset: str, dest: str | os.PathLike | None = None, *, base_url: str 
     if mirror is not None and base_url is not None:
         raise ErftoolsError("pass either a base URL or a local mirror folder, not both")
     files = _selected(plan(dataset, base_url), only, dataset)
-    dest = Path(dest).expanduser() if dest is not None else default_dest(dataset)
+    dest = Path(dest).expanduser() if dest is not None else cache_dir(dataset)
     dest.mkdir(parents=True, exist_ok=True)
     report = FetchReport(dataset, dest)
     todo = _still_to_fetch(files, dest, report)
-    run = _Fetching(report, _fetcher(dataset, dest, mirror, timeout),
-                    _progress(progress and bool(todo), len(files), len(files) - len(todo), dataset))
-    try:
+    fetch_one = _fetcher(dataset, dest, mirror, timeout)
+    with _progress(progress and bool(todo), len(files), len(files) - len(todo), dataset) as bar:
+        run = _Fetching(report, fetch_one, bar)
         if todo:  # one file alone first: offline, the command fails after one attempt, not after hundreds
             run.record(todo[0][0], *run.one(*todo[0]))
         if todo[1:] and not (run.unreachable and not run.ok):
@@ -103,9 +100,6 @@ def fetch(dataset: str, dest: str | os.PathLike | None = None, *, base_url: str 
                 futures = {pool.submit(run.one, *t): t[0] for t in todo[1:]}
                 for fut in as_completed(futures):
                     run.record(futures[fut], *fut.result())
-    finally:
-        if run.bar is not None:
-            run.bar.close()
     report.downloaded.sort()
     _refuse_missing(run, len(todo), len(files), base_url, mirror)
     write_text(dest / "SHA256SUMS", "".join(f"{d}  {rel}\n" for rel, _, d in files))
@@ -150,8 +144,9 @@ def _fetcher(dataset: str, dest: Path, mirror, timeout: float):
 
 
 def _progress(progress: bool, total: int, initial: int, desc: str):
+    """A progress bar (closed on leaving its ``with``), or for no ``progress`` a context that gives None."""
     if not progress:
-        return None
+        return contextlib.nullcontext()
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="file", desc=desc)
@@ -215,8 +210,7 @@ def _fetch_one(url: str, target: Path, digest: str, timeout: float) -> tuple[str
     try:
         download(url, target, sha256=digest, timeout=timeout)
     except UnreachableError as exc:
-        reason = str(exc).split(". You may be offline")[0]
-        return "unreachable", reason
+        return "unreachable", str(exc).split(". You may be offline")[0]
     except DownloadError as exc:
         return "failed", str(exc)
     except http.client.HTTPException as exc:  # IncompleteRead etc.: the connection broke off mid-file

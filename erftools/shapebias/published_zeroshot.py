@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from .._io import ErftoolsError
-from .._paths import data_dir, data_file
+from .._paths import data_file
 
 FILE = "published_zeroshot.json"
 REPOSITORY = "paulgavrikov/vlm_shapebias"
@@ -81,15 +81,9 @@ def build(folder: str | os.PathLike) -> dict:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - maintenance entry point
     """``python -m erftools.shapebias.published_zeroshot RAW_DATA_CLIP_DIR [OUT]``."""
-    import sys
+    from .reference import rebuild_main
 
-    from .._io import write_json
-
-    argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[1]) if len(argv) > 1 else data_dir() / "shapebias" / FILE
-    write_json(out, build(argv[0]))
-    print(f"wrote {out}")
-    return 0
+    return rebuild_main(argv, build, FILE)
 
 
 if __name__ == "__main__":  # pragma: no cover

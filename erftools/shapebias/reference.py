@@ -60,15 +60,10 @@ def load_published() -> dict:
 
 def list_references() -> list[dict]:
     """Every reference: ``[{name, label, kind, shape_bias, source}]`` (computed ones first, then published)."""
-    out = []
-    for name, e in load_summary()["references"].items():
-        out.append({"name": name, "label": e["label"], "kind": e["kind"], "shape_bias": e["shape_bias"],
-                    "source": e["source"]})
-    for pub in _published():
-        for name, e in pub["entries"].items():
-            out.append({"name": name, "label": e["label"], "kind": e["kind"], "shape_bias": e["shape_bias"],
-                        "source": "published: " + pub["source"]})
-    return out
+    entries = [(name, e, e["source"]) for name, e in load_summary()["references"].items()]
+    entries += [(name, e, "published: " + pub["source"]) for pub in _published() for name, e in pub["entries"].items()]
+    return [{"name": name, "label": e["label"], "kind": e["kind"], "shape_bias": e["shape_bias"], "source": source}
+            for name, e, source in entries]
 
 
 def _published() -> list[dict]:
@@ -83,11 +78,8 @@ def get_reference(name: str) -> dict:
     key = name.strip().lower()
     refs = load_summary()["references"]
     if key in refs:
-        e = dict(refs[key])
-        e["name"] = key
-        e["per_category"] = {c: v["shape_bias"] for c, v in refs[key]["per_category"].items()}
-        e["source"] = e["source"]
-        return e
+        per_category = {c: v["shape_bias"] for c, v in refs[key]["per_category"].items()}
+        return dict(refs[key], name=key, per_category=per_category)
     for pub in _published():
         if key in pub["entries"]:
             return dict(pub["entries"][key], name=key, source="published: " + pub["source"])
@@ -133,42 +125,42 @@ def build_reference_summary(folder: str | os.PathLike, *, n_boot: int = 10_000, 
             human_files.append(rel)
     a = analyse_decision_maker(DecisionMaker("humans", human_rows, "humans"), n_boot=n_boot, seed=seed)
     humans = _entry("humans", "humans", "10 human observers pooled (model-vs-human's 'humans')", a, human_files)
-    humans["shape_bias_mean_of_subjects"] = a["shape_bias_mean_of_subjects"]
-    humans["shape_bias_range_of_subjects"] = a["shape_bias_range_of_subjects"]
-    humans["subjects"] = {s: v["shape_bias"] for s, v in a["subjects"].items()}
-    ordered = {"humans": humans}
-    ordered.update(refs)
+    humans.update(shape_bias_mean_of_subjects=a["shape_bias_mean_of_subjects"],
+                  shape_bias_range_of_subjects=a["shape_bias_range_of_subjects"],
+                  subjects={s: v["shape_bias"] for s, v in a["subjects"].items()})
     return {
         "about": "Shape bias of the reference decision files, computed by erftools (model-vs-human rules: texture = "
                  "last '-' word of the image name without digits, no-conflict trials dropped from the numerators, "
                  "fractions over all trials). ci95: percentile bootstrap over cue-conflict images.",
         "source_repository": f"https://github.com/{TEXTURE_VS_SHAPE}/tree/{TEXTURE_VS_SHAPE_COMMIT}/raw-data",
         "bootstrap": {"n_boot": n_boot, "seed": seed},
-        "references": ordered,
+        "references": {"humans": humans, **refs},
     }
 
 
 def _entry(label: str, kind: str, desc: str, a: dict, files: list[str]) -> dict:
     keep = ("shape_bias", "ci95", "fraction_correct_shape", "fraction_correct_texture", "accuracy_no_conflict",
             "num_trials", "n_no_answer")
-    e = {"label": label, "kind": kind, "description": desc, "source": "erftools analysis of " + ", ".join(files)}
-    e.update({k: a[k] for k in keep})
-    e["files"] = files
-    e["per_category"] = {c: {k: v[k] for k in ("shape_bias", "fraction_shape", "fraction_texture", "ci95")}
-                         for c, v in a["per_category"].items()}
-    return e
+    return {"label": label, "kind": kind, "description": desc, "source": "erftools analysis of " + ", ".join(files),
+            **{k: a[k] for k in keep}, "files": files,
+            "per_category": {c: {k: v[k] for k in ("shape_bias", "fraction_shape", "fraction_texture", "ci95")}
+                             for c, v in a["per_category"].items()}}
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - maintenance entry point
     """``python -m erftools.shapebias.reference FOLDER [OUT]``: rebuild the shipped summary file."""
+    return rebuild_main(argv, build_reference_summary, SUMMARY_FILE)
+
+
+def rebuild_main(argv: list[str] | None, build, file_name: str) -> int:  # pragma: no cover - maintenance
+    """The maintenance entry points: write ``build(FOLDER)`` to ``OUT`` (default: ``data/shapebias/<file_name>``)."""
     import sys
 
     from .._io import write_json
 
     argv = sys.argv[1:] if argv is None else argv
-    folder = Path(argv[0])
-    out = Path(argv[1]) if len(argv) > 1 else data_dir() / "shapebias" / SUMMARY_FILE
-    write_json(out, build_reference_summary(folder))
+    out = Path(argv[1]) if len(argv) > 1 else data_dir() / "shapebias" / file_name
+    write_json(out, build(argv[0]))
     print(f"wrote {out}")
     return 0
 

@@ -19,6 +19,7 @@ skipped, the run fails: a shape bias is never computed from NaN.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -41,8 +42,8 @@ from .analysis import (DEFAULT_BOOTSTRAP, DEFAULT_SEED, DecisionMaker, analyse_d
                        group_decision_makers, read_decisions)
 from . import consistency
 from .categories import CATEGORIES
-from .decisions import (PRECISIONS, Decision, decision_rows, evaluate, prepare_for_inference, resolve_device,
-                        write_rows)
+from .decisions import (PRECISIONS, Decision, decision_rows, evaluate, new_precision_check, prepare_for_inference,
+                        resolve_device, write_rows)
 from .plots import entry_from_record, plot_shape_bias, plot_shape_bias_bars
 from .reference import get_reference, published_for
 from .stimuli import StimuliReport, load_stimuli, manifest_sha256, parse_stimulus
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 PLOT_MATRIX = "shape_bias.png"
 PLOT_BARS = "shape_bias_bars.png"
 PROBABILITIES = "probabilities_16class.npy"
-COMBINED = results.SB_COMBINED
 PARTIAL = results.SB_PARTIAL
 PARTIAL_META = results.SB_PARTIAL_META
 PARTIAL_MAGIC = "# erftools shape-bias partial decisions, fingerprint "
@@ -61,9 +61,6 @@ MAX_NONFINITE_FRACTION = 0.01
 PREPROCESSING_NOTE = ("224x224 stimuli used as they are (no resize, no crop), ToTensor ([0, 1]), then "
                       "(x - mean) / std with the model's own mean/std; softmax over the 1000 ImageNet logits; "
                       "16-class probability = mean over each category's ImageNet classes; decision = arg-max")
-
-
-slug = results.slug  # one definition (erftools.results.records)
 
 
 # ------------------------------------------------------------------------------------------------ model runs
@@ -136,9 +133,8 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     import torch
 
     from .._dist import Dist
-    from ..models import create_model, get_model_info
-
     from .._limits import check_bound
+    from ..models import create_model, get_model_info
 
     overwrite = bool(overwrite or fresh)
     if resume and overwrite:
@@ -162,10 +158,9 @@ def run_model(name: str, *, weights: str | None = "pretrained", out: str | os.Pa
     if zero_shot:  # open_clip: the prompts, class names and text classifier are part of what a resume must match
         fingerprint["zero_shot"] = zero_shot
     run = _ModelRun(model, info, label or info.name, Path(out), stimuli, fingerprint, Dist(), device, resume,
-                    overwrite,
-                    dict(batch_size=batch_size, seed=seed, n_boot=n_boot, references=references, progress=progress,
-                         max_nonfinite_fraction=max_nonfinite_fraction, precision=precision, prepare=prepare,
-                         workers=workers))
+                    overwrite, dict(batch_size=batch_size, seed=seed, n_boot=n_boot, references=references,
+                                    progress=progress, max_nonfinite_fraction=max_nonfinite_fraction,
+                                    precision=precision, prepare=prepare, workers=workers))
     with _runfolder.held(run.out, run.dist, torch.device(run.device), "shape-bias run"):
         return _run_model_steps(run)
 
@@ -176,13 +171,11 @@ def _partial_fingerprint(out: Path, fingerprint: dict) -> dict | None:
     files = _partial_files(out)
     if not files:
         return None
-    try:
+    with contextlib.suppress(OSError, ValueError):
         meta = json.loads((out / PARTIAL_META).read_text(encoding="utf-8"))
         if isinstance(meta, dict):
             meta.pop(STIMULI_FILES, None)
             return meta
-    except (OSError, ValueError):
-        pass
     try:
         with open(files[0], encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
@@ -199,15 +192,13 @@ def _open_state(run: _ModelRun) -> dict:
     before the stimuli changed keep those of the unchanged stimuli (:func:`_after_stimuli_change`)."""
     folder = _runfolder.RunFolder(run.out, SB_RUN, run.fingerprint, resume=run.resume, overwrite=run.overwrite)
     interrupted = None if run.overwrite else _partial_fingerprint(run.out, run.fingerprint)
-    kept = None
-    if interrupted and _runfolder.differences(interrupted, run.fingerprint) and \
-            set(_runfolder.differences(interrupted, run.fingerprint)) <= STIMULI_KEYS:
-        kept = _after_stimuli_change(run, interrupted)
+    changed = set(_runfolder.differences(interrupted, run.fingerprint)) if interrupted else set()
+    kept = _after_stimuli_change(run, interrupted) if changed and changed <= STIMULI_KEYS else None
+    if kept is not None:
         interrupted = None
     state, existing = folder.decide(interrupted)
-    decisions, nonfinite = (None, [])
-    if state == _runfolder.FINISHED:
-        decisions, nonfinite = _reuse_complete(run.out, run.fingerprint, run.stimuli)
+    decisions, nonfinite = (_reuse_complete(run.out, run.fingerprint, run.stimuli) if state == _runfolder.FINISHED
+                            else (None, []))
     done = {}
     if decisions is None:
         _mark_incomplete(run.out)
@@ -273,9 +264,7 @@ def _evaluate_share(run: _ModelRun, done: dict) -> tuple | None:
     if rank != 0 and not part.exists():
         _start_rank_partial(part, run.fingerprint)
     prepared = prepare_for_inference(run.model, run.device) if opts["prepare"] else None
-    nonfinite: list = []
-    unreadable: list = []
-    check: dict = {}
+    nonfinite, unreadable, check = [], [], {}
     mine = evaluate(run.model, todo[rank::world], run.stimuli.root, batch_size=opts["batch_size"], device=run.device,
                     progress=opts["progress"] and rank == 0, on_batch=functools.partial(_append_partial, part),
                     skipped=nonfinite, precision=opts["precision"], workers=opts["workers"], precision_check=check,
@@ -284,9 +273,7 @@ def _evaluate_share(run: _ModelRun, done: dict) -> tuple | None:
                              "backends": backend_report(), "unreadable": unreadable})
     if rank != 0:
         return None
-    by_rel = dict(done)
-    for p in parts:
-        by_rel.update({d.stimulus.relpath: d for d in p["decisions"]})
+    by_rel = {**done, **{d.stimulus.relpath: d for p in parts for d in p["decisions"]}}
     decisions = [by_rel[s.relpath] for s in run.stimuli.stimuli if s.relpath in by_rel]
     skipped = {d["file"]: d for p in parts for d in p["nonfinite"]}
     order = {s.relpath: i for i, s in enumerate(run.stimuli.stimuli)}
@@ -322,13 +309,12 @@ def _run_model_steps(run: _ModelRun) -> dict:
     if result is None:
         return _runfolder.share(run.dist, None)
     decisions, nonfinite, check, backends, prepared = result
-    seconds = time.perf_counter() - run.t0
+    seconds = None if reused else time.perf_counter() - run.t0
     _check_nonfinite(nonfinite, len(run.stimuli.stimuli), run.options["max_nonfinite_fraction"], run.info)
     if not decisions:
         raise ErftoolsError(f"no stimulus gave finite logits with {run.info.name} (weights {run.info.weights}); "
                             "nothing to analyse")
-    record, refs = _model_record(run, decisions, nonfinite, check, backends, prepared,
-                                 None if reused else seconds)
+    record, refs = _model_record(run, decisions, nonfinite, check, backends, prepared, seconds)
     data = _finish(run.out, record, refs)
     _remove_partial(run.out)
     return _runfolder.share(run.dist, data)
@@ -373,15 +359,10 @@ def _model_record(run: _ModelRun, decisions: list, nonfinite: list, check: dict,
 
 
 def _merge_checks(checks: list[dict]) -> dict:
-    from .decisions import new_precision_check
-
     out = new_precision_check()
-    for c in checks:
-        if not c:
-            continue
-        out["compared"] += c["compared"]
-        out["changed_decisions"] += c["changed_decisions"]
-        out["changed"] += c["changed"]
+    for c in filter(None, checks):
+        for key in ("compared", "changed_decisions", "changed"):
+            out[key] += c[key]
         out["max_abs_probability_diff"] = max(out["max_abs_probability_diff"], c["max_abs_probability_diff"])
     return out
 
@@ -414,14 +395,11 @@ def _stimuli_record(st: StimuliReport) -> dict:
 
 def _mark_incomplete(out: Path) -> None:
     rec = out / results.SB_RECORD
-    if rec.is_file():
-        try:
-            data = json.loads(rec.read_text(encoding="utf-8"))
-            if data.get("complete"):
-                data["complete"] = False
-                write_json(rec, data)
-        except (OSError, ValueError):
-            pass
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(rec.read_text(encoding="utf-8"))
+        if data.get("complete"):
+            data["complete"] = False
+            write_json(rec, data)
 
 
 def _reuse_complete(out: Path, fingerprint: dict, stimuli: StimuliReport) -> tuple[list[Decision] | None, list]:
@@ -443,14 +421,11 @@ def _reuse_complete(out: Path, fingerprint: dict, stimuli: StimuliReport) -> tup
             rows = list(csv.DictReader(fh))
     except (OSError, ValueError):
         return none
-    if len(rows) != len(expected) or probs.shape != (len(rows), len(CATEGORIES)):
+    if len(rows) != len(expected) or probs.shape != (len(rows), len(CATEGORIES)) or any(
+            r.get("imagename") != s.name or r.get("category") != s.shape for s, r in zip(expected, rows)):
         return none
-    out_ = []
-    for s, r, p in zip(expected, rows, probs):
-        if r.get("imagename") != s.name or r.get("category") != s.shape:
-            return none
-        out_.append(Decision(s, r["object_response"], p.astype(np.float64)))
-    return out_, nonfinite
+    return [Decision(s, r["object_response"], p.astype(np.float64))
+            for s, r, p in zip(expected, rows, probs)], nonfinite
 
 
 def _finished_of(record: dict) -> str:
@@ -494,8 +469,7 @@ def _start_partial(out: Path, fingerprint: dict, stimuli: StimuliReport, keep: b
     if not keep:
         for f in _partial_files(out):
             f.unlink(missing_ok=True)
-        _start_rank_partial(out / PARTIAL, fingerprint)
-    elif not (out / PARTIAL).is_file():
+    if not (out / PARTIAL).is_file():
         _start_rank_partial(out / PARTIAL, fingerprint)
     write_json(out / PARTIAL_META, dict(fingerprint, **{STIMULI_FILES: _stimuli_files(stimuli)}))
 
@@ -512,10 +486,8 @@ def _append_partial(path: Path, new: Sequence[Decision]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):  # else the torn row is detected by its CRC when the file is read
                 fh.truncate(end)
-            except OSError:
-                pass  # the torn row is detected by its CRC when the file is read
             cause = "no space left on the device" if is_no_space(exc) else (exc.strerror or str(exc))
             raise ErftoolsError(f"{cause} while saving decisions to {path}; the decisions saved before this batch "
                                 "are intact. Fix that (free some space), then run the same command again to "
@@ -524,51 +496,44 @@ def _append_partial(path: Path, new: Sequence[Decision]) -> None:
 
 def _read_partial(out: Path, fingerprint: dict, stimuli: StimuliReport | None = None) -> dict[str, Decision]:
     """The verified rows of the partial files of this run; a partial file of another run is refused."""
+    known = {s.relpath: s for s in stimuli.stimuli} if stimuli is not None else None
     done: dict[str, Decision] = {}
     for part in _partial_files(out):
-        done.update(_read_partial_file(part, out, fingerprint, stimuli))
-    return done
-
-
-def _read_partial_file(part: Path, out: Path, fingerprint: dict, stimuli: StimuliReport | None):
-    try:
-        with open(part, encoding="utf-8", errors="replace") as fh:
-            first = fh.readline()
-            lines = fh.readlines()
-    except OSError as exc:
-        raise ErftoolsError(f"{part} cannot be read ({exc.strerror or exc}); pass overwrite=True to "
-                            "discard it") from exc
-    if not first.startswith(PARTIAL_MAGIC):
-        log.warning("%s has no fingerprint (written by an older erftools or not by erftools); it is discarded and "
-                    "the images are decided again", part)
-        return {}
-    if first[len(PARTIAL_MAGIC):].strip() != _fingerprint_hash(fingerprint):  # the protocol compared the
-        # fingerprints of .partial.json already: this file is stale or was edited
-        raise ErftoolsError(f"{out} holds partial decisions of another run ({part.name}: its fingerprint is not "
-                            f"this run's, nor that of {PARTIAL_META}); pass overwrite=True to discard them, or "
-                            "choose another output folder")
-    known = {s.relpath: s for s in stimuli.stimuli} if stimuli is not None else None
-    done, bad = {}, 0
-    for line in lines[1:]:
-        text, sep, crc = line.rstrip("\n").rpartition(",")
-        if not sep or not line.endswith("\n") or f"{zlib.crc32(text.encode('utf-8')):08x}" != crc:
-            bad += 1
-            continue
-        parts = text.split(",")
         try:
-            if len(parts) != 2 + len(CATEGORIES):
-                raise ValueError("field count")
-            stim = known[parts[0]] if known is not None else parse_stimulus(parts[0])
-            probs = np.array([float(x) for x in parts[2:]], dtype=np.float64)
-        except (KeyError, ValueError):
-            bad += 1
+            with open(part, encoding="utf-8", errors="replace") as fh:
+                first = fh.readline()
+                lines = fh.readlines()
+        except OSError as exc:
+            raise ErftoolsError(f"{part} cannot be read ({exc.strerror or exc}); pass overwrite=True to "
+                                "discard it") from exc
+        if not first.startswith(PARTIAL_MAGIC):
+            log.warning("%s has no fingerprint (written by an older erftools or not by erftools); it is discarded "
+                        "and the images are decided again", part)
             continue
-        if parts[1] not in CATEGORIES or not np.isfinite(probs).all():
-            bad += 1
-            continue
-        done[stim.relpath] = Decision(stim, parts[1], probs)
-    if bad:
-        log.warning("%s: %d damaged or cut-off row(s) dropped; those images are decided again", part, bad)
+        if first[len(PARTIAL_MAGIC):].strip() != _fingerprint_hash(fingerprint):  # the protocol compared the
+            # fingerprints of .partial.json already: this file is stale or was edited
+            raise ErftoolsError(f"{out} holds partial decisions of another run ({part.name}: its fingerprint is not "
+                                f"this run's, nor that of {PARTIAL_META}); pass overwrite=True to discard them, or "
+                                "choose another output folder")
+        bad = 0
+        for line in lines[1:]:
+            text, sep, crc = line.rstrip("\n").rpartition(",")
+            parts = text.split(",")
+            try:
+                if not sep or not line.endswith("\n") or f"{zlib.crc32(text.encode('utf-8')):08x}" != crc:
+                    raise ValueError("torn or damaged row")
+                if len(parts) != 2 + len(CATEGORIES) or parts[1] not in CATEGORIES:
+                    raise ValueError("not a decision")
+                stim = known[parts[0]] if known is not None else parse_stimulus(parts[0])
+                probs = np.array([float(x) for x in parts[2:]], dtype=np.float64)
+                if not np.isfinite(probs).all():
+                    raise ValueError("non-finite probabilities")
+            except (KeyError, ValueError):
+                bad += 1
+                continue
+            done[stim.relpath] = Decision(stim, parts[1], probs)
+        if bad:
+            log.warning("%s: %d damaged or cut-off row(s) dropped; those images are decided again", part, bad)
     return done
 
 
@@ -581,8 +546,7 @@ def _remove_partial(out: Path) -> None:
 # ------------------------------------------------------------------------------------------- decisions files
 def load_decision_makers(paths: Sequence[str | os.PathLike], *, pool_humans: bool = True,
                          keep_individuals: bool = False) -> list[DecisionMaker]:
-    rows: list[dict] = []
-    seen: dict[str, str] = {}
+    rows, seen = [], {}
     for p in paths:
         if Path(p).is_file():
             digest = sha256_file(p)
@@ -602,12 +566,8 @@ def known_file_labels(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
     from .stimuli import read_manifest
 
     by_hash = {h: rel for rel, h in read_manifest(data_file("shapebias", "reference-decisions.sha256")).items()}
-    out = {}
-    for p in paths:
-        rel = by_hash.get(sha256_file(p))
-        if rel in REFERENCE_FILES:
-            out[str(Path(p))] = REFERENCE_FILES[rel][1]
-    return out
+    found = {str(Path(p)): by_hash.get(sha256_file(p)) for p in paths}
+    return {p: REFERENCE_FILES[rel][1] for p, rel in found.items() if rel in REFERENCE_FILES}
 
 
 def run_decision_maker(dm: DecisionMaker, *, out: str | os.PathLike, stimuli_dir: str | os.PathLike | None = None,
@@ -621,28 +581,23 @@ def run_decision_maker(dm: DecisionMaker, *, out: str | os.PathLike, stimuli_dir
     shipped ones)."""
     out = Path(out)
     with run_lock(out, what="shape-bias analysis"):
-        return _run_decision_maker(dm, out, stimuli_dir, seed, n_boot, references, overwrite, observers)
-
-
-def _run_decision_maker(dm: DecisionMaker, out: Path, stimuli_dir, seed: int, n_boot: int,
-                        references: Sequence[str], overwrite: bool, observers=None) -> dict:
-    fingerprint = {"label": dm.label, "kind": dm.kind, "members": list(dm.members),
-                   "decisions_sha256": sha256_strings(sorted(sha256_file(f) for f in dm.files))}
-    _runfolder.RunFolder(out, SB_RUN, fingerprint, overwrite=overwrite).decide(None)  # refuses another run's
-    analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
-    _mark_incomplete(out)
-    write_rows(out / results.SB_DECISIONS, dm.rows)
-    files = [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in dm.files]
-    record = results.new_record(
-        "shape-bias", label=dm.label, source="decisions", decision_maker_kind=dm.kind,
-        model={"name": dm.label, "subjects": dm.members}, weights=None,
-        preprocessing=None, decisions=results.SB_DECISIONS, decisions_files=files, categories=list(CATEGORIES),
-        stimuli={"dir": str(Path(stimuli_dir).resolve()) if stimuli_dir else None, "sha256": manifest_sha256(),
-                 "note": "decisions refer to the standard cue-conflict set; image file = <dir>/<category>/<the "
-                         "part of imagename after its last '_'>"},
-        fingerprint=fingerprint, error_consistency=consistency.write_run(out, dm.label, dm.rows, dm.kind, observers),
-        **analysis)
-    return _finish(out, record, references)
+        fingerprint = {"label": dm.label, "kind": dm.kind, "members": list(dm.members),
+                       "decisions_sha256": sha256_strings(sorted(sha256_file(f) for f in dm.files))}
+        _runfolder.RunFolder(out, SB_RUN, fingerprint, overwrite=overwrite).decide(None)  # refuses another run's
+        analysis = analyse_decision_maker(dm, n_boot=n_boot, seed=seed)
+        _mark_incomplete(out)
+        write_rows(out / results.SB_DECISIONS, dm.rows)
+        files = [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in dm.files]
+        record = results.new_record(
+            "shape-bias", label=dm.label, source="decisions", decision_maker_kind=dm.kind,
+            model={"name": dm.label, "subjects": dm.members}, weights=None, preprocessing=None,
+            decisions=results.SB_DECISIONS, decisions_files=files, categories=list(CATEGORIES),
+            stimuli={"dir": str(Path(stimuli_dir).resolve()) if stimuli_dir else None, "sha256": manifest_sha256(),
+                     "note": "decisions refer to the standard cue-conflict set; image file = <dir>/<category>/<the "
+                             "part of imagename after its last '_'>"},
+            fingerprint=fingerprint,
+            error_consistency=consistency.write_run(out, dm.label, dm.rows, dm.kind, observers), **analysis)
+        return _finish(out, record, references)
 
 
 # -------------------------------------------------------------------------------------------- several makers
@@ -656,10 +611,10 @@ class _Folders:
 
     def __call__(self, label: str) -> Path:
         if self.single:
-            return Path(self.out) if self.out else self.top / slug(label)
-        name, k = slug(label), 2
+            return Path(self.out) if self.out else self.top / results.slug(label)
+        name, k = results.slug(label), 2
         while name in self.used:
-            name, k = f"{slug(label)}-{k}", k + 1
+            name, k = f"{results.slug(label)}-{k}", k + 1
         self.used.add(name)
         return self.top / name
 
@@ -715,12 +670,14 @@ def run_many(models: Sequence[tuple[str, str, str | None]], decision_makers: Seq
 
 
 # ------------------------------------------------------------------------------------------------ outputs
+def _named(references: Sequence[str]) -> list[str]:
+    """The reference names of ``references`` (``none`` and empty names left out)."""
+    return [r for r in references if r and r.lower() != "none"]
+
+
 def reference_entries(names: Sequence[str]) -> list[dict]:
     out = []
-    for n in names:
-        if not n or n.lower() == "none":
-            continue
-        ref = get_reference(n)
+    for ref in map(get_reference, _named(names)):
         e = {"label": ref["label"], "shape_bias": ref["shape_bias"], "ci95": ref.get("ci95"),
              "per_category": ref["per_category"], "kind": ref["kind"]}
         if ref.get("subjects"):
@@ -729,15 +686,23 @@ def reference_entries(names: Sequence[str]) -> list[dict]:
     return out
 
 
+def _plot(out: Path, records: Sequence[dict], references: Sequence[str], title: str) -> list[str]:
+    """Both plots of the records, with the references not among them, in ``out``; the plots' file names."""
+    import matplotlib.pyplot as plt
+
+    entries = [entry_from_record(r) for r in records]
+    labels = {e["label"] for e in entries}
+    entries += [e for e in reference_entries(references) if e["label"] not in labels]
+    plot_shape_bias(entries, out / PLOT_MATRIX, title=title)
+    plot_shape_bias_bars(entries, out / PLOT_BARS, title=title)
+    plt.close("all")
+    return [PLOT_MATRIX, PLOT_BARS]
+
+
 def _finish(out: Path, record: results.ShapeBiasRecord, references: Sequence[str]) -> dict:
     """Write plots, then the record with ``complete: true`` (last, validated); return the JSON object written."""
-    entries = [entry_from_record(record.to_dict())]
-    entries += [e for e in reference_entries(references) if e["label"] != entries[0]["label"]]
-    plot_shape_bias(entries, out / PLOT_MATRIX, title=f"Shape bias: {record.label}")
-    plot_shape_bias_bars(entries, out / PLOT_BARS, title=f"Shape bias: {record.label}")
-    _close_figures()
-    record.plots = [PLOT_MATRIX, PLOT_BARS]
-    record.references = [r for r in references if r and r.lower() != "none"]
+    record.plots = _plot(out, [record.to_dict()], references, f"Shape bias: {record.label}")
+    record.references = _named(references)
     record.complete = True
     return results.write_record(out / results.SB_RECORD, record)
 
@@ -747,23 +712,12 @@ def write_combined(out: str | os.PathLike, records: Sequence[dict], folders: Seq
     """The combined plots of several decision makers at the top of ``out`` and ``combined.json`` (an index;
     ``error_consistency``: the summary of :func:`erftools.shapebias.consistency.write_matrix`)."""
     out = Path(out)
-    entries = [entry_from_record(r) for r in records]
-    labels = {e["label"] for e in entries}
-    entries += [e for e in reference_entries(references) if e["label"] not in labels]
-    plot_shape_bias(entries, out / PLOT_MATRIX, title="Shape bias on cue-conflict stimuli")
-    plot_shape_bias_bars(entries, out / PLOT_BARS, title="Shape bias on cue-conflict stimuli")
-    _close_figures()
-    index = {"kind": results.COMBINED_KIND, "schema": results.SCHEMA, "plots": [PLOT_MATRIX, PLOT_BARS],
-             "references": [r for r in references if r and r.lower() != "none"],
+    index = {"kind": results.COMBINED_KIND, "schema": results.SCHEMA,
+             "plots": _plot(out, records, references, "Shape bias on cue-conflict stimuli"),
+             "references": _named(references),
              "runs": [{"folder": f, "label": r["label"], "shape_bias": r["shape_bias"], "ci95": r["ci95"]}
                       for f, r in zip(folders, records)]}
     if error_consistency:
         index["error_consistency"] = error_consistency
-    write_json(out / COMBINED, index)
+    write_json(out / results.SB_COMBINED, index)
     return index
-
-
-def _close_figures() -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close("all")

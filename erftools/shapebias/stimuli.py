@@ -170,11 +170,9 @@ def check_stimuli(root: str | os.PathLike, *, verify: bool = True, check_images:
                 report.malformed.append(str(exc))
                 continue
             path = root / rel
-            if check_images:
-                why = _image_problem(path)
-                if why:
-                    report.malformed.append(f"{rel}: {why}")
-                    continue
+            if check_images and (why := _image_problem(path)):
+                report.malformed.append(f"{rel}: {why}")
+                continue
             if rel not in manifest:
                 report.unexpected.append(rel)
             elif verify:

@@ -69,9 +69,7 @@ def resolve_templates(prompts=None) -> tuple[str, ...]:
     """The prompt templates: ``None`` -> the 80 CLIP ImageNet templates; else each must hold ``{}`` exactly once."""
     if prompts is None:
         return CLIP_IMAGENET_TEMPLATES
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    out = tuple(str(p) for p in prompts)
+    out = (prompts,) if isinstance(prompts, str) else tuple(str(p) for p in prompts)
     if not out:
         raise ErftoolsError("no prompt template given; pass one like --prompt 'a photo of a {}.' or leave it out "
                             "for the 80 CLIP ImageNet templates")
@@ -99,8 +97,6 @@ def is_zero_shot_model(model) -> bool:
 def encode_text_classifier(model, templates, device=None):
     """The ``(16, D)`` fp32 text classifier of an :class:`~erftools.models.openclip.OpenClipModel` (rows in
     :data:`CATEGORIES` order): per category the mean of the L2-normalised template embeddings, normalised again."""
-    import torch
-
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     rows = []
     with torch.inference_mode():
@@ -128,9 +124,8 @@ def cached_text_classifier(model, templates, key: str, *, device=None, cache: bo
     Returns ``(weights (16, D) float32, {"key", "cache", "reused", "sha256", "shape"})``."""
     path = cache_dir(CACHE_KIND) / f"{key}.npz"
     weights = _read_cached(path, key) if cache else None
-    reused = weights is not None
-    t0 = time.perf_counter()
-    if weights is None:
+    reused, t0 = weights is not None, time.perf_counter()
+    if not reused:
         weights = encode_text_classifier(model, templates, device).cpu().numpy().astype(np.float32)
         if not np.isfinite(weights).all():
             raise ErftoolsError(f"the text classifier of {model.erftools_info.name} (weights "

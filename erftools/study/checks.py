@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._io import ErftoolsError
-from .jobs import Job, WeightsChoice, images_dir, jobs, resolve_weights, stimuli_dir
+from .jobs import WeightsChoice, images_dir, jobs, resolve_weights, stimuli_dir
 from .spec import ModelSpec, Study
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,11 @@ class Preflight:
     def problems(self) -> list[str]:
         return list(self.input_problems) + [f"{mid}: {p}" for mid, ps in self.model_problems.items() for p in ps]
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
 
 def cannot_start(pre: Preflight, skip_missing: bool = False) -> str | None:
     """The message a study refuses to start with (None when it can start): the run raises it, the dry run
     prints it."""
-    lines = list(pre.input_problems) + ([] if skip_missing else
-                                        [f"{mid}: {p}" for mid, ps in pre.model_problems.items() for p in ps])
+    lines = pre.input_problems if skip_missing else pre.problems
     if not lines:
         return None
     hint = ("\n(skip_missing=True runs the models that passed these checks)"
@@ -60,22 +55,20 @@ def cannot_start(pre: Preflight, skip_missing: bool = False) -> str | None:
 
 
 def preflight(study: Study, models: list[ModelSpec], *, images=None, stimuli=None, weights_files=None,
-              weights_dir=None, allow_incomplete: bool = False, load_stimuli: bool = True,
-              nproc_per_node: int = 1) -> Preflight:
+              weights_dir=None, allow_incomplete: bool = False, nproc_per_node: int = 1) -> Preflight:
     """Check ``models`` (one shard's) and the inputs their runs need; see the module's docstring."""
     pre = Preflight()
     todo = jobs(study, models)
     if any(j.kind == "erf" for j in todo):
         _check_images(study, images, pre)
     if any(j.kind == "shape_bias" for j in todo):
-        pre.stimuli_dir = stimuli_dir(study, stimuli)
-        if load_stimuli:
-            from ..shapebias.stimuli import load_stimuli as load
+        from ..shapebias.stimuli import load_stimuli
 
-            try:
-                pre.stimuli = load(pre.stimuli_dir, allow_incomplete=allow_incomplete)
-            except ErftoolsError as exc:
-                pre.input_problems.append(f"cue-conflict stimuli: {exc}")
+        pre.stimuli_dir = stimuli_dir(study, stimuli)
+        try:
+            pre.stimuli = load_stimuli(pre.stimuli_dir, allow_incomplete=allow_incomplete)
+        except ErftoolsError as exc:
+            pre.input_problems.append(f"cue-conflict stimuli: {exc}")
     for m in models:
         choice = resolve_weights(study, m, weights_files, weights_dir)
         pre.choices[m.id] = choice
@@ -130,12 +123,14 @@ def _on_meta(name: str, weights, **kwargs):
         return create_model(name, weights, **kwargs)
 
 
-def _describe(exc: Exception) -> str:
+def describe(exc: Exception) -> str:
+    """An error as a study reports it: erftools' own message, else the exception's type and message."""
     return str(exc) if isinstance(exc, ErftoolsError) else f"{type(exc).__name__}: {exc}"
 
 
 def _check_model(study: Study, m: ModelSpec, choice: WeightsChoice) -> list[str]:
     """The problems of one model: name, model_kwargs, weights file, layers (empty when it can run)."""
+    from ..erf.layers import expand_layers
     from ..models import resolve
 
     try:
@@ -153,23 +148,16 @@ def _check_model(study: Study, m: ModelSpec, choice: WeightsChoice) -> list[str]
             model = _on_meta(m.name, "random", **kwargs)
         except Exception as exc:  # noqa: BLE001 - any constructor error is the model_kwargs' problem
             what = f"model_kwargs {m.model_kwargs}" if m.model_kwargs else "the default arguments"
-            return [f"{what} do not construct {m.name} ({_describe(exc)}); fix model_kwargs of model {m.id}"]
+            return [f"{what} do not construct {m.name} ({describe(exc)}); fix model_kwargs of model {m.id}"]
         if kind == "erf" and study.erf.layers:
-            problems += _check_layers(model, study.erf.layers)
+            try:
+                expand_layers(model, study.erf.layers if isinstance(study.erf.layers, str) else list(study.erf.layers))
+            except ErftoolsError as exc:
+                problems.append(f"[erf] layers: {exc}")
         problem = _check_weights(m, choice, entry, name_tag, kwargs)
         if problem and problem not in problems:
             problems.append(problem)
     return problems
-
-
-def _check_layers(model, layers) -> list[str]:
-    from ..erf.layers import expand_layers
-
-    try:
-        expand_layers(model, layers if isinstance(layers, str) else list(layers))
-    except ErftoolsError as exc:
-        return [f"[erf] layers: {exc}"]
-    return []
 
 
 def _weights_file(choice: WeightsChoice, entry, name_tag) -> Path | None:
@@ -218,10 +206,5 @@ def _check_weights(m: ModelSpec, choice: WeightsChoice, entry, name_tag, kwargs:
     try:
         _on_meta(m.name, str(path), **kwargs)
     except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load is this model's problem
-        return _describe(exc)
+        return describe(exc)
     return None
-
-
-def job_images(pre: Preflight, job: Job):
-    """The images an ERF job draws (as the checks found them)."""
-    return pre.images.get(job.sampler)

@@ -3,6 +3,7 @@ verdict against the study's tolerance. Reads only the finished run folders (what
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,13 +73,11 @@ def _job_rows(study: Study, job: Job, record: dict) -> list[Row]:
 
 
 def _unfinished(study: Study, job: Job, verdict: str, note: str) -> list[Row]:
-    m = job.model
-    if job.kind == "erf":
-        return [Row(m.id, m.label, job.name, f"r @ {t:.0%} (%)", None,
-                    next((v for k, v in (m.paper_erf or {}).items() if _close(k, t)), None), None, "", verdict,
-                    job.folder, note) for t in study.erf.thresholds]
-    return [Row(m.id, m.label, job.name, "shape bias", None, m.paper_shape_bias, None, "", verdict, job.folder,
-                note)]
+    """The rows of a run without a record: the paper's values only, with ``verdict`` and ``note``."""
+    rows = _job_rows(study, job, {})
+    for r in rows:
+        r.tolerance, r.verdict, r.note = "", verdict, note
+    return rows
 
 
 def compare(study: Study, root: Path, failures: dict | None = None) -> list[Row]:
@@ -99,7 +98,7 @@ def compare(study: Study, root: Path, failures: dict | None = None) -> list[Row]
             if job.folder in failures:
                 rows += _unfinished(study, job, FAILED, failures[job.folder])
                 continue
-            status = run_status(folder, "erf" if job.kind == "erf" else "shape-bias")
+            status = run_status(folder, job.kind)
             if status != "done":
                 note = ("interrupted: run the study again to continue it" if status == "interrupted"
                         else "not computed yet")
@@ -111,10 +110,7 @@ def compare(study: Study, root: Path, failures: dict | None = None) -> list[Row]
 
 
 def summary(rows: list[Row]) -> dict:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    return counts
+    return dict(Counter(r.verdict for r in rows))
 
 
 def _num(v, digits=2) -> str:

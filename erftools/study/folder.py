@@ -39,23 +39,16 @@ SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/li
 #: ... except the temporary folders inside them
 TEMP_DIRS = ("/var/tmp", "/var/folders", "/private/var/tmp", "/private/var/folders")
 
-__all__ = ["results_folder", "check_folder", "study_lock", "study_differences", "STUDY_LOCK", "STUDY_FILES", "record_name"]
-
-
-def _inside(path: Path, folder: str | Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
+__all__ = ["results_folder", "check_folder", "study_lock", "study_differences", "STUDY_LOCK", "STUDY_FILES",
+           "record_name"]
 
 
 def _system_location(resolved: Path) -> bool:
     if resolved == Path(resolved.anchor):
         return True
-    if any(_inside(resolved, t) or _inside(resolved, Path(t).resolve()) for t in TEMP_DIRS):
+    if any(resolved.is_relative_to(t) or resolved.is_relative_to(Path(t).resolve()) for t in TEMP_DIRS):
         return False
-    return any(_inside(resolved, d) or _inside(resolved, Path(d).resolve()) for d in SYSTEM_DIRS)
+    return any(resolved.is_relative_to(d) or resolved.is_relative_to(Path(d).resolve()) for d in SYSTEM_DIRS)
 
 
 def results_folder(study: Study, results: str | os.PathLike | None = None) -> Path:
@@ -68,7 +61,7 @@ def results_folder(study: Study, results: str | os.PathLike | None = None) -> Pa
     elif study.results:
         path, origin = Path(study.results).expanduser(), f"{study.source}, key study.results"
         cwd = Path.cwd().resolve()
-        if not _inside((cwd / path).resolve(), cwd):
+        if not (cwd / path).resolve().is_relative_to(cwd):
             raise StudyError(f"{origin}: {study.results!r} is outside the working directory {cwd}; a study file may "
                              "only name a results folder inside the working directory (a relative path that does "
                              "not climb out with '..' or leave through a symbolic link). Give a folder elsewhere "
@@ -175,12 +168,9 @@ def study_differences(old_text: str, new_text: str) -> list[str]:
     except toml.TOMLDecodeError:
         return ["the folder's study.toml is not valid TOML"]
     new = _flat(toml.loads(new_text))
-    out = []
-    for key in list(old) + [k for k in new if k not in old]:
-        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
-        if a != b:
-            out.append(f"{key}: {_short(a)} -> {_short(b)}")
-    return out
+    absent = "(absent)"
+    return [f"{key}: {_short(old.get(key, absent))} -> {_short(new.get(key, absent))}" for key in {**old, **new}
+            if old.get(key, absent) != new.get(key, absent)]
 
 
 def _short(v) -> str:
@@ -210,7 +200,8 @@ def _holders(root: Path, main_fd: int) -> str:
     return ", ".join(found) if found else describe_holder(read_holder(main_fd))
 
 
-def _take(path: Path, mode: int) -> int:
+def _take(path: Path, mode: int) -> tuple[int, bool]:
+    """A descriptor of ``path``, open, and whether the lock ``mode`` was taken (False: another process holds it)."""
     import fcntl
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -220,14 +211,8 @@ def _take(path: Path, mode: int) -> int:
         if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             os.close(fd)
             raise StudyError(f"cannot lock {path} ({exc.strerror or exc})") from exc
-        raise _Busy(fd) from None
-    return fd
-
-
-class _Busy(Exception):
-    def __init__(self, fd: int):
-        super().__init__(fd)
-        self.fd = fd
+        return fd, False
+    return fd, True
 
 
 @contextlib.contextmanager
@@ -240,23 +225,22 @@ def study_lock(root: Path, shard: tuple[int, int] | None = None) -> Iterator[dic
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
           "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300],
           "shard": f"{shard[0]}/{shard[1]}" if shard else None}
-    try:
-        main = _take(root / STUDY_LOCK, fcntl.LOCK_SH if shard else fcntl.LOCK_EX)
-    except _Busy as busy:
-        who = _holders(root, busy.fd)
-        os.close(busy.fd)
+    main, taken = _take(root / STUDY_LOCK, fcntl.LOCK_SH if shard else fcntl.LOCK_EX)
+    if not taken:
+        who = _holders(root, main)
+        os.close(main)
         raise FolderLockedError(f"the results folder {root} is being written by another erftools study: {who}; "
-                                "wait for it to finish, or choose another results folder (results=DIR)") from None
+                                "wait for it to finish, or choose another results folder (results=DIR)")
     fds = [main]
     try:
         if shard:
-            try:
-                fds.append(_take(root / SHARD_LOCK.format(*shard), fcntl.LOCK_EX))
-            except _Busy as busy:
-                who = describe_holder(read_holder(busy.fd))
-                os.close(busy.fd)
+            fd, taken = _take(root / SHARD_LOCK.format(*shard), fcntl.LOCK_EX)
+            if not taken:
+                who = describe_holder(read_holder(fd))
+                os.close(fd)
                 raise FolderLockedError(f"shard {shard[0]}/{shard[1]} of the study in {root} is being run by {who}; "
-                                        "wait for it to finish") from None
+                                        "wait for it to finish")
+            fds.append(fd)
         write_holder(fds[-1], me)
         yield me
         with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .folder import results_folder as results_dir  # the study's results folder, checked
 from .spec import BUNDLED, ModelSpec, Study, StudyError
 
 ENV_WEIGHTS_DIR = "ERFTOOLS_WEIGHTS_DIR"
@@ -43,12 +44,10 @@ class Job:
         """The model's label in figures: with the sampler when the study has several, and its ERF variant."""
         from ..erf.objectives import label_with_variant
 
-        label = self.model.label
-        if self.kind == "erf" and len(study.erf.samplers) > 1:
-            label = f"{label} ({self.sampler})"
-        if self.kind == "erf":
-            label = label_with_variant(label, study.erf.objective, study.erf.reduction)
-        return label
+        if self.kind != "erf":
+            return self.model.label
+        label = f"{self.model.label} ({self.sampler})" if len(study.erf.samplers) > 1 else self.model.label
+        return label_with_variant(label, study.erf.objective, study.erf.reduction)
 
     def label(self, study: Study) -> str:
         label = self.series_label(study)
@@ -89,19 +88,7 @@ def shard_models(study: Study, shard: tuple[int, int] | None) -> list[ModelSpec]
     """The models of one shard: every n-th model of the file starting at the i-th (models without public
     weights, which never run, are left out of the count so the work is split evenly)."""
     runnable = [m for m in study.models if not m.unpublished]
-    if shard is None:
-        return runnable
-    i, n = shard
-    return runnable[i - 1::n]
-
-
-def results_dir(study: Study, results: str | os.PathLike | None = None) -> Path:
-    """The study's results folder: the argument, else the study's ``results`` key, else results/studies/<name>;
-    checked by :func:`erftools.study.folder.results_folder` (a study file's folder stays inside the working
-    directory, no folder is a system location)."""
-    from .folder import results_folder
-
-    return results_folder(study, results)
+    return runnable if shard is None else runnable[shard[0] - 1::shard[1]]
 
 
 @dataclass(frozen=True)
@@ -150,24 +137,24 @@ def resolve_weights(study: Study, model: ModelSpec, weights_files: dict | None =
                                f"{d['file']})", "manual download")
 
 
-def _torchrun(nproc: int) -> list[str]:
+def _torchrun(job: Job, command: str, nproc: int) -> list[str]:
+    """``torchrun ... erftools <command>`` on ``nproc`` processes; refused for a model with ``model_kwargs``."""
+    if job.model.model_kwargs:
+        raise StudyError(f"model {job.model.id} has model_kwargs, which `erftools {command}` cannot take on its "
+                         "command line; run it without nproc_per_node")
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(int(nproc)),
-            "-m", "erftools.cli"]
+            "-m", "erftools.cli", command]
 
 
 def erf_command(study: Study, job: Job, out: Path, weights: str, images: Path | None, device: str,
                 nproc: int) -> list[str]:
     """The ``torchrun ... erftools erf`` command of an ERF run on ``nproc`` processes of this machine."""
-    if job.model.model_kwargs:
-        raise StudyError(f"model {job.model.id} has model_kwargs, which `erftools erf` cannot take on its command "
-                         "line; run it without nproc_per_node")
     e = study.erf
-    cmd = _torchrun(nproc) + ["erf", "--model", job.model.name, "--weights", weights, "--num-images",
-                              str(e.num_images), "--sampler", job.sampler, "--seed", str(job.seed(study)),
-                              "--size", str(job.input_size(study)), "--out", str(out), "--label", job.label(study),
-                              "--device", device, "--precision", e.precision, "--objective", e.objective,
-                              "--reduce", e.reduction, "--no-progress", "--thresholds",
-                              *[f"{t:g}" for t in e.thresholds]]
+    cmd = _torchrun(job, "erf", nproc) + [
+        "--model", job.model.name, "--weights", weights, "--num-images", str(e.num_images), "--sampler", job.sampler,
+        "--seed", str(job.seed(study)), "--size", str(job.input_size(study)), "--out", str(out), "--label",
+        job.label(study), "--device", device, "--precision", e.precision, "--objective", e.objective, "--reduce",
+        e.reduction, "--no-progress", "--thresholds", *[f"{t:g}" for t in e.thresholds]]
     if images is not None:
         cmd += ["--images", str(images)]
     if e.batch_size:
@@ -184,14 +171,11 @@ def erf_command(study: Study, job: Job, out: Path, weights: str, images: Path | 
 def shape_bias_command(study: Study, job: Job, out: Path, weights: str, stimuli: Path | None, device: str,
                        nproc: int, allow_incomplete: bool) -> list[str]:
     """The ``torchrun ... erftools shape-bias`` command of a shape-bias run on ``nproc`` processes."""
-    if job.model.model_kwargs:
-        raise StudyError(f"model {job.model.id} has model_kwargs, which `erftools shape-bias` cannot take on its "
-                         "command line; run it without nproc_per_node")
     s = study.shape_bias
-    cmd = _torchrun(nproc) + ["shape-bias", "--model", job.model.name, "--weights", weights, "--out", str(out),
-                              "--label", job.label(study), "--batch-size", str(s.batch_size), "--device", device,
-                              "--precision", s.precision, "--seed", str(job.seed(study)), "--bootstrap",
-                              str(s.bootstrap), "--reference", "humans", "--no-progress"]
+    cmd = _torchrun(job, "shape-bias", nproc) + [
+        "--model", job.model.name, "--weights", weights, "--out", str(out), "--label", job.label(study),
+        "--batch-size", str(s.batch_size), "--device", device, "--precision", s.precision, "--seed",
+        str(job.seed(study)), "--bootstrap", str(s.bootstrap), "--reference", "humans", "--no-progress"]
     if stimuli is not None:
         cmd += ["--stimuli", str(stimuli)]
     if allow_incomplete:

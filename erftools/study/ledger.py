@@ -67,15 +67,9 @@ def is_kept(folder: Path, job: Job, inputs: dict) -> bool:
 
     try:
         saved = json.loads((folder / LEDGER).read_text(encoding="utf-8"))
+        return (isinstance(saved, dict) and saved.get("inputs") == inputs and run_status(folder, job.kind) == "done"
+                and saved.get("record_sha256") == sha256_file(_record(folder, job)))
     except (OSError, ValueError):
-        return False
-    if not isinstance(saved, dict) or saved.get("inputs") != inputs:
-        return False
-    if run_status(folder, job.kind) != "done":
-        return False
-    try:
-        return saved.get("record_sha256") == sha256_file(_record(folder, job))
-    except OSError:
         return False
 
 

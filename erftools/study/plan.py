@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checks import cannot_start, preflight
+from .folder import check_folder
 from .jobs import Job, check_weights_ids, jobs, results_dir, shard_models
+from .machine import gemm_rate
 from .spec import Study, StudyError
 
 __all__ = ["Plan", "PlannedRun", "make_plan", "format_plan", "run_status", "benchmark_rates"]
@@ -57,10 +59,8 @@ class Plan:
 
     @property
     def total_s(self) -> float | None:
-        todo = [r for r in self.runs if r.status in ("to compute", "interrupted")]
-        if any(r.estimate_s is None for r in todo):
-            return None
-        return sum(r.estimate_s for r in todo)
+        todo = [r.estimate_s for r in self.runs if r.status in ("to compute", "interrupted")]
+        return None if None in todo else sum(todo)
 
     @property
     def ready(self) -> bool:
@@ -116,23 +116,22 @@ def _flops(name: str, kwargs: dict, cache: dict) -> float | None:
     from ..models.openclip import is_openclip_name
 
     key = (name, json.dumps(kwargs, sort_keys=True, default=str))
-    if key not in cache and is_openclip_name(name):
-        cache[key] = None
-    if key not in cache:
-        cache[key] = None
-        try:
-            import torch
-            from torch.utils.flop_counter import FlopCounterMode
+    if key in cache or is_openclip_name(name):
+        return cache.get(key)
+    cache[key] = None
+    try:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
 
-            from ..models import create_model
+        from ..models import create_model
 
-            with torch.device("meta"):
-                model = create_model(name, weights="random", **kwargs).eval()
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
-                model(torch.empty(1, 3, 224, 224, device="meta"))
-            cache[key] = float(counter.get_total_flops()) or None
-        except Exception:  # noqa: BLE001 - no estimate rather than no plan
-            pass
+        with torch.device("meta"):
+            model = create_model(name, weights="random", **kwargs).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.empty(1, 3, 224, 224, device="meta"))
+        cache[key] = float(counter.get_total_flops()) or None
+    except Exception:  # noqa: BLE001 - no estimate rather than no plan
+        pass
     return cache[key]
 
 
@@ -150,10 +149,11 @@ def _rate(name: str, kwargs: dict, table: dict, cache: dict) -> tuple[float | No
     return own * statistics.median(per_flop), (family if family in table else "the benchmarked models' median")
 
 
-def _gemm(data: dict, *keys) -> float | None:
-    for k in keys:
-        data = (data or {}).get(k) if isinstance(data, dict) else None
-    return float(data) if isinstance(data, (int, float)) and data > 0 else None
+def _gemm(data) -> float | None:
+    """``data["gemm"]["best_gflops"]``, the GEMM rate a benchmark recorded, when it is a positive number."""
+    gemm = data.get("gemm") if isinstance(data, dict) else None
+    rate = gemm.get("best_gflops") if isinstance(gemm, dict) else None
+    return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
 
 
 def _load(path: Path) -> dict | None:
@@ -194,9 +194,7 @@ def benchmark_rates(device: str) -> tuple[dict, dict, str, dict]:
         meta = data.get("meta", {})
         note.append(f"ERF from erf_bench.json ({meta.get('cpu_count', '?')}-core CPU, {meta.get('threads', '?')} "
                     "threads)")
-        rate = _gemm(meta, "gemm", "best_gflops") or _gemm(_load(d / "erf_lower_bound.json"), "gemm", "best_gflops")
-        if rate:
-            rates["erf"] = rate
+        rates["erf"] = _gemm(meta) or _gemm(_load(d / "erf_lower_bound.json"))
     data = _load(d / "shape_bias.json")
     if data is not None:
         for r in data.get("results", []):
@@ -205,13 +203,11 @@ def benchmark_rates(device: str) -> tuple[dict, dict, str, dict]:
                 sb[r["model"]] = ms / 1000.0
         env = data.get("environment", {})
         note.append(f"shape bias from shape_bias.json ({env.get('logical_cpus', '?')}-core CPU)")
-        rate = _gemm(env, "gemm", "best_gflops")
-        if rate:
-            rates["shape_bias"] = rate
+        rates["shape_bias"] = _gemm(env)
     if not note:
         return {}, {}, "no committed benchmarks found (reports/benchmarks/ ships with a source checkout)", {}
-    cores = os.cpu_count() or 1
-    return erf, sb, "estimates: " + "; ".join(note) + f"; this machine has {cores} cores", rates
+    rates = {k: v for k, v in rates.items() if v}
+    return erf, sb, "estimates: " + "; ".join(note) + f"; this machine has {os.cpu_count() or 1} cores", rates
 
 
 def _device(study: Study, device: str | None) -> str:
@@ -239,7 +235,7 @@ def _weights_line(m, choice, reach: dict) -> tuple[str, str]:
     w = choice.weights
     if w == "random":
         return "random (seeded), nothing to download", "ok"
-    entry, tag = resolve(m.name)
+    entry, _ = resolve(m.name)
     src = None if w.startswith(("http://", "https://")) else entry.weight_source(None if w == "pretrained" else w)
     if w.startswith(("http://", "https://")):
         url, cached, text = w, hub_checkpoint_path(w).is_file(), w
@@ -264,14 +260,11 @@ def _scale(dev: str, rates: dict, machine_rate, needed: bool) -> tuple[dict, str
     """The factors that scale the benchmarks' times to this machine, and how they were found."""
     if dev != "cpu" or not rates or not needed:
         return {}, ""
+    took = ""
     if machine_rate is None:
-        from .machine import gemm_rate
-
         t = time.perf_counter()
         machine_rate = gemm_rate()
         took = f", measured in {time.perf_counter() - t:.1f} s"
-    else:
-        took = ""
     factors = {k: v / machine_rate for k, v in rates.items()}
     parts = ", ".join(f"{k.replace('_', ' ').replace('erf', 'ERF')} x{f:.2f} (benchmark {rates[k]:.0f} GFLOP/s)"
                       for k, f in factors.items())
@@ -287,8 +280,6 @@ def make_plan(study: Study, *, results=None, images=None, stimuli=None, weights_
     run with its folder, status and estimated time, and what the run would refuse to start with (the same checks).
     ``machine_rate``: this machine's GEMM rate in GFLOP/s (default: measured now). Nothing is downloaded or
     computed."""
-    from .folder import check_folder
-
     check_weights_ids(study, weights_files)
     root = results_dir(study, results)
     dev = _device(study, device)
@@ -311,8 +302,7 @@ def make_plan(study: Study, *, results=None, images=None, stimuli=None, weights_
         plan.refusal = str(exc)
     _inputs(plan, study, runs, pre)
     plan.not_run = [(m, m.note or "no public weights") for m in study.models if m.unpublished]
-    reach: dict = {}
-    flops: dict = {}
+    reach, flops = {}, {}
     for m in models:
         if m.id in pre.model_problems:
             plan.weights += [(m.id, p, "MISSING") for p in pre.model_problems[m.id]]
@@ -367,8 +357,7 @@ def format_plan(plan: Plan) -> str:
     out.append("Weights:")
     out += [f"  [{mark}] {mid}: {text}" for mid, text, mark in plan.weights]
     out += [f"  [not run] {m.id}: {reason}" for m, reason in plan.not_run]
-    out.append("")
-    out.append("Runs:")
+    out += ["", "Runs:"]
     w = max([len(r.job.model.id) for r in plan.runs] + [5])
     for r in plan.runs:
         unit = "images" if r.job.kind == "erf" else "stimuli"
@@ -378,9 +367,8 @@ def format_plan(plan: Plan) -> str:
         out.append(f"  {r.job.model.id:<{w}}  {r.job.name:<18} {r.units} {unit}{size}: {r.status}{est}  "
                    f"-> {r.job.folder}")
     total = plan.total_s
-    out.append("")
-    out.append(f"Estimated compute time: {_duration(total)}" + ("" if total is not None else
-                                                                  " (no benchmark for some models)"))
+    out += ["", f"Estimated compute time: {_duration(total)}" + ("" if total is not None else
+                                                               " (no benchmark for some models)")]
     if any(mark == NETWORK for _, _, mark in plan.weights):
         out.append(f"Downloads marked [{NETWORK}] fail on this machine as it is now.")
     if plan.refusal:

@@ -12,6 +12,7 @@ Folder layout (``<results>/``): ``study.toml`` (a copy of the study file), ``<mo
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import Callable
 
 from .._io import ErftoolsError, _json_safe, write_text
-from .checks import cannot_start, preflight
+from .checks import cannot_start, describe, preflight
 from .compare import Row, compare, markdown_rows, rows_json, summary
 from .folder import record_name, check_folder, results_folder, study_lock
 from .jobs import Job, check_weights_ids, erf_command, jobs, parse_shard, shape_bias_command, shard_models
 from .ledger import is_kept, job_inputs, remember
 from .spec import Study, StudyError
 from .terms import in_study_terms
+from ..results.records import checked_path
 from ..results.store import STUDY_RECORD, study_from_dict  # one definition and one check: the store's
 
 log = logging.getLogger(__name__)
@@ -51,34 +53,25 @@ class StudyOutcome:
     report_problem: str | None = None
 
 
-def _write_copy(root: Path, study: Study) -> None:
-    """Keep a copy of the study file in the results folder (rewritten only when it differs)."""
-    copy = root / STUDY_COPY
-    if not copy.is_file() or copy.read_text(encoding="utf-8", errors="replace") != study.text:
-        write_text(copy, study.text)
-
-
 def run_study(study: Study, *, results=None, images=None, stimuli=None, weights_files: dict | None = None,
               weights_dir=None, shard: str | tuple | None = None, nproc_per_node: int | None = None,
               device: str | None = None, skip_missing: bool = False, allow_incomplete: bool | None = None,
               overwrite: bool = False, progress: bool = True, report: bool = True,
               echo: Callable[[str], None] | None = None, on_batch: Callable | None = None,
               runner: Callable | None = None) -> StudyOutcome:
-    """Run ``study`` (see :mod:`erftools.study.runner`) and return the comparison.
+    """Run ``study`` (see :mod:`erftools.study.runner`) and return the comparison. Everything is checked before
+    the first model runs (:mod:`erftools.study.checks`); a run that fails for its own reason becomes a ``failed``
+    row and the others go on.
 
     ``images``: the ERF image folder (the ImageNet validation folder; overrides the study's ``images``);
     ``stimuli``: the cue-conflict folder; ``weights_files``: ``{model id: checkpoint path}``; ``weights_dir``: a
-    folder holding manually downloaded weights under their expected names; ``shard``: ``"i/n"``, this machine's
-    share of the models; ``nproc_per_node``: run each measurement under torchrun with that many processes;
-    ``skip_missing``: run the models that pass the checks and list the others instead of refusing;
-    ``overwrite``: accept a study file that differs from the one the results folder was made with, and compute
-    every run (of this shard) again. ``results``: the results folder (anywhere but a system location; the study
-    file's ``results`` must stay inside the working directory: :mod:`erftools.study.folder`).
-    ``on_batch`` is passed to the in-process ERF runs (tests use it to interrupt a study); ``runner`` replaces
-    ``subprocess.run`` for the torchrun commands (tests).
-
-    Everything is checked before the first model runs (:mod:`erftools.study.checks`); a run that fails for its
-    own reason becomes a ``failed`` row and the others go on.
+    folder of manually downloaded weights under their expected names; ``shard``: ``"i/n"``, this machine's share
+    of the models; ``nproc_per_node``: run each measurement under torchrun with that many processes;
+    ``skip_missing``: run the models that pass the checks and list the others instead of refusing; ``overwrite``:
+    accept a study file that differs from the results folder's, and compute every run (of this shard) again;
+    ``results``: the results folder (where it may be: :mod:`erftools.study.folder`); ``on_batch``: passed to the
+    in-process ERF runs (tests interrupt a study with it); ``runner``: replaces ``subprocess.run`` for the torchrun
+    commands (tests).
     """
     echo = echo or (lambda s: None)
     root = results_folder(study, results)
@@ -89,25 +82,23 @@ def run_study(study: Study, *, results=None, images=None, stimuli=None, weights_
     models = shard_models(study, shard_t)
     allow = study.shape_bias.allow_incomplete if study.shape_bias else False
     allow = allow if allow_incomplete is None else bool(allow_incomplete)
-    single = (nproc_per_node or 1) <= 1
+    nproc = int(nproc_per_node or 1)
     pre = preflight(study, models, images=images, stimuli=stimuli, weights_files=weights_files,
-                    weights_dir=weights_dir, allow_incomplete=allow, nproc_per_node=int(nproc_per_node or 1))
-    refusal = cannot_start(pre, skip_missing)
-    if refusal:
+                    weights_dir=weights_dir, allow_incomplete=allow, nproc_per_node=nproc)
+    if refusal := cannot_start(pre, skip_missing):
         raise StudyError(refusal)
     check_folder(root, study, overwrite)  # before the lock: a refused folder gets nothing written into it
-    ctx = _Context(study, root, pre, device or study.device, progress, on_batch, runner, overwrite, allow,
-                   int(nproc_per_node or 1), echo)
+    ctx = _Context(study, root, pre, device or study.device, progress, on_batch, runner, overwrite, allow, nproc, echo)
     with study_lock(root, shard_t):
         check_folder(root, study, overwrite)
         outcome = StudyOutcome(root, [], skipped={mid: "; ".join(p) for mid, p in pre.model_problems.items()})
         if record_name(root) != study.name:
             write_outputs(study, root, outcome, report=False)  # the study record first: the folder is ours
-        _write_copy(root, study)
+        _write_if_changed(root / STUDY_COPY, study.text)  # a copy of the study file
         try:
             for job in jobs(study, models):
                 if job.model.id not in pre.model_problems:
-                    _run_job(ctx, job, outcome, single)
+                    _run_job(ctx, job, outcome, nproc <= 1)
         except BaseException:
             write_outputs(study, root, outcome, report=False)  # the table of what is there; then stop
             raise
@@ -146,8 +137,6 @@ def _run_job(ctx: _Context, job: Job, outcome: StudyOutcome, single: bool) -> No
         return
     ctx.echo(f"[{job.model.id}] {job.name} -> {out}")
     try:
-        from ..results.records import checked_path
-
         checked_path(ctx.root, out, job.folder)  # a run folder linked out of the study's folder is never written
         if not single:
             if job.kind == "erf":
@@ -157,7 +146,7 @@ def _run_job(ctx: _Context, job: Job, outcome: StudyOutcome, single: bool) -> No
                                          ctx.allow_incomplete)
             if ctx.overwrite:
                 cmd.append("--overwrite")
-            rc = (ctx.runner or _run)(cmd)
+            rc = ctx.runner(cmd) if ctx.runner else subprocess.run(cmd, check=False).returncode
             if rc != 0:
                 raise ErftoolsError(f"the command exited with status {rc}: {shlex.join(cmd)}")
         elif job.kind == "erf":
@@ -168,14 +157,9 @@ def _run_job(ctx: _Context, job: Job, outcome: StudyOutcome, single: bool) -> No
         remember(out, job, inputs)
         outcome.ran.append(job.folder)
     except Exception as exc:  # noqa: BLE001 - one failed run never costs the others
-        message = str(exc) if isinstance(exc, ErftoolsError) else f"{type(exc).__name__}: {exc}"
         log.debug("run %s failed", job.folder, exc_info=True)
-        outcome.failures[job.folder] = in_study_terms(message, job.model.id)
+        outcome.failures[job.folder] = in_study_terms(describe(exc), job.model.id)
         ctx.echo(f"[{job.model.id}] {job.name} failed: {outcome.failures[job.folder]}")
-
-
-def _run(cmd: list[str]) -> int:
-    return subprocess.run(cmd, check=False).returncode
 
 
 def _erf_in_process(study: Study, job: Job, out: Path, weights: str, img_dir: Path | None, device: str,
@@ -191,8 +175,7 @@ def _erf_in_process(study: Study, job: Job, out: Path, weights: str, img_dir: Pa
     e = study.erf
     seed = job.seed(study)
     size = job.input_size(study)
-    kwargs = dict(model_kwargs_for_size(job.model.name, size))
-    kwargs.update(job.model.model_kwargs)
+    kwargs = {**model_kwargs_for_size(job.model.name, size), **job.model.model_kwargs}
     torch.manual_seed(seed)
     model = create_model(job.model.name, weights, **kwargs)
     pre = get_model_info(model).preprocessing
@@ -280,8 +263,6 @@ def write_outputs(study: Study, root: Path, outcome: StudyOutcome | None = None,
     A file whose content would not change is not rewritten, and the report is rebuilt only when a run was
     computed in this session, the comparison changed or the report is missing (or ``force_report``): a rerun of a
     finished study touches nothing."""
-    import json
-
     outcome = outcome or StudyOutcome(root, [])
     rows = compare(study, root, outcome.failures)
     outcome.rows = rows

@@ -160,11 +160,9 @@ def locate(text: str, path: tuple) -> int | None:
         for k, name in enumerate(names):
             resolved.append(name)
             prefix = tuple(names[:k + 1])
-            if k == len(names) - 1 and is_array:
+            if k == len(names) - 1 and is_array:  # a new element restarts the counts of arrays inside the old one
+                counters = {key: n for key, n in counters.items() if key == prefix or key[:k + 1] != prefix}
                 counters[prefix] = counters.get(prefix, -1) + 1
-                for key in list(counters):  # a new element restarts the counts of arrays inside the old one
-                    if len(key) > len(prefix) and key[:len(prefix)] == prefix:
-                        del counters[key]
                 resolved.append(counters[prefix])
             elif prefix in counters:
                 resolved.append(counters[prefix])
@@ -221,17 +219,21 @@ class _Ctx:
             return default
         value = table[key]
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if isinstance(value, bool) and bool not in kinds:
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             raise self.error(path + (key,), f"expected {what or _kinds(kinds)}, got {value!r}")
-        if not isinstance(value, kinds):
-            raise self.error(path + (key,), f"expected {what or _kinds(kinds)}, got {value!r}")
+        return value
+
+    def choice(self, table: dict, key: str, path: tuple, choices, default):
+        """A string key that must be one of ``choices`` (None, the default of some keys, passes)."""
+        value = self.get(table, key, path, str, default)
+        if value is not None and value not in choices:
+            raise self.error(path + (key,), f"{value!r}; choose one of {', '.join(choices)}")
         return value
 
 
 def _kinds(kinds) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
              dict: "a table"}
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -271,9 +273,7 @@ def parse_study(text: str, source: str = "<study>", base_dir: Path | None = None
     name = ctx.get(st, "name", ("study",), str, required=True, what="the study's name (a string)")
     if not _ID.match(name):
         raise ctx.error(("study", "name"), f"{name!r}: use letters, digits, '.', '_' and '-' only")
-    device = ctx.get(st, "device", ("study",), str, "auto")
-    if device not in DEVICES:
-        raise ctx.error(("study", "device"), f"{device!r}; choose one of {', '.join(DEVICES)}")
+    device = ctx.choice(st, "device", ("study",), DEVICES, "auto")
 
     erf = _parse_erf(ctx, data) if "erf" in data else None
     sb = _parse_sb(ctx, data) if "shape_bias" in data else None
@@ -320,16 +320,19 @@ TOLERANCE_ABS_MAX = {"erf": 100.0, "shape_bias": 1.0}
 TOLERANCE_UNITS = {"erf": "percentage points", "shape_bias": "of shape bias"}
 
 
-def _bounded_int(ctx, table, key, path, default, quantity=None):
-    """An integer key within the bounds of :mod:`erftools._limits` (``quantity``, default the key's name)."""
+def _bounded_int(ctx, table, key, path, default):
+    """An integer key within the bounds of :mod:`erftools._limits` (the key names the quantity)."""
     v = ctx.get(table, key, path, int, default)
-    problem = None if v is None else bound_problem(quantity or key, v)
+    problem = None if v is None else bound_problem(key, v)
     if problem:
         raise ctx.error(path + (key,), problem)
     return v
 
 
 def _parse_erf(ctx: _Ctx, data: dict) -> ErfSpec:
+    """The [erf] table; ``objective`` and ``reduce`` are the ERF variant keys (docs/erf.md, "Variants")."""
+    from ..erf.objectives import OBJECTIVES, REDUCTIONS
+
     p = ("erf",)
     e = ctx.get(data, "erf", (), dict)
     ctx.check_keys(e, ERF_KEYS, p)
@@ -352,13 +355,9 @@ def _parse_erf(ctx: _Ctx, data: dict) -> ErfSpec:
     if isinstance(layers, list) and not all(isinstance(x, str) and x for x in layers):
         raise ctx.error(p + ("layers",), "a list of module names (strings), or \"stages\"")
     size, sizes = _sizes(ctx, e, p)
-    backend = ctx.get(e, "conv_backend", p, str, None)
-    if backend is not None and backend not in CONV_BACKENDS:
-        raise ctx.error(p + ("conv_backend",), f"{backend!r}; choose one of {', '.join(CONV_BACKENDS)}")
+    backend = ctx.choice(e, "conv_backend", p, CONV_BACKENDS, None)
     images = ctx.get(e, "images", p, str, None)
-    precision = ctx.get(e, "precision", p, str, "fp32")
-    if precision not in ERF_PRECISIONS:
-        raise ctx.error(p + ("precision",), f"{precision!r}; choose one of {', '.join(ERF_PRECISIONS)}")
+    precision = ctx.choice(e, "precision", p, ERF_PRECISIONS, "fp32")
     allow_low = ctx.get(e, "allow_low_precision", p, bool, False)
     if precision == "bf16" and not allow_low:
         raise ctx.error(p + ("precision",), "'bf16' moved a high-contribution square in erftools' measurements "
@@ -368,7 +367,8 @@ def _parse_erf(ctx: _Ctx, data: dict) -> ErfSpec:
                    num_images=_bounded_int(ctx, e, "num_images", p, 50), size=size, samplers=tuple(samplers),
                    seed=_bounded_int(ctx, e, "seed", p, 0), thresholds=tuple(out), layers=layers,
                    batch_size=_bounded_int(ctx, e, "batch_size", p, None), conv_backend=backend,
-                   sizes=sizes, **_variant(ctx, e, p))
+                   sizes=sizes, objective=ctx.choice(e, "objective", p, OBJECTIVES, OBJECTIVES[0]),
+                   reduction=ctx.choice(e, "reduce", p, REDUCTIONS, REDUCTIONS[0]))
 
 
 def _sizes(ctx: _Ctx, e: dict, p: tuple) -> tuple[int, tuple]:
@@ -386,26 +386,11 @@ def _sizes(ctx: _Ctx, e: dict, p: tuple) -> tuple[int, tuple]:
     return items[0], (tuple(items) if isinstance(value, list) and len(items) > 1 else ())
 
 
-def _variant(ctx: _Ctx, e: dict, p: tuple) -> dict:
-    """The ERF variant keys ``objective`` and ``reduce`` (docs/erf.md, "Variants")."""
-    from ..erf.objectives import OBJECTIVES, REDUCTIONS
-
-    objective = ctx.get(e, "objective", p, str, OBJECTIVES[0])
-    if objective not in OBJECTIVES:
-        raise ctx.error(p + ("objective",), f"{objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    reduction = ctx.get(e, "reduce", p, str, REDUCTIONS[0])
-    if reduction not in REDUCTIONS:
-        raise ctx.error(p + ("reduce",), f"{reduction!r}; choose one of {', '.join(REDUCTIONS)}")
-    return {"objective": objective, "reduction": reduction}
-
-
 def _parse_sb(ctx: _Ctx, data: dict) -> ShapeBiasSpec:
     p = ("shape_bias",)
     s = ctx.get(data, "shape_bias", (), dict)
     ctx.check_keys(s, SB_KEYS, p)
-    precision = ctx.get(s, "precision", p, str, "fp32")
-    if precision not in PRECISIONS:
-        raise ctx.error(p + ("precision",), f"{precision!r}; choose one of {', '.join(PRECISIONS)}")
+    precision = ctx.choice(s, "precision", p, PRECISIONS, "fp32")
     return ShapeBiasSpec(stimuli=ctx.get(s, "stimuli", p, str, None) or None,
                          allow_incomplete=ctx.get(s, "allow_incomplete", p, bool, False),
                          batch_size=_bounded_int(ctx, s, "batch_size", p, 32),
@@ -446,29 +431,27 @@ def _parse_model(ctx: _Ctx, m: Any, i: int, erf: ErfSpec | None, sb: ShapeBiasSp
     seed = _bounded_int(ctx, m, "seed", p, None)
     paper = ctx.get(m, "paper", p, dict, {})
     ctx.check_keys(paper, ("erf", "shape_bias"), p + ("paper",))
-    perf, perf_src = _paper_erf(ctx, paper, p + ("paper",), erf)
-    psb, psb_src = _paper_sb(ctx, paper, p + ("paper",))
+    perf, perf_src = _paper_erf(ctx, paper["erf"], p + ("paper", "erf")) if "erf" in paper else (None, "")
+    psb, psb_src = (_paper_sb(ctx, paper["shape_bias"], p + ("paper", "shape_bias")) if "shape_bias" in paper
+                    else (None, ""))
     return ModelSpec(id=mid, name=name, label=ctx.get(m, "label", p, str, mid), weights=weights, seed=seed,
                      model_kwargs=dict(kwargs), measure=tuple(measure), download=download,
                      note=ctx.get(m, "note", p, str, ""), paper_erf=perf, paper_erf_source=perf_src,
                      paper_shape_bias=psb, paper_shape_bias_source=psb_src, line=locate(ctx.text, p))
 
 
-def _paper_erf(ctx: _Ctx, paper: dict, p: tuple, erf: ErfSpec | None):
-    if "erf" not in paper:
-        return None, ""
-    v = paper["erf"]
+def _paper_erf(ctx: _Ctx, v: Any, p: tuple):
     if isinstance(v, str):
         kind, _, key = v.partition(":")
         if kind != "table10" or not key:
-            raise ctx.error(p + ("erf",), f"{v!r}: write \"table10:<model>\" (a row of the paper's Table 10) or "
+            raise ctx.error(p, f"{v!r}: write \"table10:<model>\" (a row of the paper's Table 10) or "
                                           "an inline table {\"0.2\" = 1.0, ...} of area ratios in percent")
         from ..erf.reference import table10 as paper_table10
 
         rows = paper_table10().get("models", [])
         row = next((r for r in rows if r.get("name") == key), None)
         if row is None:
-            raise ctx.error(p + ("erf",), f"Table 10 has no row {key!r}; its rows: "
+            raise ctx.error(p, f"Table 10 has no row {key!r}; its rows: "
                                           + ", ".join(r.get("name", "?") for r in rows))
         values = {float(t): float(x) for t, x in row["area_ratio_percent"].items()}
         return values, f"paper Table 10, {key}"
@@ -481,31 +464,28 @@ def _paper_erf(ctx: _Ctx, paper: dict, p: tuple, erf: ErfSpec | None):
                 thr = -1.0
             if (not 0 < thr <= 1 or isinstance(x, bool) or not isinstance(x, (int, float))
                     or not 0 <= x <= 100):
-                raise ctx.error(p + ("erf",), f"{t!r} = {x!r}: keys are thresholds (\"0.2\"), values area ratios "
+                raise ctx.error(p, f"{t!r} = {x!r}: keys are thresholds (\"0.2\"), values area ratios "
                                               "in percent (finite, 0 to 100)")
             values[thr] = float(x)
         return values, "study file"
-    raise ctx.error(p + ("erf",), "expected \"table10:<model>\" or a table of area ratios in percent")
+    raise ctx.error(p, "expected \"table10:<model>\" or a table of area ratios in percent")
 
 
-def _paper_sb(ctx: _Ctx, paper: dict, p: tuple):
-    if "shape_bias" not in paper:
-        return None, ""
-    v = paper["shape_bias"]
+def _paper_sb(ctx: _Ctx, v: Any, p: tuple):
     if isinstance(v, str):
         kind, _, key = v.partition(":")
         if kind != "fig5" or not key:
-            raise ctx.error(p + ("shape_bias",), f"{v!r}: write \"fig5:<entry>\" (an entry of the paper's Fig. 5) "
+            raise ctx.error(p, f"{v!r}: write \"fig5:<entry>\" (an entry of the paper's Fig. 5) "
                                                  "or a number")
         from ..shapebias.reference import load_published
 
         entries = load_published().get("entries", {})
         if key not in entries:
-            raise ctx.error(p + ("shape_bias",), f"Fig. 5 has no entry {key!r}; its entries: "
+            raise ctx.error(p, f"Fig. 5 has no entry {key!r}; its entries: "
                                                  + ", ".join(entries))
         return float(entries[key]["shape_bias"]), f"paper Fig. 5, {entries[key].get('label', key)}"
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-        raise ctx.error(p + ("shape_bias",), f"{v!r}: a shape bias is a number in [0, 1] or \"fig5:<entry>\"")
+        raise ctx.error(p, f"{v!r}: a shape bias is a number in [0, 1] or \"fig5:<entry>\"")
     return float(v), "study file"
 
 
@@ -533,12 +513,11 @@ def load_study(study: str | Path) -> Study:
     builtin = False
     if not path.is_file():
         b = builtin_path(str(study)) if re.match(r"^[A-Za-z0-9._-]+$", str(study)) else None
+        if b is None and path.exists():
+            raise StudyError(f"{path} is not a file; pass a study file (TOML) or a built-in study name")
         if b is None:
-            names = builtin_studies()
-            if path.exists():
-                raise StudyError(f"{path} is not a file; pass a study file (TOML) or a built-in study name")
             raise StudyError(f"no study file {path} and no built-in study of that name; built-in studies: "
-                             f"{', '.join(names) or 'none'}")
+                             f"{', '.join(builtin_studies()) or 'none'}")
         path, builtin = b, True
     try:
         text = path.read_text(encoding="utf-8")
