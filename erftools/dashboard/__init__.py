@@ -8,6 +8,22 @@ imports the report, never runs a model, never downloads and never writes (making
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..results.store import ENV_RESULTS  # noqa: F401  the results root the app serves (set by ``erftools dashboard``)
 
 ENV_STIMULI = "ERFTOOLS_STIMULI"  # an operator-chosen cue-conflict stimuli folder for the image browser
+
+
+def cache_stamp(path: Path) -> tuple[str, float, int]:
+    """A cache key for a file: its path, mtime and size (a re-run invalidates what the pages cached from it)."""
+    try:
+        s = path.stat()
+        return str(path), s.st_mtime, s.st_size
+    except OSError:
+        return str(path), 0.0, -1
+
+
+def run_folders(run) -> tuple[str, str]:
+    """A run's folder and its results folder (the folder itself when the run has none), as cache-key text."""
+    return str(run.path), str(run.root if run.root is not None else run.path)

@@ -29,8 +29,8 @@ from .. import figures as F
 from .. import results as R
 from ..results import ResultError, Run, md_code, md_text
 from ..results import views as V
-from . import ENV_STIMULI
-from .consistency import _folders, _stamp, correlation_section, error_consistency_section
+from . import ENV_STIMULI, cache_stamp, run_folders
+from .consistency import correlation_section, error_consistency_section
 
 PAGES = {"ERF": "erf", "Shape bias": "shape-bias", "Study": "study", "Runs": "runs"}
 SCALES = {"log (paper)": "log", "linear": "linear"}
@@ -63,7 +63,7 @@ def _key(run: Run, layer: str | None = None) -> tuple:
     """The cache key of the matrix of ``layer`` of ``run`` (None: its main matrix): folder, results folder, layer
     and the stamps of its files (a re-run invalidates the cached arrays)."""
     files = (R.ERF_MATRIX, R.ERF_RECORD) if layer is None else (R.ERF_RECORD,)
-    return (*_folders(run), layer, tuple(_stamp(run.path / name) for name in files))
+    return (*run_folders(run), layer, tuple(cache_stamp(run.path / name) for name in files))
 
 
 def erf_matrix(run: Run, layer: str | None = None):
@@ -77,7 +77,7 @@ def _heatmap_png(keys: tuple, titles: tuple, scale: str, threshold: float, cmap:
     """The heatmaps of the matrices named by ``keys`` (:func:`_key`), with the threshold square and, where
     ``theoretical`` gives a side, the theoretical receptive field."""
     panels = []
-    for key, title, theo in zip(keys, titles, theoretical or (None,) * len(keys)):
+    for key, title, theo in zip(keys, titles, tuple(theoretical) + (None,) * (len(keys) - len(theoretical))):
         m, f, full = _matrix(*key)
         panels.append(F.ErfPanel(title, m, f, V.area_ratio_at(m, threshold, f, full)[0], theo))
     return F.png_bytes(F.erf_heatmaps(panels, scale=scale, threshold=threshold, cmap=cmap, zoom=zoom))
@@ -435,7 +435,7 @@ def stimuli_browser(chosen: list[tuple[str, Run]], root: Path) -> None:
     for title, run in chosen:
         with guard(f"{title} decisions"):
             path = run.file(R.SB_DECISIONS)  # its real path, refused when it leads outside the results folder
-            frames[title] = _decisions(str(path), _stamp(path))
+            frames[title] = _decisions(str(path), cache_stamp(path))
     if not frames:
         return
     merged = V.merge_decisions(frames)

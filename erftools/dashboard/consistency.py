@@ -12,20 +12,7 @@ from .. import results as R
 from ..results import ResultError, Run, md_text
 from ..results import consistency as EC
 from ..results import correlation as CORR
-
-
-def _stamp(path) -> tuple[str, float, int]:
-    """A cache key for a file: its path, mtime and size (a re-run invalidates the cached values)."""
-    try:
-        s = path.stat()
-        return str(path), s.st_mtime, s.st_size
-    except OSError:
-        return str(path), 0.0, -1
-
-
-def _folders(run: Run) -> tuple[str, str]:
-    """A run's folder and its results folder (the folder itself when the run has none), as cache-key text."""
-    return str(run.path), str(run.root if run.root is not None else run.path)
+from . import cache_stamp, run_folders
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -55,7 +42,7 @@ def error_consistency_section(chosen: list[tuple[str, Run]]) -> None:
                "category), trials aligned by stimulus, as model-vs-human's ErrorConsistency; 0 = independent "
                "errors, 1 = identical. The human ceiling: each observer's mean kappa with the other observers.")
     try:
-        keys = tuple((t, *_folders(run), _stamp(run.path / R.SB_DECISIONS)) for t, run in chosen)
+        keys = tuple((t, *run_folders(run), cache_stamp(run.path / R.SB_DECISIONS)) for t, run in chosen)
         matrix_png, rows, bars, problems = _view(keys)
     except ResultError as exc:
         st.warning(md_text(exc))
